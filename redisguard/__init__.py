@@ -1,0 +1,43 @@
+"""redisguard: keep Redis-backed services working when Redis does not."""
+
+from __future__ import annotations
+
+from ._breaker import Breaker, BreakerStats, breakers, get_breaker
+from ._classify import ErrorKind, classify_error
+from ._client import aconnect, connect
+from ._config import BreakerConfig, RetryPolicy
+from ._errors import (
+    CircuitOpenError,
+    ConfigError,
+    RedisguardError,
+    RedisUnavailableError,
+    StoreUnavailableError,
+)
+from ._guard import Failure, current_failure, redis_guarded
+from ._listeners import LoggingListener
+from ._redact import redact_url
+from ._version import __version__
+
+__all__ = [
+    "Breaker",
+    "BreakerConfig",
+    "BreakerStats",
+    "CircuitOpenError",
+    "ConfigError",
+    "ErrorKind",
+    "Failure",
+    "LoggingListener",
+    "RedisUnavailableError",
+    "RedisguardError",
+    "RetryPolicy",
+    "StoreUnavailableError",
+    "__version__",
+    "aconnect",
+    "breakers",
+    "classify_error",
+    "connect",
+    "current_failure",
+    "get_breaker",
+    "redact_url",
+    "redis_guarded",
+]

@@ -1,0 +1,82 @@
+"""Which exceptions mean "Redis is unavailable", and what the guard does about each kind."""
+
+from __future__ import annotations
+
+import builtins
+import enum
+from collections.abc import Callable
+
+from redis import exceptions as rx
+
+from ._errors import RedisUnavailableError
+
+__all__ = ["Classifier", "ErrorKind", "classify_error"]
+
+
+class ErrorKind(enum.Enum):
+    """What the guard does with an exception raised by the guarded function.
+
+    ======================  =======  =======================  ========  =========================
+    kind                    retried  counted by the breaker    fallback  examples
+    ======================  =======  =======================  ========  =========================
+    ``TRANSIENT``           yes      yes                       yes       connection refused/reset,
+                                                                         timeouts, LOADING, failover
+    ``MISCONFIGURED``       no       yes                       yes       wrong password, no ACL
+                                                                         permission (logged ERROR)
+    ``REJECTED``            no       no                        yes       local pool exhausted; an
+                                                                         inner guard already gave up
+    ``PROPAGATE``           no       no                        no        WRONGTYPE, DataError, the
+                                                                         function's own bugs
+    ======================  =======  =======================  ========  =========================
+    """
+
+    TRANSIENT = "transient"
+    MISCONFIGURED = "misconfigured"
+    REJECTED = "rejected"
+    PROPAGATE = "propagate"
+
+
+Classifier = Callable[[BaseException], ErrorKind]
+
+# Order matters: subclasses that mean something else must be tested before their bases.
+# AuthenticationError/AuthorizationError/MaxConnectionsError subclass ConnectionError, and
+# ReadOnlyError/TryAgainError/ClusterDownError subclass ResponseError.
+_MISCONFIGURED: tuple[type[BaseException], ...] = (
+    rx.AuthenticationError,
+    rx.AuthorizationError,
+    rx.AuthenticationWrongNumberOfArgsError,
+    rx.NoPermissionError,
+)
+_REJECTED: tuple[type[BaseException], ...] = (rx.MaxConnectionsError, RedisUnavailableError)
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    rx.ConnectionError,  # includes BusyLoadingError, MasterNotFoundError, SlaveNotFoundError
+    rx.TimeoutError,
+    builtins.TimeoutError,  # asyncio.wait_for / asyncio.timeout
+    builtins.ConnectionError,  # raw socket errors that escaped redis-py
+    rx.ReadOnlyError,  # writing to a master that was demoted by a failover
+    rx.TryAgainError,  # cluster resharding
+    rx.ClusterError,  # includes ClusterDownError, "TTL exhausted"
+    rx.SlotNotCoveredError,
+    rx.MasterDownError,
+)
+
+
+def classify_error(exc: BaseException) -> ErrorKind:
+    """The default classification of an exception raised inside a guarded call.
+
+    Connection-level failures are ``TRANSIENT``; authentication and permission errors are
+    ``MISCONFIGURED`` (a retry cannot fix them, but the service should still degrade rather
+    than fail); a full local connection pool is ``REJECTED`` (Redis itself may be fine, so the
+    breaker is not told). Everything else, including every other ``ResponseError`` and
+    every non-Redis exception, propagates unchanged.
+    """
+    if not isinstance(exc, Exception):
+        # CancelledError, KeyboardInterrupt, SystemExit: never retried, counted or swallowed.
+        return ErrorKind.PROPAGATE
+    if isinstance(exc, _MISCONFIGURED):
+        return ErrorKind.MISCONFIGURED
+    if isinstance(exc, _REJECTED):
+        return ErrorKind.REJECTED
+    if isinstance(exc, _TRANSIENT):
+        return ErrorKind.TRANSIENT
+    return ErrorKind.PROPAGATE

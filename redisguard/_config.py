@@ -1,0 +1,149 @@
+"""Configuration: breaker and retry settings, validated, readable from the environment."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import ConfigError
+
+__all__ = ["BreakerConfig", "RetryPolicy"]
+
+_DAY = 86_400.0
+_ENV_PREFIX = "REDIS_CIRCUIT_BREAKER_"
+
+
+def _check_number(
+    label: str, value: object, *, integer: bool, low: float, high: float
+) -> None:
+    """Raise ConfigError naming ``label`` unless ``low <= value <= high`` (and int if asked)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{label} must be a number, got {value!r}")
+    if integer and not isinstance(value, int):
+        raise ConfigError(f"{label} must be a whole number, got {value!r}")
+    if not math.isfinite(value) or not low <= value <= high:
+        raise ConfigError(f"{label} must be between {low:g} and {high:g}, got {value!r}")
+
+
+def _env_number(
+    env: Mapping[str, str], name: str, *, integer: bool, low: float, high: float, scale: float
+) -> float | None:
+    """Read one numeric variable; ``scale`` converts its unit to the field's (ms -> s: 0.001)."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    text = raw.strip()
+    try:
+        value: float = int(text) if integer else float(text)
+    except ValueError:
+        kind = "a whole number" if integer else "a number"
+        raise ConfigError(f"{name} must be {kind}, got {raw!r}") from None
+    _check_number(name, value, integer=integer, low=low, high=high)
+    return value * scale
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    """How a breaker decides to open, probe and close. Durations are in seconds.
+
+    Attributes:
+        failure_threshold: Consecutive failures, all inside ``monitoring_window``, that open
+            the circuit. A success clears the count; failures older than the window drop out.
+        reset_timeout: How long the circuit stays open before it admits trial calls
+            (measured on a monotonic clock).
+        monitoring_window: How far back failures count.
+        half_open_max_attempts: How many trial calls may be in flight at once while half-open;
+            every other call gets its fallback at once.
+        success_threshold: Successful trial calls needed to close the circuit again.
+    """
+
+    failure_threshold: int = 5
+    reset_timeout: float = 30.0
+    monitoring_window: float = 60.0
+    half_open_max_attempts: int = 3
+    success_threshold: int = 1
+
+    def __post_init__(self) -> None:
+        _check_number("failure_threshold", self.failure_threshold, integer=True, low=1, high=1e6)
+        _check_number("reset_timeout", self.reset_timeout, integer=False, low=1e-3, high=_DAY)
+        _check_number(
+            "monitoring_window", self.monitoring_window, integer=False, low=1e-3, high=_DAY
+        )
+        _check_number(
+            "half_open_max_attempts", self.half_open_max_attempts, integer=True, low=1, high=1e4
+        )
+        _check_number("success_threshold", self.success_threshold, integer=True, low=1, high=1e4)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> BreakerConfig:
+        """Build a config from ``REDIS_CIRCUIT_BREAKER_*`` variables; unset ones keep defaults.
+
+        Durations are read in **milliseconds**, as in the design document.
+
+        Raises:
+            ConfigError: a variable is not a number, is <= 0, or is absurd; the message
+                names the variable and its value.
+        """
+        env = os.environ if env is None else env
+        fields: dict[str, float | None] = {
+            "failure_threshold": _env_number(
+                env, f"{_ENV_PREFIX}FAILURE_THRESHOLD", integer=True, low=1, high=1e6, scale=1
+            ),
+            "reset_timeout": _env_number(
+                env, f"{_ENV_PREFIX}RESET_TIMEOUT", integer=False, low=1, high=_DAY * 1e3,
+                scale=1e-3,
+            ),
+            "monitoring_window": _env_number(
+                env, f"{_ENV_PREFIX}MONITORING_WINDOW", integer=False, low=1, high=_DAY * 1e3,
+                scale=1e-3,
+            ),
+            "half_open_max_attempts": _env_number(
+                env, f"{_ENV_PREFIX}HALF_OPEN_ATTEMPTS", integer=True, low=1, high=1e4, scale=1
+            ),
+            "success_threshold": _env_number(
+                env, f"{_ENV_PREFIX}SUCCESS_THRESHOLD", integer=True, low=1, high=1e4, scale=1
+            ),
+        }
+        given: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
+        for key in ("failure_threshold", "half_open_max_attempts", "success_threshold"):
+            if key in given:
+                given[key] = int(given[key])
+        return cls(**given)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter for calls that failed because Redis was unavailable.
+
+    The first attempt never touches the retry machinery; only after it fails does tenacity run.
+
+    Attributes:
+        attempts: Total attempts, the first included (1 means no retry).
+        backoff: Base delay in seconds: attempt ``n`` (n >= 2) waits
+            ``min(backoff * 2**(n-2) + U(0, jitter), max_backoff)``.
+        max_backoff: Upper bound on one wait.
+        jitter: Upper bound of the uniform random jitter added to each wait.
+        deadline: Upper bound, in seconds, on the whole call including waits. No attempt
+            starts that, judging by the slowest attempt so far, would end past it; on asyncio
+            a retry attempt is also cancelled at the deadline.
+    """
+
+    attempts: int = 3
+    backoff: float = 0.025
+    max_backoff: float = 0.2
+    jitter: float = 0.025
+    deadline: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check_number("attempts", self.attempts, integer=True, low=1, high=100)
+        _check_number("backoff", self.backoff, integer=False, low=0, high=3600)
+        _check_number("max_backoff", self.max_backoff, integer=False, low=0, high=3600)
+        _check_number("jitter", self.jitter, integer=False, low=0, high=3600)
+        _check_number("deadline", self.deadline, integer=False, low=1e-3, high=_DAY)
+        if self.max_backoff < self.backoff:
+            raise ConfigError(
+                f"max_backoff ({self.max_backoff!r}) must be >= backoff ({self.backoff!r})"
+            )

@@ -1,0 +1,56 @@
+"""The exceptions redisguard raises.
+
+The tree is shallow on purpose::
+
+    Exception
+     +-- RedisguardError
+          +-- RedisUnavailableError      Redis could not serve the call and no fallback was given
+          |    +-- CircuitOpenError      ... because the breaker was open (no I/O was attempted)
+          |    +-- StoreUnavailableError a store could not read or write (a write was NOT done)
+          +-- ConfigError (also ValueError)  bad configuration: env var, URL, argument
+
+Data errors from Redis (``WRONGTYPE``, ``DataError``, ``NoScriptError``...) and exceptions raised
+by the guarded function's own logic are never wrapped: they reach the caller unchanged.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CircuitOpenError",
+    "ConfigError",
+    "RedisUnavailableError",
+    "RedisguardError",
+    "StoreUnavailableError",
+]
+
+
+class RedisguardError(Exception):
+    """Base class of every exception raised by redisguard itself."""
+
+
+class RedisUnavailableError(RedisguardError):
+    """Redis could not serve a guarded call, and there was no fallback.
+
+    Attributes:
+        operation: The ``name`` given to ``@redis_guarded``.
+        breaker: The name of the breaker that guarded the call.
+        attempts: How many attempts reached Redis (0 when the circuit was open).
+    """
+
+    def __init__(self, message: str, *, operation: str, breaker: str, attempts: int) -> None:
+        super().__init__(message)
+        self.operation = operation
+        self.breaker = breaker
+        self.attempts = attempts
+
+
+class CircuitOpenError(RedisUnavailableError):
+    """The breaker was open, so the call was answered without touching Redis."""
+
+
+class StoreUnavailableError(RedisUnavailableError):
+    """A store operation did not reach Redis; for a write, nothing was written."""
+
+
+class ConfigError(RedisguardError, ValueError):
+    """A configuration value is invalid; the message names the setting and the value."""

@@ -1,0 +1,622 @@
+"""``@redis_guarded``: breaker + retry + fallback around any sync or async function.
+
+The happy path is: read the breaker state (no lock), call the function, bump a counter.
+Only after a first failure does the tenacity machinery start, and only for errors that mean
+"Redis is unavailable". The policy (classify, record, stop, give up) lives in :class:`_Guard`
+methods that do no I/O; the sync and async shells only differ in ``await``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, NoReturn, ParamSpec, Protocol, TypeVar, cast, overload
+
+import tenacity
+
+from ._breaker import OPEN, REJECT, Breaker, get_breaker
+from ._classify import Classifier, ErrorKind, classify_error
+from ._config import RetryPolicy
+from ._errors import CircuitOpenError, ConfigError, RedisUnavailableError
+from ._observe import OperationStats, operation_stats
+from ._redact import redact_text
+
+__all__ = ["DEFAULT_RETRY", "Failure", "current_failure", "redis_guarded"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+F = TypeVar("F")
+F_co = TypeVar("F_co", covariant=True)
+
+logger = logging.getLogger("redisguard")
+DEFAULT_RETRY = RetryPolicy()
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<no fallback>"
+
+
+_NO_FALLBACK: Any = _Unset()
+_DEFAULT: Any = object()  # "use DEFAULT_RETRY" (distinct from retry=None: a single attempt)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a fallback is being used; read it with :func:`current_failure` inside a fallback.
+
+    Attributes:
+        operation: The guarded operation's name.
+        breaker: The breaker's name.
+        exception: The last error from Redis, or None when the circuit was open and no
+            attempt was made.
+        kind: How that error was classified (None when no attempt was made).
+        circuit_open: True when the call was answered without touching Redis.
+        attempts: Attempts that reached the function.
+    """
+
+    operation: str
+    breaker: str
+    exception: BaseException | None
+    kind: ErrorKind | None
+    circuit_open: bool
+    attempts: int
+
+
+_current_failure: ContextVar[Failure | None] = ContextVar("redisguard_failure", default=None)
+
+
+def current_failure() -> Failure | None:
+    """Inside a fallback: why it was called. Outside one: None.
+
+    Example::
+
+        def cached_profile(user_id):
+            failure = redisguard.current_failure()
+            log.info("serving stale profile (circuit open: %s)", failure.circuit_open)
+            return LOCAL_CACHE.get(user_id)
+    """
+    return _current_failure.get()
+
+
+class _ShortCircuit(Exception):
+    """A retry found the circuit open (or the half-open slots taken): stop, no I/O."""
+
+
+class _CallState:
+    """The bookkeeping of one degraded call; its methods are tenacity's stop/retry hooks."""
+
+    __slots__ = ("attempts", "breaker", "kind", "last", "pending", "policy", "slowest", "started")
+
+    def __init__(
+        self,
+        breaker: Breaker,
+        policy: RetryPolicy,
+        started: float,
+        exc: BaseException,
+        kind: ErrorKind,
+    ) -> None:
+        self.breaker = breaker
+        self.policy = policy
+        self.started = started
+        self.slowest = time.perf_counter() - started
+        self.last: BaseException = exc
+        self.kind: ErrorKind = kind
+        self.pending: BaseException | None = exc  # replayed as tenacity's attempt 1 (no I/O)
+        self.attempts = 1
+
+    def remaining(self) -> float:
+        return self.policy.deadline - (time.perf_counter() - self.started)
+
+    def retry(self, rs: tenacity.RetryCallState) -> bool:
+        outcome = rs.outcome
+        return (
+            outcome is not None
+            and outcome.failed
+            and outcome.exception() is self.last
+            and self.kind is ErrorKind.TRANSIENT
+        )
+
+    def stop(self, rs: tenacity.RetryCallState) -> bool:
+        if rs.attempt_number >= self.policy.attempts or self.breaker.state_code == OPEN:
+            return True
+        # Do not start an attempt that, judging by the slowest one so far, would overrun.
+        sleep = rs.upcoming_sleep or 0.0
+        return sleep + self.slowest > self.remaining()
+
+
+class _Guard:
+    """Everything the wrappers share: configuration and the I/O-free policy steps."""
+
+    def __init__(
+        self,
+        name: str,
+        fallback: Any,
+        breaker: Breaker,
+        retry: RetryPolicy | None,
+        classify: Classifier,
+    ) -> None:
+        self.name = name
+        self.fallback = fallback
+        self.breaker = breaker
+        self.policy = retry
+        self.classify = classify
+        self.stats: OperationStats = operation_stats(name, breaker.name)
+        self.call_fallback = callable(fallback)
+        self.await_fallback = inspect.iscoroutinefunction(fallback)
+        self._sync_template: tenacity.Retrying | None = None
+        self._async_template: tenacity.AsyncRetrying | None = None
+        if retry is not None and retry.attempts > 1:
+            wait = _backoff(retry)
+            self._sync_template = tenacity.Retrying(wait=wait, reraise=True)
+            self._async_template = tenacity.AsyncRetrying(wait=wait, reraise=True)
+
+    # -- policy steps (no I/O) ---------------------------------------------------------
+    def record(self, ticket: int, exc: BaseException, kind: ErrorKind, attempt: int) -> None:
+        """Tell the breaker about a failed attempt and log it."""
+        if kind is ErrorKind.REJECTED:
+            self.breaker._on_neutral(ticket)
+        else:
+            self.breaker._on_failure(ticket, exc)
+        if kind is ErrorKind.MISCONFIGURED:
+            level = logging.ERROR
+            message = "Redis rejected the configuration (not retried): %s"
+        else:
+            level = logging.WARNING
+            message = "Redis operation failed: %s"
+        if logger.isEnabledFor(level):
+            logger.log(
+                level,
+                message,
+                _describe(exc),
+                extra={
+                    "category": "config" if kind is ErrorKind.MISCONFIGURED else "redis",
+                    "breaker": self.breaker.name,
+                    "operation": self.name,
+                    "state": self.breaker.current_state,
+                    "error": _describe(exc),
+                    "error_type": _qualname(exc),
+                    "attempt": attempt,
+                },
+            )
+
+    def retrying_state(
+        self, started: float, exc: BaseException, kind: ErrorKind
+    ) -> _CallState | None:
+        """The state of a retry loop, or None when this failure is not worth retrying."""
+        if (
+            kind is not ErrorKind.TRANSIENT
+            or self._sync_template is None
+            or self.breaker.state_code == OPEN
+        ):
+            return None
+        assert self.policy is not None
+        return _CallState(self.breaker, self.policy, started, exc, kind)
+
+    def admit_retry(self, state: _CallState) -> int:
+        """Start one retry attempt: replay the first failure, or ask the breaker."""
+        if state.pending is not None:
+            exc, state.pending = state.pending, None
+            raise exc
+        ticket = self.breaker._admit()
+        if ticket == REJECT:
+            raise _ShortCircuit
+        state.attempts += 1
+        if state.attempts == 2:
+            self.stats.retries.add()
+        return ticket
+
+    def attempt_failed(
+        self, state: _CallState, ticket: int, exc: BaseException, began: float
+    ) -> None:
+        """Classify and record a failed retry attempt (the caller re-raises ``exc``)."""
+        state.slowest = max(state.slowest, time.perf_counter() - began)
+        kind = self.classify(exc)
+        state.last, state.kind = exc, kind
+        if kind is ErrorKind.PROPAGATE:
+            self.breaker._on_neutral(ticket)
+        else:
+            self.record(ticket, exc, kind, state.attempts)
+
+    def attempt_succeeded(self, ticket: int) -> None:
+        self.breaker._on_success(ticket)
+        self.stats.success.add()
+        logger.info(
+            "Redis operation %s succeeded after a retry",
+            self.name,
+            extra={"category": "redis", "breaker": self.breaker.name, "operation": self.name},
+        )
+
+    def failure(
+        self, state: _CallState | None, exc: BaseException | None, attempts: int
+    ) -> Failure:
+        if state is not None:
+            exc, attempts = state.last, state.attempts
+        kind = None if exc is None else self.classify(exc) if state is None else state.kind
+        return Failure(
+            operation=self.name,
+            breaker=self.breaker.name,
+            exception=exc,
+            kind=kind,
+            circuit_open=exc is None,
+            attempts=attempts,
+        )
+
+    def give_up(self, failure: Failure) -> None:
+        """Count and log the fallback; raise when there is no fallback to give."""
+        no_fallback = self.fallback is _NO_FALLBACK
+        (self.stats.error if no_fallback else self.stats.fallback).add()
+        if failure.circuit_open:
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "Circuit breaker open, using fallback for %s",
+                    self.name,
+                    extra=self._extra(failure),
+                )
+        elif logger.isEnabledFor(logging.WARNING):
+            logger.warning(
+                "Using fallback for Redis operation %s", self.name, extra=self._extra(failure)
+            )
+        if no_fallback:
+            raise self.unavailable(failure) from failure.exception
+
+    def _extra(self, failure: Failure) -> dict[str, Any]:
+        return {
+            "category": "redis",
+            "breaker": self.breaker.name,
+            "operation": self.name,
+            "state": self.breaker.current_state,
+            "error": None if failure.exception is None else _describe(failure.exception),
+            "attempts": failure.attempts,
+        }
+
+    def unavailable(self, failure: Failure) -> RedisUnavailableError:
+        cls = CircuitOpenError if failure.circuit_open else RedisUnavailableError
+        if failure.circuit_open:
+            reason = f"circuit breaker {self.breaker.name!r} is {self.breaker.current_state}"
+        else:
+            assert failure.exception is not None
+            reason = f"{failure.attempts} attempt(s) failed, last: {_describe(failure.exception)}"
+        return cls(
+            f"Redis operation {self.name!r} unavailable: {reason}",
+            operation=self.name,
+            breaker=self.breaker.name,
+            attempts=failure.attempts,
+        )
+
+    # -- sync shell ----------------------------------------------------------------------
+    def recover(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        ticket: int,
+        exc: BaseException,
+        kind: ErrorKind,
+        started: float,
+    ) -> Any:
+        """Handle a failed first attempt: retry if worthwhile, else fall back."""
+        self.record(ticket, exc, kind, 1)
+        state = self.retrying_state(started, exc, kind)
+        if state is not None:
+            assert self._sync_template is not None
+            retrying = self._sync_template.copy(stop=state.stop, retry=state.retry)
+            try:
+                for attempt in retrying:
+                    with attempt:
+                        ticket = self.admit_retry(state)
+                        began = time.perf_counter()
+                        try:
+                            result = fn(*args, **kwargs)
+                        except BaseException as err:
+                            self.attempt_failed(state, ticket, err, began)
+                            raise
+                        self.attempt_succeeded(ticket)
+                        return result
+            except _ShortCircuit:
+                pass
+            except BaseException as err:
+                if err is not state.last or state.kind is ErrorKind.PROPAGATE:
+                    raise
+        return self.fall_back(args, kwargs, self.failure(state, exc, 1))
+
+    def fall_back(self, args: tuple[Any, ...], kwargs: dict[str, Any], failure: Failure) -> Any:
+        self.give_up(failure)
+        if not self.call_fallback:
+            return self.fallback
+        token = _current_failure.set(failure)
+        try:
+            return self.fallback(*args, **kwargs)
+        finally:
+            _current_failure.reset(token)
+
+    def short_circuit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The circuit is open: answer at once, without I/O."""
+        if not self.call_fallback and self.fallback is not _NO_FALLBACK:
+            self.stats.fallback.add()
+            if logger.isEnabledFor(logging.DEBUG):
+                self.give_up_debug()
+            return self.fallback
+        return self.fall_back(args, kwargs, self.failure(None, None, 0))
+
+    def give_up_debug(self) -> None:
+        logger.debug(
+            "Circuit breaker open, using fallback for %s",
+            self.name,
+            extra={"category": "redis", "breaker": self.breaker.name, "operation": self.name},
+        )
+
+    # -- async shell ---------------------------------------------------------------------
+    async def arecover(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        ticket: int,
+        exc: BaseException,
+        kind: ErrorKind,
+        started: float,
+    ) -> Any:
+        """Async twin of :meth:`recover`; each retry attempt is cut at the deadline."""
+        self.record(ticket, exc, kind, 1)
+        state = self.retrying_state(started, exc, kind)
+        if state is not None:
+            assert self._async_template is not None
+            retrying = self._async_template.copy(stop=state.stop, retry=state.retry)
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        ticket = self.admit_retry(state)
+                        began = time.perf_counter()
+                        try:
+                            result = await _within(fn(*args, **kwargs), state.remaining())
+                        except BaseException as err:
+                            self.attempt_failed(state, ticket, err, began)
+                            raise
+                        self.attempt_succeeded(ticket)
+                        return result
+            except _ShortCircuit:
+                pass
+            except BaseException as err:
+                if err is not state.last or state.kind is ErrorKind.PROPAGATE:
+                    raise
+        return await self.afall_back(args, kwargs, self.failure(state, exc, 1))
+
+    async def afall_back(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], failure: Failure
+    ) -> Any:
+        self.give_up(failure)
+        if not self.call_fallback:
+            return self.fallback
+        token = _current_failure.set(failure)
+        try:
+            result = self.fallback(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        finally:
+            _current_failure.reset(token)
+
+    async def ashort_circuit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not self.call_fallback and self.fallback is not _NO_FALLBACK:
+            self.stats.fallback.add()
+            if logger.isEnabledFor(logging.DEBUG):
+                self.give_up_debug()
+            return self.fallback
+        return await self.afall_back(args, kwargs, self.failure(None, None, 0))
+
+
+if sys.version_info >= (3, 11):
+
+    async def _within(awaitable: Awaitable[R], seconds: float) -> R:
+        async with asyncio.timeout(max(seconds, 0.0)):
+            return await awaitable
+
+else:  # pragma: no cover - exercised on Python 3.10 only
+
+    async def _within(awaitable: Awaitable[R], seconds: float) -> R:
+        return await asyncio.wait_for(awaitable, max(seconds, 0.0))
+
+
+def _backoff(policy: RetryPolicy) -> tenacity.wait.wait_base:
+    """``backoff * 2**(n-1) + U(0, jitter)``, capped at ``max_backoff``.
+
+    tenacity counts the replayed first failure as attempt 1, so the wait before the first
+    real retry is ``backoff + U(0, jitter)``.
+    """
+    return tenacity.wait_exponential_jitter(
+        multiplier=policy.backoff, max=policy.max_backoff, jitter=policy.jitter
+    )
+
+
+def _qualname(exc: BaseException) -> str:
+    cls = type(exc)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` with any URL password masked."""
+    text = str(exc)
+    return redact_text(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
+class GuardDecorator(Protocol[F_co]):
+    """What ``redis_guarded(...)`` returns: keeps the signature, widens the return type."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> Callable[P, Coroutine[Any, Any, R | F_co]]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Callable[P, R | F_co]: ...
+
+
+@overload
+def redis_guarded(
+    *,
+    name: str,
+    breaker: str | Breaker = ...,
+    retry: RetryPolicy | None = ...,
+    classify: Classifier = ...,
+) -> GuardDecorator[NoReturn]: ...
+
+
+@overload
+def redis_guarded(
+    *,
+    name: str,
+    fallback: Callable[..., Awaitable[F]],
+    breaker: str | Breaker = ...,
+    retry: RetryPolicy | None = ...,
+    classify: Classifier = ...,
+) -> GuardDecorator[F]: ...
+
+
+@overload
+def redis_guarded(
+    *,
+    name: str,
+    fallback: Callable[..., F],
+    breaker: str | Breaker = ...,
+    retry: RetryPolicy | None = ...,
+    classify: Classifier = ...,
+) -> GuardDecorator[F]: ...
+
+
+@overload
+def redis_guarded(
+    *,
+    name: str,
+    fallback: F,
+    breaker: str | Breaker = ...,
+    retry: RetryPolicy | None = ...,
+    classify: Classifier = ...,
+) -> GuardDecorator[F]: ...
+
+
+def redis_guarded(
+    *,
+    name: str,
+    fallback: Any = _NO_FALLBACK,
+    breaker: str | Breaker = "redis",
+    retry: RetryPolicy | None = _DEFAULT,
+    classify: Classifier = classify_error,
+) -> Any:
+    """Guard a function that talks to Redis with a circuit breaker, retries and a fallback.
+
+    Works on plain and ``async def`` functions, and on methods (instance, class, static).
+
+    Args:
+        name: The operation's name, used in logs, spans and metrics (e.g. ``"session.get"``).
+        fallback: What to answer when Redis is unavailable: a value, or a callable called with
+            the guarded function's own arguments (awaited if the function is async and the
+            fallback is a coroutine function). Inside it, :func:`current_failure` says why.
+            Without a fallback the call raises :class:`RedisUnavailableError`, or
+            :class:`CircuitOpenError` when the circuit was open.
+        breaker: A breaker name (shared through :func:`get_breaker`) or a :class:`Breaker`.
+        retry: A :class:`RetryPolicy`; ``None`` for a single attempt. Defaults to
+            ``RetryPolicy()`` (3 attempts, 25 ms jittered exponential backoff, 0.5 s deadline).
+        classify: Maps an exception to an :class:`ErrorKind`; defaults to
+            :func:`classify_error`.
+
+    Raises:
+        TypeError: at decoration, for a generator function, a non-callable, or an async
+            fallback on a sync function.
+        ConfigError: for an empty name or an invalid breaker.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"redis_guarded(name=...) must be a non-empty string, got {name!r}")
+    if retry is _DEFAULT:
+        retry = DEFAULT_RETRY
+    elif retry is not None and not isinstance(retry, RetryPolicy):
+        raise TypeError(f"retry must be a RetryPolicy or None, got {retry!r}")
+    if not callable(classify):
+        raise TypeError(f"classify must be callable, got {classify!r}")
+    if isinstance(breaker, str):
+        breaker_obj = get_breaker(breaker)
+    elif isinstance(breaker, Breaker):
+        breaker_obj = breaker
+    else:
+        raise ConfigError(f"breaker must be a name or a redisguard.Breaker, got {breaker!r}")
+
+    def decorate(fn: Any) -> Any:
+        if isinstance(fn, classmethod | staticmethod):
+            return type(fn)(decorate(fn.__func__))
+        if not callable(fn):
+            raise TypeError(f"@redis_guarded needs a function, got {fn!r}")
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError(
+                f"@redis_guarded cannot guard generator {fn.__qualname__}: results would "
+                "escape the guard; guard the function that does the Redis calls instead"
+            )
+        is_async = inspect.iscoroutinefunction(fn)
+        if not is_async and inspect.iscoroutinefunction(fallback):
+            raise TypeError(
+                f"fallback {fallback.__qualname__} is async but {fn.__qualname__} is not"
+            )
+        guard = _Guard(name, fallback, breaker_obj, retry, classify)
+        return _async_wrapper(fn, guard) if is_async else _sync_wrapper(fn, guard)
+
+    return decorate
+
+
+def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
+    breaker, classify, success = guard.breaker, guard.classify, guard.stats.success
+    admit, on_success, on_neutral = breaker._admit, breaker._on_success, breaker._on_neutral
+    clock, propagate = time.perf_counter, ErrorKind.PROPAGATE
+
+    @functools.wraps(fn)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        ticket = admit()
+        if ticket == REJECT:
+            return guard.short_circuit(args, kwargs)
+        started = clock()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            kind = classify(exc)
+            if kind is propagate:
+                on_neutral(ticket)
+                raise
+            return guard.recover(fn, args, kwargs, ticket, exc, kind, started)
+        on_success(ticket)
+        success.add()
+        return result
+
+    guarded.__redisguard__ = guard  # type: ignore[attr-defined]
+    return guarded
+
+
+def _async_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable[..., Any]:
+    breaker, classify, success = guard.breaker, guard.classify, guard.stats.success
+    admit, on_success, on_neutral = breaker._admit, breaker._on_success, breaker._on_neutral
+    clock, propagate = time.perf_counter, ErrorKind.PROPAGATE
+
+    @functools.wraps(fn)
+    async def guarded(*args: Any, **kwargs: Any) -> Any:
+        ticket = admit()
+        if ticket == REJECT:
+            return await guard.ashort_circuit(args, kwargs)
+        started = clock()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            kind = classify(exc)
+            if kind is propagate:
+                on_neutral(ticket)
+                raise
+            return await guard.arecover(fn, args, kwargs, ticket, exc, kind, started)
+        on_success(ticket)
+        success.add()
+        return result
+
+    guarded.__redisguard__ = guard  # type: ignore[attr-defined]
+    return cast(Callable[..., Any], guarded)

@@ -1,0 +1,52 @@
+"""Breaker listeners shipped with redisguard (pybreaker ``CircuitBreakerListener`` subclasses)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pybreaker
+
+from ._breaker import _default_listener_factories
+
+__all__ = ["LoggingListener"]
+
+
+class LoggingListener(pybreaker.CircuitBreakerListener):
+    """Logs every real state transition to the ``redisguard`` logger, at the design's levels.
+
+    closed -> open is ERROR ("Circuit breaker opened"), half-open -> open is WARNING ("re-opened
+    during recovery"), -> half-open and -> closed are INFO. Records carry ``category``,
+    ``breaker``, ``state`` and ``previous_state`` in ``extra`` for structured handlers.
+    """
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.logger = logger or logging.getLogger("redisguard")
+
+    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
+        old = getattr(old_state, "name", None)
+        new = new_state.name
+        if old == new:
+            return
+        if new == pybreaker.STATE_OPEN:
+            if old == pybreaker.STATE_HALF_OPEN:
+                level, message = logging.WARNING, "Circuit breaker re-opened during recovery"
+            else:
+                level, message = logging.ERROR, "Circuit breaker opened"
+        elif new == pybreaker.STATE_HALF_OPEN:
+            level, message = logging.INFO, "Circuit breaker entering half-open state"
+        else:
+            level, message = logging.INFO, "Circuit breaker closed (recovered)"
+        extra: dict[str, Any] = {
+            "category": "circuit-breaker",
+            "breaker": cb.name,
+            "state": new,
+            "previous_state": old,
+        }
+        if new == pybreaker.STATE_OPEN:
+            extra["failure_count"] = cb.fail_counter
+            extra["reset_timeout"] = cb.reset_timeout
+        self.logger.log(level, "%s: %s", message, cb.name, extra=extra)
+
+
+_default_listener_factories.append(LoggingListener)

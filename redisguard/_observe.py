@@ -1,0 +1,59 @@
+"""Per-operation counters and the hooks that report degraded calls (logs; spans come later).
+
+Counting must cost next to nothing on the happy path, so successes only bump a
+:class:`~redisguard._tally.Tally`; exporters read the totals when they collect.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from ._tally import Tally
+
+__all__ = ["OperationStats", "operation_stats", "operations"]
+
+
+@dataclass(eq=False)
+class OperationStats:
+    """Running totals for one guarded operation name (shared by all decorators using it)."""
+
+    name: str
+    breaker: str
+    success: Tally = field(default_factory=Tally)
+    fallback: Tally = field(default_factory=Tally)
+    error: Tally = field(default_factory=Tally)
+    retries: Tally = field(default_factory=Tally)
+
+    def snapshot(self) -> dict[str, int]:
+        """The totals as plain numbers."""
+        return {
+            "success": self.success.value,
+            "fallback": self.fallback.value,
+            "error": self.error.value,
+            "retries": self.retries.value,
+        }
+
+
+_operations: dict[str, OperationStats] = {}
+_lock = threading.Lock()
+
+
+def operation_stats(name: str, breaker: str) -> OperationStats:
+    """Return the stats object for ``name``, creating it on first use."""
+    with _lock:
+        stats = _operations.get(name)
+        if stats is None:
+            stats = _operations[name] = OperationStats(name, breaker)
+        return stats
+
+
+def operations() -> list[OperationStats]:
+    """Every registered operation, sorted by name."""
+    with _lock:
+        return sorted(_operations.values(), key=lambda s: s.name)
+
+
+def _clear_operations() -> None:
+    with _lock:
+        _operations.clear()
