@@ -15,6 +15,7 @@ from ._errors import (
 )
 from ._guard import Failure, current_failure, redis_guarded
 from ._listeners import LoggingListener
+from ._telemetry import OpenTelemetryListener
 from ._redact import redact_url
 from ._version import __version__
 
@@ -27,6 +28,7 @@ __all__ = [
     "ErrorKind",
     "Failure",
     "LoggingListener",
+    "OpenTelemetryListener",
     "RedisUnavailableError",
     "RedisguardError",
     "RetryPolicy",

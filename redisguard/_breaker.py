@@ -173,8 +173,10 @@ class Breaker(pybreaker.CircuitBreaker):
         self._failure_total = 0
         self._last_failure: float | None = None
         self._last_change = wall_clock()
+        # Monotonic totals (metrics read them); reset() only moves the offsets stats() use.
         self._successes = Tally()
         self._rejections = Tally()
+        self._offsets = (0, 0, 0)
         self._wants_call_events = False
         self._refresh_listener_flags()
 
@@ -227,10 +229,8 @@ class Breaker(pybreaker.CircuitBreaker):
         """Admin action: close the circuit and clear every count and timestamp."""
         with self._gate:
             self._window_storage.reset_counter()
-            self._failure_total = 0
+            self._offsets = (self._successes.value, self._rejections.value, self._failure_total)
             self._last_failure = None
-            self._successes.reset()
-            self._rejections.reset()
         self._move_to(CLOSED)
 
     def add_listener(self, listener: Any) -> None:
@@ -439,16 +439,27 @@ class Breaker(pybreaker.CircuitBreaker):
     @property
     def success_count(self) -> int:
         """Successful calls since creation or the last ``reset()``."""
-        return self._successes.value
+        return self._successes.value - self._offsets[0]
 
     @property
     def rejected_count(self) -> int:
-        """Calls answered without touching Redis because the circuit was open or saturated."""
+        """Calls answered without touching Redis (circuit open or trial slots taken), since
+        creation or the last ``reset()``."""
+        return self._rejections.value - self._offsets[1]
+
+    @property
+    def success_total(self) -> int:
+        """Successful calls since creation; never decreases (for metrics)."""
+        return self._successes.value
+
+    @property
+    def rejected_total(self) -> int:
+        """Rejected calls since creation; never decreases (for metrics)."""
         return self._rejections.value
 
     @property
     def failure_total(self) -> int:
-        """Failures recorded since creation or the last ``reset()`` (not windowed)."""
+        """Failures recorded since creation, not windowed; never decreases (for metrics)."""
         return self._failure_total
 
     def seconds_until_retry(self) -> float | None:
@@ -469,8 +480,8 @@ class Breaker(pybreaker.CircuitBreaker):
             name=self.name,
             state=STATE_NAMES[code],
             failure_count=failures,
-            success_count=self._successes.value,
-            rejected_count=self._rejections.value,
+            success_count=self.success_count,
+            rejected_count=self.rejected_count,
             last_failure_time=_utc(last_failure),
             last_state_change=_utc(last_change) or datetime.now(timezone.utc),
             next_retry_time=None if wait is None else _utc(self._wall() + wait),

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, ParamSpec, Protocol, TypeVar, cast, overload
 
 import tenacity
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
 
 from ._breaker import OPEN, REJECT, Breaker, get_breaker
 from ._classify import Classifier, ErrorKind, classify_error
@@ -27,6 +29,17 @@ from ._config import RetryPolicy
 from ._errors import CircuitOpenError, ConfigError, RedisUnavailableError
 from ._observe import OperationStats, operation_stats
 from ._redact import redact_text
+from ._telemetry import (
+    GuardSpan,
+    Telemetry,
+    begin_traced,
+    end_traced,
+    record_propagated,
+    record_short_circuit,
+    start_degraded,
+    telemetry_for,
+    trace_success_default,
+)
 
 __all__ = ["DEFAULT_RETRY", "Failure", "current_failure", "redis_guarded"]
 
@@ -142,15 +155,17 @@ class _Guard:
         breaker: Breaker,
         retry: RetryPolicy | None,
         classify: Classifier,
+        telemetry: Telemetry,
     ) -> None:
         self.name = name
         self.fallback = fallback
         self.breaker = breaker
         self.policy = retry
         self.classify = classify
-        self.stats: OperationStats = operation_stats(name, breaker.name)
+        self.telemetry = telemetry
+        self.trace_success = False
+        self.stats: OperationStats = operation_stats(name, breaker)
         self.call_fallback = callable(fallback)
-        self.await_fallback = inspect.iscoroutinefunction(fallback)
         self._sync_template: tenacity.Retrying | None = None
         self._async_template: tenacity.AsyncRetrying | None = None
         if retry is not None and retry.attempts > 1:
@@ -165,19 +180,17 @@ class _Guard:
             self.breaker._on_neutral(ticket)
         else:
             self.breaker._on_failure(ticket, exc)
-        if kind is ErrorKind.MISCONFIGURED:
-            level = logging.ERROR
-            message = "Redis rejected the configuration (not retried): %s"
-        else:
-            level = logging.WARNING
-            message = "Redis operation failed: %s"
+        misconfigured = kind is ErrorKind.MISCONFIGURED
+        level = logging.ERROR if misconfigured else logging.WARNING
         if logger.isEnabledFor(level):
             logger.log(
                 level,
-                message,
+                "Redis rejected the configuration (not retried): %s"
+                if misconfigured
+                else "Redis operation failed: %s",
                 _describe(exc),
                 extra={
-                    "category": "config" if kind is ErrorKind.MISCONFIGURED else "redis",
+                    "category": "config" if misconfigured else "redis",
                     "breaker": self.breaker.name,
                     "operation": self.name,
                     "state": self.breaker.current_state,
@@ -187,17 +200,24 @@ class _Guard:
                 },
             )
 
+    def propagated(self, ticket: int, exc: BaseException, started: float) -> None:
+        """The first attempt raised an error the guard does not handle (it is re-raised)."""
+        self.breaker._on_neutral(ticket)
+        if isinstance(exc, Exception):  # cancellation and interrupts are not outcomes
+            self.stats.error.add()
+            record_propagated(self, ticket, started, exc)
+
     def retrying_state(
         self, started: float, exc: BaseException, kind: ErrorKind
     ) -> _CallState | None:
         """The state of a retry loop, or None when this failure is not worth retrying."""
         if (
             kind is not ErrorKind.TRANSIENT
+            or self.policy is None
             or self._sync_template is None
             or self.breaker.state_code == OPEN
         ):
             return None
-        assert self.policy is not None
         return _CallState(self.breaker, self.policy, started, exc, kind)
 
     def admit_retry(self, state: _CallState) -> int:
@@ -222,24 +242,34 @@ class _Guard:
         state.last, state.kind = exc, kind
         if kind is ErrorKind.PROPAGATE:
             self.breaker._on_neutral(ticket)
+            if isinstance(exc, Exception):
+                self.stats.error.add()
         else:
             self.record(ticket, exc, kind, state.attempts)
 
-    def attempt_succeeded(self, ticket: int) -> None:
+    def attempt_succeeded(self, ticket: int, state: _CallState, span: GuardSpan) -> None:
         self.breaker._on_success(ticket)
         self.stats.success.add()
+        span.finish("success", state.attempts, None)
         logger.info(
-            "Redis operation %s succeeded after a retry",
+            "Redis operation %s succeeded after %d attempts",
             self.name,
+            state.attempts,
             extra={"category": "redis", "breaker": self.breaker.name, "operation": self.name},
         )
 
-    def failure(
-        self, state: _CallState | None, exc: BaseException | None, attempts: int
-    ) -> Failure:
+    def escaped(self, state: _CallState, err: BaseException, span: GuardSpan) -> bool:
+        """Whether an exception out of the retry loop must reach the caller unchanged."""
+        if err is state.last and state.kind is not ErrorKind.PROPAGATE:
+            return False
+        span.finish("error", state.attempts, err if isinstance(err, Exception) else None)
+        return True
+
+    def failure(self, state: _CallState | None, exc: BaseException | None) -> Failure:
+        """Describe why the fallback is used (exc None: short-circuited by an open circuit)."""
+        kind, attempts = (None, 0) if exc is None else (self.classify(exc), 1)
         if state is not None:
-            exc, attempts = state.last, state.attempts
-        kind = None if exc is None else self.classify(exc) if state is None else state.kind
+            exc, kind, attempts = state.last, state.kind, state.attempts
         return Failure(
             operation=self.name,
             breaker=self.breaker.name,
@@ -249,10 +279,11 @@ class _Guard:
             attempts=attempts,
         )
 
-    def give_up(self, failure: Failure) -> None:
-        """Count and log the fallback; raise when there is no fallback to give."""
+    def give_up(self, failure: Failure, span: GuardSpan | None) -> None:
+        """Count, log and trace the fallback; raise when there is no fallback to give."""
         no_fallback = self.fallback is _NO_FALLBACK
         (self.stats.error if no_fallback else self.stats.fallback).add()
+        error = self.unavailable(failure) if no_fallback else None
         if failure.circuit_open:
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
@@ -260,12 +291,21 @@ class _Guard:
                     self.name,
                     extra=self._extra(failure),
                 )
-        elif logger.isEnabledFor(logging.WARNING):
-            logger.warning(
-                "Using fallback for Redis operation %s", self.name, extra=self._extra(failure)
-            )
-        if no_fallback:
-            raise self.unavailable(failure) from failure.exception
+            record_short_circuit(self, error)
+        else:
+            if logger.isEnabledFor(logging.WARNING):
+                logger.warning(
+                    "Using fallback for Redis operation %s" if error is None
+                    else "Redis operation %s failed and has no fallback",
+                    self.name,
+                    extra=self._extra(failure),
+                )
+            if span is not None:
+                span.finish(
+                    "error" if error else "fallback", failure.attempts, failure.exception
+                )
+        if error is not None:
+            raise error from failure.exception
 
     def _extra(self, failure: Failure) -> dict[str, Any]:
         return {
@@ -279,10 +319,9 @@ class _Guard:
 
     def unavailable(self, failure: Failure) -> RedisUnavailableError:
         cls = CircuitOpenError if failure.circuit_open else RedisUnavailableError
-        if failure.circuit_open:
+        if failure.exception is None:
             reason = f"circuit breaker {self.breaker.name!r} is {self.breaker.current_state}"
         else:
-            assert failure.exception is not None
             reason = f"{failure.attempts} attempt(s) failed, last: {_describe(failure.exception)}"
         return cls(
             f"Redis operation {self.name!r} unavailable: {reason}",
@@ -290,6 +329,20 @@ class _Guard:
             breaker=self.breaker.name,
             attempts=failure.attempts,
         )
+
+    def constant_fallback(self) -> bool:
+        """Short-circuit with a plain value: count it and return (the hot part of an outage)."""
+        if self.call_fallback or self.fallback is _NO_FALLBACK:
+            return False
+        self.stats.fallback.add()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "Circuit breaker open, using fallback for %s",
+                self.name,
+                extra={"category": "redis", "breaker": self.breaker.name, "operation": self.name},
+            )
+        record_short_circuit(self, None)
+        return True
 
     # -- sync shell ----------------------------------------------------------------------
     def recover(
@@ -304,31 +357,41 @@ class _Guard:
     ) -> Any:
         """Handle a failed first attempt: retry if worthwhile, else fall back."""
         self.record(ticket, exc, kind, 1)
-        state = self.retrying_state(started, exc, kind)
-        if state is not None:
-            assert self._sync_template is not None
-            retrying = self._sync_template.copy(stop=state.stop, retry=state.retry)
-            try:
-                for attempt in retrying:
-                    with attempt:
-                        ticket = self.admit_retry(state)
-                        began = time.perf_counter()
-                        try:
-                            result = fn(*args, **kwargs)
-                        except BaseException as err:
-                            self.attempt_failed(state, ticket, err, began)
-                            raise
-                        self.attempt_succeeded(ticket)
-                        return result
-            except _ShortCircuit:
-                pass
-            except BaseException as err:
-                if err is not state.last or state.kind is ErrorKind.PROPAGATE:
-                    raise
-        return self.fall_back(args, kwargs, self.failure(state, exc, 1))
+        span = start_degraded(self, ticket, started)
+        try:
+            state = self.retrying_state(started, exc, kind)
+            if state is not None:
+                assert self._sync_template is not None
+                retrying = self._sync_template.copy(stop=state.stop, retry=state.retry)
+                try:
+                    for attempt in retrying:
+                        with attempt:
+                            ticket = self.admit_retry(state)
+                            began = time.perf_counter()
+                            try:
+                                result = fn(*args, **kwargs)
+                            except BaseException as err:
+                                self.attempt_failed(state, ticket, err, began)
+                                raise
+                            self.attempt_succeeded(ticket, state, span)
+                            return result
+                except _ShortCircuit:
+                    pass
+                except BaseException as err:
+                    if self.escaped(state, err, span):
+                        raise
+            return self.fall_back(args, kwargs, self.failure(state, exc), span)
+        finally:
+            span.close()
 
-    def fall_back(self, args: tuple[Any, ...], kwargs: dict[str, Any], failure: Failure) -> Any:
-        self.give_up(failure)
+    def fall_back(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        failure: Failure,
+        span: GuardSpan | None = None,
+    ) -> Any:
+        self.give_up(failure, span)
         if not self.call_fallback:
             return self.fallback
         token = _current_failure.set(failure)
@@ -336,22 +399,6 @@ class _Guard:
             return self.fallback(*args, **kwargs)
         finally:
             _current_failure.reset(token)
-
-    def short_circuit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """The circuit is open: answer at once, without I/O."""
-        if not self.call_fallback and self.fallback is not _NO_FALLBACK:
-            self.stats.fallback.add()
-            if logger.isEnabledFor(logging.DEBUG):
-                self.give_up_debug()
-            return self.fallback
-        return self.fall_back(args, kwargs, self.failure(None, None, 0))
-
-    def give_up_debug(self) -> None:
-        logger.debug(
-            "Circuit breaker open, using fallback for %s",
-            self.name,
-            extra={"category": "redis", "breaker": self.breaker.name, "operation": self.name},
-        )
 
     # -- async shell ---------------------------------------------------------------------
     async def arecover(
@@ -366,33 +413,41 @@ class _Guard:
     ) -> Any:
         """Async twin of :meth:`recover`; each retry attempt is cut at the deadline."""
         self.record(ticket, exc, kind, 1)
-        state = self.retrying_state(started, exc, kind)
-        if state is not None:
-            assert self._async_template is not None
-            retrying = self._async_template.copy(stop=state.stop, retry=state.retry)
-            try:
-                async for attempt in retrying:
-                    with attempt:
-                        ticket = self.admit_retry(state)
-                        began = time.perf_counter()
-                        try:
-                            result = await _within(fn(*args, **kwargs), state.remaining())
-                        except BaseException as err:
-                            self.attempt_failed(state, ticket, err, began)
-                            raise
-                        self.attempt_succeeded(ticket)
-                        return result
-            except _ShortCircuit:
-                pass
-            except BaseException as err:
-                if err is not state.last or state.kind is ErrorKind.PROPAGATE:
-                    raise
-        return await self.afall_back(args, kwargs, self.failure(state, exc, 1))
+        span = start_degraded(self, ticket, started)
+        try:
+            state = self.retrying_state(started, exc, kind)
+            if state is not None:
+                assert self._async_template is not None
+                retrying = self._async_template.copy(stop=state.stop, retry=state.retry)
+                try:
+                    async for attempt in retrying:
+                        with attempt:
+                            ticket = self.admit_retry(state)
+                            began = time.perf_counter()
+                            try:
+                                result = await _within(fn(*args, **kwargs), state.remaining())
+                            except BaseException as err:
+                                self.attempt_failed(state, ticket, err, began)
+                                raise
+                            self.attempt_succeeded(ticket, state, span)
+                            return result
+                except _ShortCircuit:
+                    pass
+                except BaseException as err:
+                    if self.escaped(state, err, span):
+                        raise
+            return await self.afall_back(args, kwargs, self.failure(state, exc), span)
+        finally:
+            span.close()
 
     async def afall_back(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], failure: Failure
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        failure: Failure,
+        span: GuardSpan | None = None,
     ) -> Any:
-        self.give_up(failure)
+        self.give_up(failure, span)
         if not self.call_fallback:
             return self.fallback
         token = _current_failure.set(failure)
@@ -403,14 +458,6 @@ class _Guard:
             return result
         finally:
             _current_failure.reset(token)
-
-    async def ashort_circuit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if not self.call_fallback and self.fallback is not _NO_FALLBACK:
-            self.stats.fallback.add()
-            if logger.isEnabledFor(logging.DEBUG):
-                self.give_up_debug()
-            return self.fallback
-        return await self.afall_back(args, kwargs, self.failure(None, None, 0))
 
 
 if sys.version_info >= (3, 11):
@@ -466,6 +513,9 @@ def redis_guarded(
     breaker: str | Breaker = ...,
     retry: RetryPolicy | None = ...,
     classify: Classifier = ...,
+    trace_success: bool | None = ...,
+    tracer_provider: TracerProvider | None = ...,
+    meter_provider: MeterProvider | None = ...,
 ) -> GuardDecorator[NoReturn]: ...
 
 
@@ -477,6 +527,9 @@ def redis_guarded(
     breaker: str | Breaker = ...,
     retry: RetryPolicy | None = ...,
     classify: Classifier = ...,
+    trace_success: bool | None = ...,
+    tracer_provider: TracerProvider | None = ...,
+    meter_provider: MeterProvider | None = ...,
 ) -> GuardDecorator[F]: ...
 
 
@@ -488,6 +541,9 @@ def redis_guarded(
     breaker: str | Breaker = ...,
     retry: RetryPolicy | None = ...,
     classify: Classifier = ...,
+    trace_success: bool | None = ...,
+    tracer_provider: TracerProvider | None = ...,
+    meter_provider: MeterProvider | None = ...,
 ) -> GuardDecorator[F]: ...
 
 
@@ -499,6 +555,9 @@ def redis_guarded(
     breaker: str | Breaker = ...,
     retry: RetryPolicy | None = ...,
     classify: Classifier = ...,
+    trace_success: bool | None = ...,
+    tracer_provider: TracerProvider | None = ...,
+    meter_provider: MeterProvider | None = ...,
 ) -> GuardDecorator[F]: ...
 
 
@@ -509,6 +568,9 @@ def redis_guarded(
     breaker: str | Breaker = "redis",
     retry: RetryPolicy | None = _DEFAULT,
     classify: Classifier = classify_error,
+    trace_success: bool | None = None,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
 ) -> Any:
     """Guard a function that talks to Redis with a circuit breaker, retries and a fallback.
 
@@ -526,6 +588,12 @@ def redis_guarded(
             ``RetryPolicy()`` (3 attempts, 25 ms jittered exponential backoff, 0.5 s deadline).
         classify: Maps an exception to an :class:`ErrorKind`; defaults to
             :func:`classify_error`.
+        trace_success: Also trace calls that succeed at once (off by default, so the happy
+            path stays cheap and does not double the redis instrumentation's command spans).
+            ``None`` reads ``REDISGUARD_TRACE_SUCCESS``.
+        tracer_provider: Where spans go; the global provider when None (also one configured
+            after redisguard was imported).
+        meter_provider: Where metrics go; the global provider when None.
 
     Raises:
         TypeError: at decoration, for a generator function, a non-callable, or an async
@@ -547,6 +615,9 @@ def redis_guarded(
     else:
         raise ConfigError(f"breaker must be a name or a redisguard.Breaker, got {breaker!r}")
 
+    telemetry = telemetry_for(tracer_provider, meter_provider)
+    trace_default = trace_success_default()
+
     def decorate(fn: Any) -> Any:
         if isinstance(fn, classmethod | staticmethod):
             return type(fn)(decorate(fn.__func__))
@@ -562,7 +633,8 @@ def redis_guarded(
             raise TypeError(
                 f"fallback {fallback.__qualname__} is async but {fn.__qualname__} is not"
             )
-        guard = _Guard(name, fallback, breaker_obj, retry, classify)
+        guard = _Guard(name, fallback, breaker_obj, retry, classify, telemetry)
+        guard.trace_success = trace_default if trace_success is None else trace_success
         return _async_wrapper(fn, guard) if is_async else _sync_wrapper(fn, guard)
 
     return decorate
@@ -570,26 +642,44 @@ def redis_guarded(
 
 def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
     breaker, classify, success = guard.breaker, guard.classify, guard.stats.success
-    admit, on_success, on_neutral = breaker._admit, breaker._on_success, breaker._on_neutral
+    admit, on_success = breaker._admit, breaker._on_success
     clock, propagate = time.perf_counter, ErrorKind.PROPAGATE
 
     @functools.wraps(fn)
     def guarded(*args: Any, **kwargs: Any) -> Any:
         ticket = admit()
         if ticket == REJECT:
-            return guard.short_circuit(args, kwargs)
+            if guard.constant_fallback():
+                return guard.fallback
+            return guard.fall_back(args, kwargs, guard.failure(None, None))
         started = clock()
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             kind = classify(exc)
             if kind is propagate:
-                on_neutral(ticket)
+                guard.propagated(ticket, exc, started)
                 raise
             return guard.recover(fn, args, kwargs, ticket, exc, kind, started)
         on_success(ticket)
         success.add()
         return result
+
+    if guard.trace_success:
+        inner = guarded
+
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            handle = begin_traced(guard, clock())
+            if handle is None:
+                return inner(*args, **kwargs)
+            try:
+                result = inner(*args, **kwargs)
+            except BaseException as exc:
+                end_traced(handle, exc)
+                raise
+            end_traced(handle, None)
+            return result
 
     guarded.__redisguard__ = guard  # type: ignore[attr-defined]
     return guarded
@@ -597,26 +687,44 @@ def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
 
 def _async_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable[..., Any]:
     breaker, classify, success = guard.breaker, guard.classify, guard.stats.success
-    admit, on_success, on_neutral = breaker._admit, breaker._on_success, breaker._on_neutral
+    admit, on_success = breaker._admit, breaker._on_success
     clock, propagate = time.perf_counter, ErrorKind.PROPAGATE
 
     @functools.wraps(fn)
     async def guarded(*args: Any, **kwargs: Any) -> Any:
         ticket = admit()
         if ticket == REJECT:
-            return await guard.ashort_circuit(args, kwargs)
+            if guard.constant_fallback():
+                return guard.fallback
+            return await guard.afall_back(args, kwargs, guard.failure(None, None))
         started = clock()
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
             kind = classify(exc)
             if kind is propagate:
-                on_neutral(ticket)
+                guard.propagated(ticket, exc, started)
                 raise
             return await guard.arecover(fn, args, kwargs, ticket, exc, kind, started)
         on_success(ticket)
         success.add()
         return result
+
+    if guard.trace_success:
+        inner = guarded
+
+        @functools.wraps(fn)
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            handle = begin_traced(guard, clock())
+            if handle is None:
+                return await inner(*args, **kwargs)
+            try:
+                result = await inner(*args, **kwargs)
+            except BaseException as exc:
+                end_traced(handle, exc)
+                raise
+            end_traced(handle, None)
+            return result
 
     guarded.__redisguard__ = guard  # type: ignore[attr-defined]
     return cast(Callable[..., Any], guarded)

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ._tally import Tally
+
+if TYPE_CHECKING:
+    from ._breaker import Breaker
 
 __all__ = ["OperationStats", "operation_stats", "operations"]
 
@@ -19,11 +23,16 @@ class OperationStats:
     """Running totals for one guarded operation name (shared by all decorators using it)."""
 
     name: str
-    breaker: str
+    breaker_obj: Breaker
     success: Tally = field(default_factory=Tally)
     fallback: Tally = field(default_factory=Tally)
     error: Tally = field(default_factory=Tally)
     retries: Tally = field(default_factory=Tally)
+
+    @property
+    def breaker(self) -> str:
+        """The name of the breaker guarding this operation."""
+        return self.breaker_obj.name
 
     def snapshot(self) -> dict[str, int]:
         """The totals as plain numbers."""
@@ -39,8 +48,11 @@ _operations: dict[str, OperationStats] = {}
 _lock = threading.Lock()
 
 
-def operation_stats(name: str, breaker: str) -> OperationStats:
-    """Return the stats object for ``name``, creating it on first use."""
+def operation_stats(name: str, breaker: Breaker) -> OperationStats:
+    """Return the stats object for ``name``, creating it on first use.
+
+    Several decorators may share an operation name; the first one's breaker is reported.
+    """
     with _lock:
         stats = _operations.get(name)
         if stats is None:

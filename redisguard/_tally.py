@@ -69,8 +69,3 @@ class Tally:
         """The total added so far, from every thread."""
         with self._lock:
             return self._base + sum(cell.n for cell in self._cells)
-
-    def reset(self) -> None:
-        """Set the total back to zero (an admin action)."""
-        with self._lock:
-            self._base = -sum(cell.n for cell in self._cells)

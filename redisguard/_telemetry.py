@@ -1,0 +1,415 @@
+"""OpenTelemetry: spans for degraded calls, observable metrics over in-process totals.
+
+Depends on ``opentelemetry-api`` only. Nothing here runs on the happy path unless success
+spans are switched on: successes are counted by :class:`~redisguard._tally.Tally` objects and
+exported by observable instruments when the SDK collects.
+
+Metric names are chosen so a Prometheus exporter shows exactly the design document's series::
+
+    circuit_breaker_state{name}                    0 closed, 1 half-open, 2 open
+    circuit_breaker_failures_total{name}
+    circuit_breaker_successes_total{name}
+    circuit_breaker_rejections_total{name}         calls answered without touching Redis
+    circuit_breaker_transitions_total{name,from,to}
+    redis_operations_total{operation,result}       result = success | fallback | error
+    redis_operation_retries_total{operation}       calls that needed at least one retry
+    redis_degraded_call_duration_seconds{operation,result}  histogram, explicit buckets
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+import pybreaker
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from ._breaker import NORMAL, STATE_NAMES, Breaker, _default_listener_factories, breakers
+from ._observe import operations
+from ._redact import redact_text
+from ._tally import Tally
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._guard import _Guard
+
+__all__ = [
+    "DURATION_BUCKETS",
+    "OpenTelemetryListener",
+    "Telemetry",
+    "telemetry_for",
+    "trace_success_default",
+]
+
+SCOPE = "redisguard"
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+TRACE_SUCCESS_ENV = "REDISGUARD_TRACE_SUCCESS"
+RESULTS = ("success", "fallback", "error")
+_TRANSITIONS = tuple((a, b) for a in STATE_NAMES for b in STATE_NAMES if a != b)
+_NOOP_PROVIDERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+
+# The span of a call traced from its start (success spans switched on): inner steps adopt it
+# instead of starting their own.
+_active_guard_span: ContextVar[GuardSpan | None] = ContextVar(
+    "redisguard_active_span", default=None
+)
+
+
+def trace_success_default() -> bool:
+    """Whether ``REDISGUARD_TRACE_SUCCESS`` asks for spans on plain successes too."""
+    return os.environ.get(TRACE_SUCCESS_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+# -- listener ------------------------------------------------------------------------------
+class OpenTelemetryListener(pybreaker.CircuitBreakerListener):
+    """Counts real state transitions and marks them on the current span.
+
+    Attached to every breaker by default. Remove it (``breaker.remove_listener(...)``) to stop
+    ``circuit_breaker_transitions_total`` and the span events; the state gauge and the
+    failure/success counters come from the breaker itself.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str, str], Tally] = {}
+
+    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
+        old = getattr(old_state, "name", None)
+        new = new_state.name
+        if old is None or old == new:
+            return
+        self._tally(cb.name or "", old, new).add()
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event(
+                "redisguard.circuit_state_change",
+                {"redisguard.breaker": cb.name or "", "from": old, "to": new},
+            )
+
+    def _tally(self, name: str, old: str, new: str) -> Tally:
+        key = (name, old, new)
+        tally = self._counts.get(key)
+        if tally is None:
+            with self._lock:
+                tally = self._counts.setdefault(key, Tally())
+        return tally
+
+    def transitions(self, name: str) -> Iterator[tuple[str, str, int]]:
+        """(from, to, count) for every possible transition of breaker ``name``, zeros too."""
+        for old, new in _TRANSITIONS:
+            tally = self._counts.get((name, old, new))
+            yield old, new, 0 if tally is None else tally.value
+
+
+_default_listener_factories.append(OpenTelemetryListener)
+
+
+# -- metrics -------------------------------------------------------------------------------
+def _all_breakers() -> list[Breaker]:
+    """Registered breakers plus any breaker object a guarded operation uses."""
+    seen: dict[int, Breaker] = {id(b): b for b in breakers()}
+    for op in operations():
+        seen.setdefault(id(op.breaker_obj), op.breaker_obj)
+    return sorted(seen.values(), key=lambda b: b.name)
+
+
+def _state(_: CallbackOptions) -> Iterable[Observation]:
+    return [Observation(b.state_code, {"name": b.name}) for b in _all_breakers()]
+
+
+def _failures(_: CallbackOptions) -> Iterable[Observation]:
+    return [Observation(b.failure_total, {"name": b.name}) for b in _all_breakers()]
+
+
+def _successes(_: CallbackOptions) -> Iterable[Observation]:
+    return [Observation(b.success_total, {"name": b.name}) for b in _all_breakers()]
+
+
+def _rejections(_: CallbackOptions) -> Iterable[Observation]:
+    return [Observation(b.rejected_total, {"name": b.name}) for b in _all_breakers()]
+
+
+def _transitions(_: CallbackOptions) -> Iterable[Observation]:
+    out = []
+    for b in _all_breakers():
+        for listener in b.listeners:
+            if isinstance(listener, OpenTelemetryListener):
+                for old, new, count in listener.transitions(b.name):
+                    out.append(Observation(count, {"name": b.name, "from": old, "to": new}))
+    return out
+
+
+def _operations(_: CallbackOptions) -> Iterable[Observation]:
+    out = []
+    for op in operations():
+        for result, tally in zip(RESULTS, (op.success, op.fallback, op.error), strict=True):
+            out.append(Observation(tally.value, {"operation": op.name, "result": result}))
+    return out
+
+
+def _retries(_: CallbackOptions) -> Iterable[Observation]:
+    return [Observation(op.retries.value, {"operation": op.name}) for op in operations()]
+
+
+class _Instruments:
+    """The instruments registered on one meter provider (once per provider)."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        meter.create_observable_gauge(
+            "circuit_breaker_state",
+            [_state],
+            unit="1",
+            description="Circuit breaker state: 0 closed, 1 half-open, 2 open",
+        )
+        for name, callback, description in (
+            ("circuit_breaker_failures", _failures, "Failures recorded by the breaker"),
+            ("circuit_breaker_successes", _successes, "Successful calls through the breaker"),
+            ("circuit_breaker_rejections", _rejections, "Calls answered without touching Redis"),
+            ("circuit_breaker_transitions", _transitions, "Breaker state transitions"),
+            ("redis_operations", _operations, "Guarded operations by result"),
+            ("redis_operation_retries", _retries, "Guarded calls that needed a retry"),
+        ):
+            meter.create_observable_counter(name, [callback], unit="1", description=description)
+        self.duration = meter.create_histogram(
+            "redis_degraded_call_duration",
+            unit="s",
+            description="Duration of guarded calls that failed at least once",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+
+
+_instruments: dict[int, tuple[object, _Instruments]] = {}
+_instruments_lock = threading.Lock()
+
+
+def _instruments_for(meter_provider: metrics.MeterProvider | None) -> _Instruments:
+    key = 0 if meter_provider is None else id(meter_provider)
+    entry = _instruments.get(key)
+    if entry is None:
+        with _instruments_lock:
+            entry = _instruments.get(key)
+            if entry is None:
+                # The global proxy meter binds to an SDK configured later.
+                meter = (
+                    metrics.get_meter(SCOPE, __version__)
+                    if meter_provider is None
+                    else meter_provider.get_meter(SCOPE, __version__)
+                )
+                entry = _instruments[key] = (meter_provider, _Instruments(meter))
+    return entry[1]
+
+
+# -- tracing -------------------------------------------------------------------------------
+class Telemetry:
+    """The tracer and degraded-call histogram for one pair of providers."""
+
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None,
+        meter_provider: metrics.MeterProvider | None,
+    ) -> None:
+        self._tracer_provider = tracer_provider
+        self._tracer: trace.Tracer | None = None
+        self.instruments = _instruments_for(meter_provider)
+
+    def tracer(self) -> trace.Tracer | None:
+        """The real tracer, or None while no SDK is configured (spans would be no-ops)."""
+        tracer = self._tracer
+        if tracer is None:
+            provider = self._tracer_provider or trace.get_tracer_provider()
+            if isinstance(provider, _NOOP_PROVIDERS):
+                return None
+            tracer = self._tracer = provider.get_tracer(SCOPE, __version__)
+        return tracer
+
+
+_telemetry: dict[tuple[int, int], Telemetry] = {}
+
+
+def telemetry_for(
+    tracer_provider: trace.TracerProvider | None = None,
+    meter_provider: metrics.MeterProvider | None = None,
+) -> Telemetry:
+    """The shared :class:`Telemetry` for these providers (None means the global one)."""
+    key = (id(tracer_provider), id(meter_provider))
+    found = _telemetry.get(key)
+    if found is None:
+        with _instruments_lock:
+            found = _telemetry.get(key)
+        if found is None:
+            found = Telemetry(tracer_provider, meter_provider)
+            with _instruments_lock:
+                found = _telemetry.setdefault(key, found)
+    return found
+
+
+def _base_attributes(guard: _Guard, circuit_state: str) -> dict[str, Any]:
+    return {
+        "db.system.name": "redis",
+        "redisguard.operation": guard.name,
+        "redisguard.breaker": guard.breaker.name,
+        "redisguard.circuit_state": circuit_state,
+    }
+
+
+def _qualname(exc: BaseException) -> str:
+    cls = type(exc)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class GuardSpan:
+    """The span of one guarded call (possibly None) and the recording of its outcome.
+
+    ``outer`` spans are started by a success-traced wrapper before the call; inner steps adopt
+    them (so they are never ended early) and the wrapper ends them with ``close(force=True)``.
+    """
+
+    __slots__ = ("_token", "finished", "guard", "outer", "span", "started")
+
+    def __init__(
+        self, guard: _Guard, span: trace.Span | None, started: float, *, outer: bool = False
+    ) -> None:
+        self.guard = guard
+        self.span = span
+        self.started = started
+        self.outer = outer
+        self.finished = False
+        self._token: object | None = None
+        if span is not None:
+            self._token = otel_context.attach(trace.set_span_in_context(span))
+
+    def finish(
+        self,
+        outcome: str,
+        attempts: int,
+        exc: BaseException | None,
+        *,
+        short_circuited: bool = False,
+        record_duration: bool = True,
+    ) -> None:
+        """Record the outcome (the first one recorded wins) and end the span if it is ours."""
+        if self.finished:
+            return
+        self.finished = True
+        if record_duration:
+            self.guard.telemetry.instruments.duration.record(
+                time.perf_counter() - self.started,
+                {"operation": self.guard.name, "result": outcome},
+            )
+        span = self.span
+        if span is not None and span.is_recording():
+            span.set_attribute("redisguard.outcome", outcome)
+            span.set_attribute("redisguard.attempts", attempts)
+            span.set_attribute("redisguard.short_circuited", short_circuited)
+            if exc is not None:
+                span.set_attribute("error.type", _qualname(exc))
+                span.record_exception(exc)
+            if outcome != "success":
+                description = f"{type(exc).__name__}: {exc}" if exc is not None else outcome
+                span.set_status(Status(StatusCode.ERROR, _short(description)))
+            if outcome == "fallback":
+                span.add_event("redisguard.fallback", {"redisguard.attempts": attempts})
+        self.close()
+
+    def close(self, *, force: bool = False) -> None:
+        """Detach and end the span (idempotent); an outer span only when forced."""
+        if self.outer and not force:
+            return
+        span, self.span = self.span, None
+        if span is None:
+            return
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+            self._token = None
+        span.end()
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = redact_text(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def start_degraded(guard: _Guard, ticket: int, started: float) -> GuardSpan:
+    """Open (or adopt) the span for a call whose first attempt failed.
+
+    The span starts retroactively at the call's start and becomes current for the retries and
+    the fallback, so their own spans (e.g. redis command spans) nest under it.
+    """
+    active = _active_guard_span.get()
+    if active is not None:
+        return active
+    tracer = guard.telemetry.tracer()
+    if tracer is None:
+        return GuardSpan(guard, None, started)
+    circuit_state = "closed" if ticket == NORMAL else "half-open"
+    start_ns = time.time_ns() - int((time.perf_counter() - started) * 1e9)
+    span = tracer.start_span(
+        f"redisguard {guard.name}",
+        kind=SpanKind.INTERNAL,
+        attributes=_base_attributes(guard, circuit_state),
+        start_time=start_ns,
+    )
+    return GuardSpan(guard, span, started)
+
+
+def record_short_circuit(guard: _Guard, exc: BaseException | None) -> None:
+    """A span for a call answered without touching Redis (circuit open)."""
+    outcome = "error" if exc is not None else "fallback"
+    active = _active_guard_span.get()
+    if active is not None:
+        active.finish(outcome, 0, exc, short_circuited=True, record_duration=False)
+        return
+    tracer = guard.telemetry.tracer()
+    if tracer is None:
+        return
+    # One start/end with every attribute given up front: the cheapest complete span.
+    attributes = _base_attributes(guard, guard.breaker.current_state)
+    attributes["redisguard.outcome"] = outcome
+    attributes["redisguard.attempts"] = 0
+    attributes["redisguard.short_circuited"] = True
+    span = tracer.start_span(f"redisguard {guard.name}", attributes=attributes)
+    if span.is_recording():
+        if exc is not None:
+            span.set_attribute("error.type", _qualname(exc))
+            span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, "circuit open"))
+    span.end()
+
+
+def record_propagated(guard: _Guard, ticket: int, started: float, exc: BaseException) -> None:
+    """A span for a first attempt that raised an error the guard does not handle."""
+    start_degraded(guard, ticket, started).finish("error", 1, exc, record_duration=False)
+
+
+def begin_traced(guard: _Guard, started: float) -> tuple[GuardSpan, object] | None:
+    """Start the span of a success-traced call; None when tracing is off."""
+    tracer = guard.telemetry.tracer()
+    if tracer is None:
+        return None
+    span = tracer.start_span(
+        f"redisguard {guard.name}",
+        kind=SpanKind.INTERNAL,
+        attributes=_base_attributes(guard, guard.breaker.current_state),
+    )
+    outer = GuardSpan(guard, span, started, outer=True)
+    return outer, _active_guard_span.set(outer)
+
+
+def end_traced(handle: tuple[GuardSpan, object], exc: BaseException | None) -> None:
+    """Finish a success-traced call: a plain success unless an inner step said otherwise."""
+    outer, token = handle
+    _active_guard_span.reset(token)  # type: ignore[arg-type]
+    if exc is None:
+        outer.finish("success", 1, None, record_duration=False)
+    elif isinstance(exc, Exception):
+        outer.finish("error", 1, exc, record_duration=False)
+    outer.close(force=True)
