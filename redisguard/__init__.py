@@ -15,8 +15,8 @@ from ._errors import (
 )
 from ._guard import Failure, current_failure, redis_guarded
 from ._listeners import LoggingListener
-from ._telemetry import OpenTelemetryListener
 from ._redact import redact_url
+from ._telemetry import OpenTelemetryListener
 from ._version import __version__
 
 __all__ = [
