@@ -164,6 +164,9 @@ class _Guard:
         self.classify = classify
         self.telemetry = telemetry
         self.trace_success = False
+        self.span_name = f"redisguard {name}"
+        # Attributes of short-circuit spans, by (state, has-error): built once, copied by the SDK.
+        self.span_attributes: dict[tuple[int, bool], dict[str, Any]] = {}
         self.stats: OperationStats = operation_stats(name, breaker)
         self.call_fallback = callable(fallback)
         self._sync_template: tenacity.Retrying | None = None

@@ -353,7 +353,7 @@ def start_degraded(guard: _Guard, ticket: int, started: float) -> GuardSpan:
     circuit_state = "closed" if ticket == NORMAL else "half-open"
     start_ns = time.time_ns() - int((time.perf_counter() - started) * 1e9)
     span = tracer.start_span(
-        f"redisguard {guard.name}",
+        guard.span_name,
         kind=SpanKind.INTERNAL,
         attributes=_base_attributes(guard, circuit_state),
         start_time=start_ns,
@@ -361,28 +361,43 @@ def start_degraded(guard: _Guard, ticket: int, started: float) -> GuardSpan:
     return GuardSpan(guard, span, started)
 
 
+_CIRCUIT_OPEN = Status(StatusCode.ERROR, "circuit open")
+
+
 def record_short_circuit(guard: _Guard, exc: BaseException | None) -> None:
     """A span for a call answered without touching Redis (circuit open)."""
-    outcome = "error" if exc is not None else "fallback"
     active = _active_guard_span.get()
     if active is not None:
-        active.finish(outcome, 0, exc, short_circuited=True, record_duration=False)
+        active.finish(
+            "fallback" if exc is None else "error", 0, exc, short_circuited=True,
+            record_duration=False,
+        )
         return
     tracer = guard.telemetry.tracer()
     if tracer is None:
         return
     # One start/end with every attribute given up front: the cheapest complete span.
-    attributes = _base_attributes(guard, guard.breaker.current_state)
-    attributes["redisguard.outcome"] = outcome
-    attributes["redisguard.attempts"] = 0
-    attributes["redisguard.short_circuited"] = True
-    span = tracer.start_span(f"redisguard {guard.name}", attributes=attributes)
+    span = tracer.start_span(guard.span_name, attributes=_short_circuit_attributes(guard, exc))
     if span.is_recording():
         if exc is not None:
-            span.set_attribute("error.type", _qualname(exc))
             span.record_exception(exc)
-        span.set_status(Status(StatusCode.ERROR, "circuit open"))
+        span.set_status(_CIRCUIT_OPEN)
     span.end()
+
+
+def _short_circuit_attributes(guard: _Guard, exc: BaseException | None) -> dict[str, Any]:
+    key = (guard.breaker.state_code, exc is None)
+    cache = guard.span_attributes
+    attributes = cache.get(key)
+    if attributes is None:
+        attributes = _base_attributes(guard, guard.breaker.current_state)
+        attributes["redisguard.outcome"] = "fallback" if exc is None else "error"
+        attributes["redisguard.attempts"] = 0
+        attributes["redisguard.short_circuited"] = True
+        if exc is not None:
+            attributes["error.type"] = _qualname(exc)
+        cache[key] = attributes
+    return attributes
 
 
 def record_propagated(guard: _Guard, ticket: int, started: float, exc: BaseException) -> None:
@@ -396,7 +411,7 @@ def begin_traced(guard: _Guard, started: float) -> tuple[GuardSpan, object] | No
     if tracer is None:
         return None
     span = tracer.start_span(
-        f"redisguard {guard.name}",
+        guard.span_name,
         kind=SpanKind.INTERNAL,
         attributes=_base_attributes(guard, guard.breaker.current_state),
     )
