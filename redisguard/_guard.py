@@ -47,6 +47,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 F = TypeVar("F")
 F_co = TypeVar("F_co", covariant=True)
+BreakerSelector = Callable[..., Breaker]
+"""Chooses the breaker for one call from the guarded function's arguments."""
 
 logger = logging.getLogger("redisguard")
 DEFAULT_RETRY = RetryPolicy()
@@ -513,7 +515,7 @@ class GuardDecorator(Protocol[F_co]):
 def redis_guarded(
     *,
     name: str,
-    breaker: str | Breaker = ...,
+    breaker: str | Breaker | BreakerSelector = ...,
     retry: RetryPolicy | None = ...,
     classify: Classifier = ...,
     trace_success: bool | None = ...,
@@ -527,7 +529,7 @@ def redis_guarded(
     *,
     name: str,
     fallback: Callable[..., Awaitable[F]],
-    breaker: str | Breaker = ...,
+    breaker: str | Breaker | BreakerSelector = ...,
     retry: RetryPolicy | None = ...,
     classify: Classifier = ...,
     trace_success: bool | None = ...,
@@ -541,7 +543,7 @@ def redis_guarded(
     *,
     name: str,
     fallback: Callable[..., F],
-    breaker: str | Breaker = ...,
+    breaker: str | Breaker | BreakerSelector = ...,
     retry: RetryPolicy | None = ...,
     classify: Classifier = ...,
     trace_success: bool | None = ...,
@@ -555,7 +557,7 @@ def redis_guarded(
     *,
     name: str,
     fallback: F,
-    breaker: str | Breaker = ...,
+    breaker: str | Breaker | BreakerSelector = ...,
     retry: RetryPolicy | None = ...,
     classify: Classifier = ...,
     trace_success: bool | None = ...,
@@ -568,7 +570,7 @@ def redis_guarded(
     *,
     name: str,
     fallback: Any = _NO_FALLBACK,
-    breaker: str | Breaker = "redis",
+    breaker: str | Breaker | BreakerSelector = "redis",
     retry: RetryPolicy | None = _DEFAULT,
     classify: Classifier = classify_error,
     trace_success: bool | None = None,
@@ -586,7 +588,9 @@ def redis_guarded(
             fallback is a coroutine function). Inside it, :func:`current_failure` says why.
             Without a fallback the call raises :class:`RedisUnavailableError`, or
             :class:`CircuitOpenError` when the circuit was open.
-        breaker: A breaker name (shared through :func:`get_breaker`) or a :class:`Breaker`.
+        breaker: A breaker name (shared through :func:`get_breaker`), a :class:`Breaker`, or
+            a selector called with the guarded function's arguments that returns the breaker
+            for this call (e.g. one per Cluster node: :func:`redisguard.cluster.node_breaker`).
         retry: A :class:`RetryPolicy`; ``None`` for a single attempt. Defaults to
             ``RetryPolicy()`` (3 attempts, 25 ms jittered exponential backoff, 0.5 s deadline).
         classify: Maps an exception to an :class:`ErrorKind`; defaults to
@@ -611,12 +615,17 @@ def redis_guarded(
         raise TypeError(f"retry must be a RetryPolicy or None, got {retry!r}")
     if not callable(classify):
         raise TypeError(f"classify must be callable, got {classify!r}")
+    selector: BreakerSelector | None = None
     if isinstance(breaker, str):
-        breaker_obj = get_breaker(breaker)
+        breaker_obj: Breaker | None = get_breaker(breaker)
     elif isinstance(breaker, Breaker):
         breaker_obj = breaker
+    elif callable(breaker):
+        breaker_obj, selector = None, breaker
     else:
-        raise ConfigError(f"breaker must be a name or a redisguard.Breaker, got {breaker!r}")
+        raise ConfigError(
+            f"breaker must be a name, a redisguard.Breaker or a selector, got {breaker!r}"
+        )
 
     telemetry = telemetry_for(tracer_provider, meter_provider)
     trace_default = trace_success_default()
@@ -636,11 +645,51 @@ def redis_guarded(
             raise TypeError(
                 f"fallback {fallback.__qualname__} is async but {fn.__qualname__} is not"
             )
-        guard = _Guard(name, fallback, breaker_obj, retry, classify, telemetry)
-        guard.trace_success = trace_default if trace_success is None else trace_success
-        return _async_wrapper(fn, guard) if is_async else _sync_wrapper(fn, guard)
+        wrap = _async_wrapper if is_async else _sync_wrapper
+
+        def build(breaker: Breaker) -> Callable[..., Any]:
+            guard = _Guard(name, fallback, breaker, retry, classify, telemetry)
+            guard.trace_success = trace_default if trace_success is None else trace_success
+            return wrap(fn, guard)
+
+        if selector is None:
+            assert breaker_obj is not None
+            return build(breaker_obj)
+        return _selecting_wrapper(fn, selector, build)
 
     return decorate
+
+
+def _selecting_wrapper(
+    fn: Callable[..., Any],
+    selector: BreakerSelector,
+    build: Callable[[Breaker], Callable[..., Any]],
+) -> Callable[..., Any]:
+    """Pick the breaker per call (e.g. the Cluster node owning the key), one guard per breaker."""
+    wrappers: dict[Breaker, Callable[..., Any]] = {}
+
+    def pick(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[..., Any]:
+        breaker = selector(*args, **kwargs)
+        wrapper = wrappers.get(breaker)
+        if wrapper is None:
+            if not isinstance(breaker, Breaker):
+                raise TypeError(f"breaker selector returned {breaker!r}, not a Breaker")
+            wrapper = wrappers.setdefault(breaker, build(breaker))
+        return wrapper
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def aselected(*args: Any, **kwargs: Any) -> Any:
+            return await pick(args, kwargs)(*args, **kwargs)
+
+        return aselected
+
+    @functools.wraps(fn)
+    def selected(*args: Any, **kwargs: Any) -> Any:
+        return pick(args, kwargs)(*args, **kwargs)
+
+    return selected
 
 
 def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
