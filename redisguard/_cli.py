@@ -1,0 +1,166 @@
+"""The ``redisguard`` command line: ``redisguard demo`` and ``redisguard version``.
+
+Argument parsing only; what the demo does lives in :mod:`redisguard._demo`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from . import _demo
+from ._version import __version__
+
+__all__ = ["build_parser", "main"]
+
+_DEMO_DESCRIPTION = """\
+Run a session-store workload through @redis_guarded and break Redis under it:
+healthy -> outage (fault injected) -> recovery (fault healed) -> healthy again.
+Prints a timeline (breaker transitions, fault, first fallback, recovery) and a summary
+per phase (calls, successes, fallbacks, p50/p99 latency).
+
+Without --url the demo starts a private redis-server on a free 127.0.0.1 port and stops
+it at the end. With --url it never kills, pauses or stops your server: faults are
+injected by a TCP proxy in front of it, and it writes only redisguard-demo:* keys
+(deleted at the end). Passwords in URLs are never printed.
+"""
+
+_FAULT_HELP = """\
+kill: SIGKILL the private server, then restart it on the same port;
+pause: SIGSTOP / SIGCONT it;
+blackhole: the proxy drops all bytes;
+reset: the proxy sends TCP RST on every connection, repeatedly;
+latency: the proxy delays every reply past the socket timeout;
+all: each in turn (only proxy faults with --url).
+Default: kill, or blackhole with --url."""
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    """An argparse type: ``kind(text)``, rejected unless it is > 0."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``redisguard`` argument parser (subcommands ``demo`` and ``version``)."""
+    parser = argparse.ArgumentParser(
+        prog="redisguard",
+        description="Keep Redis-backed services working when Redis does not.",
+    )
+    parser.add_argument("--version", action="version", version=f"redisguard {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("version", help="print the version", description="Print the version.")
+
+    demo = commands.add_parser(
+        "demo",
+        help="watch a guarded workload ride out a Redis outage",
+        description=_DEMO_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument(
+        "--url",
+        help="use this Redis server instead of a private one (never killed or paused)",
+    )
+    demo.add_argument(
+        "--fault",
+        choices=(*_demo.FAULTS, "all"),
+        help=_FAULT_HELP,
+    )
+    demo.add_argument(
+        "--duration",
+        "--phase-seconds",
+        dest="phase_seconds",
+        type=_positive(float),
+        default=2.5,
+        metavar="SECONDS",
+        help="length of each phase (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--rate",
+        type=_positive(float),
+        default=200.0,
+        metavar="CALLS",
+        help="workload calls per second (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--failure-threshold",
+        type=_positive(int),
+        default=3,
+        metavar="N",
+        help="breaker failures before it opens (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--reset-timeout",
+        type=_positive(float),
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds the breaker stays open before a trial call (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--socket-timeout",
+        type=_positive(float),
+        default=0.2,
+        metavar="SECONDS",
+        help="client socket and connect timeout (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--latency-ms",
+        type=_positive(float),
+        default=400.0,
+        metavar="MS",
+        help="delay added by the latency fault (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--otel",
+        choices=_demo.OTEL_MODES,
+        default="none",
+        help="none, or console: spans to stderr and a metrics table at the end "
+        "(needs opentelemetry-sdk)",
+    )
+    output = demo.add_mutually_exclusive_group()
+    output.add_argument("--quiet", action="store_true", help="print only the summary table")
+    output.add_argument(
+        "--json", action="store_true", help="print only a JSON summary (timeline and phases)"
+    )
+    demo.add_argument(
+        "--verbose", action="store_true", help="also show redisguard's log records on stderr"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``redisguard`` command; return the exit status.
+
+    Args:
+        argv: Arguments without the program name; ``sys.argv[1:]`` when None.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "version":
+        print(f"redisguard {__version__}")
+        return 0
+    if args.command != "demo":
+        parser.print_help(sys.stderr)
+        return 2
+    options = _demo.DemoOptions(
+        url=args.url,
+        fault=args.fault,
+        phase_seconds=args.phase_seconds,
+        rate=args.rate,
+        failure_threshold=args.failure_threshold,
+        reset_timeout=args.reset_timeout,
+        socket_timeout=args.socket_timeout,
+        latency_ms=args.latency_ms,
+        otel=args.otel,
+    )
+    return _demo.main(options, as_json=args.json, quiet=args.quiet, verbose=args.verbose)

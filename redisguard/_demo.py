@@ -1,0 +1,1092 @@
+"""``redisguard demo``: watch a guarded workload ride out a Redis outage.
+
+The demo runs a session-store workload (reads and writes through ``@redis_guarded`` with a
+local-cache fallback) in phases::
+
+    healthy -> outage (fault injected) -> recovery (fault healed) -> healthy again
+
+and prints a timeline (breaker transitions, the fault and its heal, the first fallback, the
+recovery) and a summary per phase (calls, successes, fallbacks, p50/p99 latency).
+
+Without a URL it starts a private ``redis-server`` on a free loopback port and may kill or
+pause it. With a URL it never touches the user's server: faults go through a
+:class:`~redisguard.testing.FaultProxy` placed in front of it.
+
+Everything here is plain functions and classes (:func:`run_demo`, :class:`DemoOptions`,
+:class:`DemoResult`); ``redisguard._cli`` only parses arguments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TextIO, cast
+
+import pybreaker
+import redis
+
+from ._breaker import Breaker
+from ._client import connect
+from ._config import BreakerConfig, RetryPolicy
+from ._errors import ConfigError, RedisguardError
+from ._guard import Failure, current_failure, redis_guarded
+from ._listeners import LoggingListener
+from ._redact import redact_text, redact_url
+from ._telemetry import OpenTelemetryListener
+from ._version import __version__
+from .testing import FaultProxy, RedisServer, ServerError, ServerNotFoundError
+
+__all__ = [
+    "FAULTS",
+    "INSTALL_HINT",
+    "DemoError",
+    "DemoOptions",
+    "DemoResult",
+    "OtelSetup",
+    "PhaseStats",
+    "Timeline",
+    "configure_otel",
+    "format_summary",
+    "main",
+    "run_demo",
+]
+
+#: Faults the demo can inject, in the order ``--fault all`` runs them.
+FAULTS: tuple[str, ...] = ("kill", "pause", "blackhole", "reset", "latency")
+#: Faults that act on the server process, so only on the demo's own server.
+PROCESS_FAULTS = frozenset({"kill", "pause"})
+#: Faults injected by the proxy, so they also work in front of a user's server.
+PROXY_FAULTS = frozenset({"blackhole", "reset", "latency"})
+OTEL_MODES = ("none", "console")
+
+INSTALL_HINT = """\
+redisguard demo needs redis-server on PATH to start a private server.
+Install it:
+    Debian/Ubuntu:  sudo apt-get install -y redis-server
+    macOS:          brew install redis
+    Fedora:         sudo dnf install -y redis
+or run the demo against a server you already have (it is never killed or paused; faults are
+injected by a proxy in front of it):
+    redisguard demo --url redis://localhost:6379/0
+"""
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+_KEY_PREFIX = "redisguard-demo:session:"
+_SESSION_TTL = 120
+_SESSIONS = 64
+
+
+class DemoError(Exception):
+    """The demo cannot run as asked; the message says why (secrets redacted).
+
+    Attributes:
+        exit_code: The process exit status to use (2 for usage/environment problems).
+    """
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(redact_text(message))
+        self.exit_code = exit_code
+
+
+# -- options ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DemoOptions:
+    """What the demo does.
+
+    Attributes:
+        url: Run against this server (never killed or paused); None starts a private one.
+        fault: One of :data:`FAULTS` or ``"all"``; None means ``kill`` for the private server
+            and ``blackhole`` for a ``url``.
+        phase_seconds: Length of each phase (a recovery phase also waits for the breaker to
+            close, up to a bound).
+        rate: Target calls per second of the workload.
+        failure_threshold: Breaker failures before it opens.
+        reset_timeout: Seconds the breaker stays open before a trial call.
+        socket_timeout: The client's socket and connect timeout, in seconds.
+        latency_ms: Delay the ``latency`` fault adds to every reply.
+        otel: ``"none"`` or ``"console"`` (spans to stderr, a metrics table at the end).
+        seed: Seed of the workload's random choices.
+    """
+
+    url: str | None = None
+    fault: str | None = None
+    phase_seconds: float = 2.5
+    rate: float = 200.0
+    failure_threshold: int = 3
+    reset_timeout: float = 1.0
+    socket_timeout: float = 0.2
+    latency_ms: float = 400.0
+    otel: str = "none"
+    seed: int = 7
+
+    def faults(self) -> list[str]:
+        """The faults to inject, in order, after checking they fit the target.
+
+        Raises:
+            DemoError: an unknown fault, or a process fault with a user's ``url``.
+        """
+        default = "blackhole" if self.url is not None else "kill"
+        fault = self.fault or default
+        if fault == "all":
+            return [f for f in FAULTS if self.url is None or f in PROXY_FAULTS]
+        if fault not in FAULTS:
+            raise DemoError(f"unknown fault {fault!r}; choose from {', '.join((*FAULTS, 'all'))}")
+        if self.url is not None and fault in PROCESS_FAULTS:
+            raise DemoError(
+                f"--fault {fault} acts on the server process, and the demo never {fault}s a "
+                "server it did not start; with --url use blackhole, reset or latency (a proxy "
+                "in front of your server), or drop --url to use a private redis-server"
+            )
+        return [fault]
+
+    def validate(self) -> None:
+        """Raise DemoError for values that cannot work."""
+        for label, value in (
+            ("phase length", self.phase_seconds),
+            ("rate", self.rate),
+            ("reset timeout", self.reset_timeout),
+            ("socket timeout", self.socket_timeout),
+        ):
+            if not value > 0:
+                raise DemoError(f"{label} must be positive, got {value!r}")
+        if self.failure_threshold < 1:
+            raise DemoError(f"failure threshold must be >= 1, got {self.failure_threshold!r}")
+        if self.latency_ms <= self.socket_timeout * 1000:
+            raise DemoError(
+                f"latency fault of {self.latency_ms:g} ms would not exceed the "
+                f"{self.socket_timeout * 1000:g} ms socket timeout; nothing would fail"
+            )
+        if self.otel not in OTEL_MODES:
+            raise DemoError(f"--otel must be one of {', '.join(OTEL_MODES)}, got {self.otel!r}")
+        self.faults()
+
+
+# -- the timeline ----------------------------------------------------------------------------
+EventKind = Literal[
+    "start", "phase", "fault", "heal", "breaker", "fallback", "recovery", "error", "done"
+]
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened, ``t`` seconds after the demo started."""
+
+    t: float
+    kind: EventKind
+    text: str
+
+
+class Timeline:
+    """Thread-safe event log with times relative to its creation.
+
+    Args:
+        echo: Called with each new event (the CLI prints it live); None to stay silent.
+        clock: Monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        echo: Callable[[Event], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock
+        self._start = clock()
+        self._echo = echo
+        self._lock = threading.Lock()
+        self.events: list[Event] = []
+
+    def now(self) -> float:
+        """Seconds since the timeline started."""
+        return self._clock() - self._start
+
+    def add(self, kind: EventKind, text: str) -> Event:
+        """Record (and echo) an event; the text is redacted first."""
+        event = Event(round(self.now(), 4), kind, redact_text(text))
+        with self._lock:
+            self.events.append(event)
+        if self._echo is not None:
+            self._echo(event)
+        return event
+
+    def of_kind(self, kind: EventKind) -> list[Event]:
+        """The events of one kind, in order."""
+        with self._lock:
+            return [e for e in self.events if e.kind == kind]
+
+
+def format_event(event: Event) -> str:
+    """One timeline line: ``  +12.345s  breaker   closed -> open``."""
+    return f"  {event.t:+9.3f}s  {event.kind:<9} {event.text}"
+
+
+class _BreakerWatcher(pybreaker.CircuitBreakerListener):
+    """Puts the breaker's real state transitions on the timeline."""
+
+    def __init__(self, timeline: Timeline) -> None:
+        self.timeline = timeline
+        self.opens = 0
+
+    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
+        old = getattr(old_state, "name", str(old_state))
+        new = getattr(new_state, "name", str(new_state))
+        if old != new:
+            self.opens += new == pybreaker.STATE_OPEN
+            self.timeline.add("breaker", f"{old} -> {new}")
+
+
+# -- per-phase statistics --------------------------------------------------------------------
+Outcome = Literal["ok", "fallback", "error"]
+PhaseKind = Literal["healthy", "outage", "recovery"]
+
+
+@dataclass
+class PhaseStats:
+    """Calls and latencies of one phase.
+
+    Attributes:
+        name: Shown in the summary, e.g. ``"outage (kill)"``.
+        kind: ``healthy``, ``outage`` or ``recovery``.
+        fault: The fault of an outage or recovery phase.
+        start: Timeline seconds when the phase began; ``end`` when it ended.
+        short_circuited: Fallbacks answered without touching Redis (circuit open).
+        recovery_s: For a recovery phase, seconds from the heal until the breaker closed
+            and a call succeeded; None if that did not happen.
+        breaker_opened: The breaker opened during this phase.
+    """
+
+    name: str
+    kind: PhaseKind
+    fault: str | None = None
+    start: float = 0.0
+    end: float = 0.0
+    calls: int = 0
+    successes: int = 0
+    fallbacks: int = 0
+    short_circuited: int = 0
+    errors: int = 0
+    recovery_s: float | None = None
+    breaker_opened: bool = False
+    latencies_ns: list[int] = field(default_factory=list, repr=False)
+
+    def record(self, outcome: Outcome, circuit_open: bool, ns: int) -> None:
+        """Count one call."""
+        self.calls += 1
+        self.latencies_ns.append(ns)
+        if outcome == "ok":
+            self.successes += 1
+        elif outcome == "fallback":
+            self.fallbacks += 1
+            self.short_circuited += circuit_open
+        else:
+            self.errors += 1
+
+    def percentile_ms(self, q: float) -> float | None:
+        """The ``q`` quantile (0..1) of call latency in milliseconds, None without calls."""
+        if not self.latencies_ns:
+            return None
+        ordered = sorted(self.latencies_ns)
+        index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+        return ordered[index] / 1e6
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (no raw samples)."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "fault": self.fault,
+            "start": round(self.start, 4),
+            "end": round(self.end, 4),
+            "calls": self.calls,
+            "successes": self.successes,
+            "fallbacks": self.fallbacks,
+            "short_circuited": self.short_circuited,
+            "errors": self.errors,
+            "p50_ms": _round(self.percentile_ms(0.50)),
+            "p99_ms": _round(self.percentile_ms(0.99)),
+            "max_ms": _round(self.percentile_ms(1.0)),
+            "recovery_s": _round(self.recovery_s),
+            "breaker_opened": self.breaker_opened,
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+@dataclass
+class DemoResult:
+    """What :func:`run_demo` observed."""
+
+    target: str
+    private_server: bool
+    faults: list[str]
+    options: DemoOptions
+    events: list[Event]
+    phases: list[PhaseStats]
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """No call raised, and every outage ended with the breaker closed again."""
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        """The machine-readable summary printed by ``--json``."""
+        opts = self.options
+        return {
+            "redisguard": __version__,
+            "ok": self.ok,
+            "problems": self.problems,
+            "target": self.target,
+            "private_server": self.private_server,
+            "faults": self.faults,
+            "config": {
+                "phase_seconds": opts.phase_seconds,
+                "rate": opts.rate,
+                "failure_threshold": opts.failure_threshold,
+                "reset_timeout": opts.reset_timeout,
+                "socket_timeout": opts.socket_timeout,
+                "latency_ms": opts.latency_ms,
+            },
+            "events": [{"t": e.t, "kind": e.kind, "text": e.text} for e in self.events],
+            "phases": [p.as_dict() for p in self.phases],
+        }
+
+
+def format_summary(result: DemoResult) -> str:
+    """The per-phase table, then a verdict line."""
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    header = (
+        f"{'phase':<22} {'calls':>6} {'ok':>6} {'fallback':>8} {'(open)':>7} {'errors':>6} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  recovered in"
+    )
+    lines = [header, "-" * len(header)]
+    previous: PhaseStats | None = None
+    for p in result.phases:
+        recovered = ""
+        if p.kind == "recovery":
+            if p.recovery_s is None:
+                recovered = "did not recover"
+            elif previous is not None and not previous.breaker_opened:
+                recovered = "(breaker stayed closed)"
+            else:
+                recovered = f"{p.recovery_s:.2f} s"
+        previous = p
+        lines.append(
+            f"{p.name:<22} {p.calls:>6} {p.successes:>6} {p.fallbacks:>8} "
+            f"{p.short_circuited:>7} {p.errors:>6} {ms(p.percentile_ms(0.5)):>8} "
+            f"{ms(p.percentile_ms(0.99)):>8} {ms(p.percentile_ms(1.0)):>8}  {recovered}"
+        )
+    lines.append("")
+    lines.append("(open) = fallbacks answered by the open circuit without touching Redis")
+    if result.ok:
+        lines.append("OK: no call failed; every outage was answered by the fallback and recovered.")
+    else:
+        lines.extend(f"PROBLEM: {problem}" for problem in result.problems)
+    return "\n".join(lines)
+
+
+# -- the workload ----------------------------------------------------------------------------
+class SessionWorkload:
+    """A web app's session traffic: mostly reads, some refreshes, a local stale-copy fallback.
+
+    ``load`` and ``touch`` are guarded; when Redis is unavailable ``load`` answers from the
+    process-local cache (stale but usable) and ``touch`` remembers the write locally and
+    reports it as not persisted.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        breaker: Breaker,
+        retry: RetryPolicy,
+        *,
+        rng: random.Random,
+        otel: OtelSetup | None = None,
+    ) -> None:
+        self.client = client
+        self.rng = rng
+        self.cache: dict[str, bytes] = {}
+        self.failure: Failure | None = None
+        providers: dict[str, Any] = {}
+        if otel is not None:
+            providers = {
+                "tracer_provider": otel.tracer_provider,
+                "meter_provider": otel.meter_provider,
+            }
+        self.load = redis_guarded(
+            name="demo.session.load",
+            fallback=self._load_fallback,
+            breaker=breaker,
+            retry=retry,
+            **providers,
+        )(self._load)
+        self.touch = redis_guarded(
+            name="demo.session.touch",
+            fallback=self._touch_fallback,
+            breaker=breaker,
+            retry=retry,
+            **providers,
+        )(self._touch)
+
+    @staticmethod
+    def key(session: str) -> str:
+        """The Redis key of a session."""
+        return _KEY_PREFIX + session
+
+    def _payload(self, session: str) -> bytes:
+        return f'{{"user": "{session}", "seen": {time.time():.3f}}}'.encode()
+
+    def _load(self, session: str) -> bytes:
+        # The client is built without decode_responses, so values come back as bytes.
+        data = cast("bytes | None", self.client.get(self.key(session)))
+        if data is None:
+            data = self._payload(session)
+            self.client.set(self.key(session), data, ex=_SESSION_TTL)
+        self.cache[session] = data
+        return data
+
+    def _load_fallback(self, session: str) -> bytes:
+        self.failure = current_failure()
+        return self.cache.get(session, b"{}")
+
+    def _touch(self, session: str) -> bool:
+        data = self._payload(session)
+        self.client.set(self.key(session), data, ex=_SESSION_TTL)
+        self.cache[session] = data
+        return True
+
+    def _touch_fallback(self, session: str) -> bool:
+        self.failure = current_failure()
+        self.cache[session] = self._payload(session)
+        return False
+
+    def step(self) -> tuple[Outcome, Failure | None, int, BaseException | None]:
+        """One request: 80% session reads, 20% refreshes.
+
+        Returns:
+            The outcome, the fallback's :class:`Failure` (if any), the call's duration in
+            nanoseconds, and the exception if the call raised (it should never).
+        """
+        session = f"s{self.rng.randrange(_SESSIONS)}"
+        op = self.load if self.rng.random() < 0.8 else self.touch
+        self.failure = None
+        began = time.perf_counter_ns()
+        try:
+            op(session)
+        except Exception as exc:
+            return "error", None, time.perf_counter_ns() - began, exc
+        ns = time.perf_counter_ns() - began
+        return ("ok" if self.failure is None else "fallback"), self.failure, ns, None
+
+    def cleanup(self) -> None:
+        """Delete the demo's keys (best effort: the server may be gone)."""
+        with contextlib.suppress(redis.RedisError):
+            keys = [self.key(f"s{i}") for i in range(_SESSIONS)]
+            self.client.delete(*keys)
+
+
+# -- faults ------------------------------------------------------------------------------------
+class Fault(Protocol):
+    """A way to make Redis unavailable and to undo it."""
+
+    name: str
+
+    def inject(self) -> str:
+        """Break things; return a sentence for the timeline."""
+        ...
+
+    def heal(self) -> str:
+        """Undo :meth:`inject`; return a sentence for the timeline."""
+        ...
+
+
+class _KillFault:
+    name = "kill"
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    def inject(self) -> str:
+        pid = self.server.pid
+        self.server.kill()
+        return f"redis-server (pid {pid}) killed with SIGKILL"
+
+    def heal(self) -> str:
+        self.server.restart()
+        return f"redis-server restarted on port {self.server.port} (pid {self.server.pid})"
+
+
+class _PauseFault:
+    name = "pause"
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    def inject(self) -> str:
+        self.server.pause()
+        return (
+            f"redis-server (pid {self.server.pid}) paused with SIGSTOP: connects succeed, "
+            "replies never come"
+        )
+
+    def heal(self) -> str:
+        self.server.resume()
+        return "redis-server resumed with SIGCONT"
+
+
+class _BlackholeFault:
+    name = "blackhole"
+
+    def __init__(self, proxy: Any) -> None:
+        self.proxy = proxy
+
+    def inject(self) -> str:
+        self.proxy.blackhole()
+        return "proxy blackholes the traffic: bytes are dropped, no reply comes"
+
+    def heal(self) -> str:
+        self.proxy.heal()
+        return "proxy forwards traffic again"
+
+
+class _ResetFault:
+    """Resets every live connection, again and again, until healed (a flapping network)."""
+
+    name = "reset"
+
+    def __init__(self, proxy: Any, interval: float = 0.02) -> None:
+        self.proxy = proxy
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.proxy.reset()
+
+    def inject(self) -> str:
+        self._stop.clear()
+        self.proxy.reset()
+        self._thread = threading.Thread(target=self._loop, name="demo-reset", daemon=True)
+        self._thread.start()
+        return f"proxy sends TCP RST on every connection, every {self.interval * 1000:g} ms"
+
+    def heal(self) -> str:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self.proxy.heal()
+        return "proxy stops resetting connections"
+
+
+class _LatencyFault:
+    name = "latency"
+
+    def __init__(self, proxy: Any, ms: float, socket_timeout: float) -> None:
+        self.proxy = proxy
+        self.ms = ms
+        self.socket_timeout = socket_timeout
+
+    def inject(self) -> str:
+        self.proxy.latency(self.ms)
+        return (
+            f"proxy delays every reply by {self.ms:g} ms "
+            f"(client socket_timeout {self.socket_timeout * 1000:g} ms)"
+        )
+
+    def heal(self) -> str:
+        self.proxy.latency(0)
+        return "proxy latency removed"
+
+
+@dataclass
+class _Target:
+    """Where the workload connects, and the faults that can be injected there."""
+
+    client_url: str
+    shown: str
+    private_server: bool
+    faults: dict[str, Fault]
+    description: str
+
+
+def redis_server_available() -> bool:
+    """Whether a ``redis-server`` executable can be found (``$REDISGUARD_REDIS_SERVER`` too)."""
+    candidate = os.environ.get("REDISGUARD_REDIS_SERVER") or "redis-server"
+    return shutil.which(candidate) is not None
+
+
+@contextlib.contextmanager
+def _open_target(options: DemoOptions, faults: Sequence[str]) -> Iterator[_Target]:
+    """Start the private server and/or proxy the faults need; stop them afterwards."""
+    needs_proxy = any(f in PROXY_FAULTS for f in faults)
+    with contextlib.ExitStack() as stack:
+        server: Any = None
+        if options.url is None:
+            if not redis_server_available():
+                raise DemoError(INSTALL_HINT.rstrip())
+            try:
+                server = stack.enter_context(RedisServer())
+            except ServerNotFoundError:
+                raise DemoError(INSTALL_HINT.rstrip()) from None
+            except ServerError as exc:
+                raise DemoError(f"could not start redis-server: {exc}", EXIT_FAILED) from None
+            upstream_url = server.url
+            description = (
+                f"private redis-server on {redact_url(server.url)} (pid {server.pid}); "
+                "the demo stops it at the end"
+            )
+        else:
+            upstream_url = options.url
+            description = (
+                f"your Redis at {redact_url(options.url)}; the demo never kills, pauses or "
+                f"stops it, and writes only {_KEY_PREFIX}* keys (deleted at the end)"
+            )
+        proxy: Any = None
+        client_url = upstream_url
+        if needs_proxy:
+            try:
+                proxy = FaultProxy.for_url(upstream_url)
+            except ValueError:
+                raise DemoError(
+                    f"cannot put the fault proxy in front of {redact_url(upstream_url)}: "
+                    "it needs a redis:// or rediss:// URL with a host"
+                ) from None
+            stack.enter_context(proxy)
+            client_url = proxy.url
+            description += f"; reached through a fault proxy on 127.0.0.1:{proxy.port}"
+        available: dict[str, Fault] = {}
+        if server is not None:
+            available["kill"] = _KillFault(server)
+            available["pause"] = _PauseFault(server)
+        if proxy is not None:
+            available["blackhole"] = _BlackholeFault(proxy)
+            available["reset"] = _ResetFault(proxy)
+            available["latency"] = _LatencyFault(proxy, options.latency_ms, options.socket_timeout)
+        yield _Target(
+            client_url=client_url,
+            shown=redact_url(options.url or upstream_url),
+            private_server=server is not None,
+            faults=available,
+            description=description,
+        )
+
+
+# -- OpenTelemetry hook ----------------------------------------------------------------------
+@dataclass
+class OtelSetup:
+    """Providers the demo passes to ``@redis_guarded``, and how to report at the end.
+
+    Attributes:
+        mode: The ``--otel`` mode.
+        tracer_provider: Passed as ``tracer_provider=`` (None: the global one).
+        meter_provider: Passed as ``meter_provider=`` (None: the global one).
+        finish: Called once at the end with the output stream (prints the metrics table,
+            shuts the providers down).
+    """
+
+    mode: str
+    tracer_provider: Any = None
+    meter_provider: Any = None
+    finish: Callable[[TextIO], None] = lambda _out: None
+
+    def span(self, name: str, attributes: dict[str, Any]) -> None:
+        """Emit one finished span (used for the demo's phases)."""
+        if self.tracer_provider is None:
+            return
+        tracer = self.tracer_provider.get_tracer("redisguard.demo", __version__)
+        with tracer.start_as_current_span(name, attributes=attributes):
+            pass
+
+
+def configure_otel(mode: str, stream: TextIO | None = None) -> OtelSetup:
+    """Set up OpenTelemetry for the demo.
+
+    ``none`` configures nothing (the API's no-op providers). ``console`` needs
+    ``opentelemetry-sdk``: spans go one line each to ``stream`` (default stderr) and the
+    metrics are read from an ``InMemoryMetricReader`` into a table at the end. Providers are
+    created privately and passed to the guards; the global ones are left alone.
+
+    Raises:
+        DemoError: an unknown mode, or ``console`` without the SDK.
+    """
+    if mode == "none":
+        return OtelSetup(mode)
+    if mode != "console":
+        raise DemoError(f"--otel must be one of {', '.join(OTEL_MODES)}, got {mode!r}")
+    try:  # the SDK is an optional extra: import it only when asked for
+        from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: PLC0415
+        from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: PLC0415
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor  # noqa: PLC0415
+    except ImportError:
+        raise DemoError(
+            "--otel console needs the OpenTelemetry SDK: pip install 'redisguard[otel]'"
+        ) from None
+    out = stream if stream is not None else sys.stderr
+
+    def one_line(span: ReadableSpan) -> str:
+        attrs = " ".join(f"{k}={v!s}" for k, v in sorted(dict(span.attributes or {}).items()))
+        status = span.status.status_code.name
+        took = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
+        return redact_text(f"[otel] span {span.name!r} {status} {took:.2f} ms {attrs}\n")
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(
+        SimpleSpanProcessor(ConsoleSpanExporter(out=out, formatter=one_line))
+    )
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+
+    def finish(table_out: TextIO) -> None:
+        data = reader.get_metrics_data()
+        rows: list[tuple[str, str, str]] = []
+        for resource in data.resource_metrics if data is not None else ():
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    for point in metric.data.data_points:
+                        attributes = dict(point.attributes or {})
+                        labels = ",".join(f"{k}={v!s}" for k, v in sorted(attributes.items()))
+                        value = getattr(point, "value", None)
+                        if value is None:  # a histogram point
+                            shown = f"count={point.count} sum={point.sum:.4f}"  # type: ignore[union-attr]
+                        else:
+                            shown = f"{value:g}"
+                        rows.append((metric.name, labels, shown))
+        table_out.write("\nOpenTelemetry metrics (InMemoryMetricReader):\n")
+        if not rows:
+            table_out.write("  (none recorded)\n")
+        width = max((len(name) for name, _, _ in rows), default=10)
+        for name, labels, shown in sorted(rows):
+            table_out.write(redact_text(f"  {name:<{width}}  {{{labels}}}  {shown}\n"))
+        tracer_provider.shutdown()
+        meter_provider.shutdown()
+
+    return OtelSetup(mode, tracer_provider, meter_provider, finish)
+
+
+# -- the run -----------------------------------------------------------------------------------
+class _PhaseNotes:
+    """Puts a phase's firsts on the timeline: first fallback, open circuit, first success."""
+
+    def __init__(self, timeline: Timeline, kind: PhaseKind, began: float, *, narrate: bool) -> None:
+        self.timeline = timeline
+        self.kind = kind
+        self.began = began
+        self.narrate = narrate
+        self._fallback = self._open = self._success = False
+
+    def saw(self, outcome: Outcome, failure: Failure | None, ns: int) -> None:
+        """Note one call's outcome."""
+        if not self.narrate:
+            return
+        if outcome == "fallback" and failure is not None and self.kind != "recovery":
+            if not self._fallback:
+                self._fallback = True
+                self.timeline.add("fallback", f"first fallback: {_why(failure)}")
+            if failure.circuit_open and not self._open:
+                self._open = True
+                self.timeline.add(
+                    "fallback",
+                    f"calls answered by the open circuit without touching Redis "
+                    f"({ns / 1000:.0f} us)",
+                )
+        elif outcome == "ok" and self.kind == "recovery" and not self._success:
+            self._success = True
+            self.timeline.add(
+                "recovery", f"first success {time.monotonic() - self.began:.2f} s after the heal"
+            )
+
+    def recovered(self, seconds: float) -> None:
+        """The breaker is closed and calls succeed again."""
+        if self.narrate:
+            self.timeline.add(
+                "recovery",
+                f"recovered: breaker closed and calls succeed, {seconds:.2f} s after the heal",
+            )
+
+
+class _Runner:
+    """Drives the phases; every call and every observation goes through here."""
+
+    def __init__(
+        self,
+        options: DemoOptions,
+        workload: SessionWorkload,
+        breaker: Breaker,
+        watcher: _BreakerWatcher,
+        otel: OtelSetup,
+    ) -> None:
+        self.options = options
+        self.workload = workload
+        self.breaker = breaker
+        self.watcher = watcher
+        timeline = watcher.timeline
+        self.timeline = timeline
+        self.otel = otel
+        self.phases: list[PhaseStats] = []
+        self.problems: list[str] = []
+        self._errors_reported = 0
+
+    def run_phase(
+        self,
+        name: str,
+        kind: PhaseKind,
+        fault: str | None = None,
+        action: Callable[[], str] | None = None,
+    ) -> PhaseStats:
+        """Run the workload for one phase; ``action`` (inject or heal) starts it."""
+        phase = PhaseStats(name, kind, fault, start=self.timeline.now())
+        previous = self.phases[-1] if self.phases else None
+        self.phases.append(phase)
+        self.timeline.add("phase", name)
+        opens = self.watcher.opens
+        began = time.monotonic()
+        if action is not None:
+            self.timeline.add("fault" if kind == "outage" else "heal", action())
+        # A recovery after a real outage is narrated; one after an absorbed fault is not.
+        narrate = kind != "recovery" or (previous is not None and previous.breaker_opened)
+        notes = _PhaseNotes(self.timeline, kind, began, narrate=narrate)
+        length = self.options.phase_seconds
+        # A recovery phase also waits for the breaker to close: one reset_timeout for the
+        # trial call, plus slack for a trial that failed just before the heal.
+        limit = length
+        if kind == "recovery":
+            limit = max(
+                length, 2 * self.options.reset_timeout + 4 * self.options.socket_timeout + 2.0
+            )
+        interval = 1.0 / self.options.rate
+        next_at = time.monotonic()
+        while True:
+            elapsed = time.monotonic() - began
+            done = phase.recovery_s is not None or kind != "recovery"
+            if elapsed >= limit or (elapsed >= length and done):
+                break
+            outcome, failure, ns, exc = self.workload.step()
+            phase.record(outcome, failure is not None and failure.circuit_open, ns)
+            if exc is not None:
+                self._report_error(name, exc)
+            notes.saw(outcome, failure, ns)
+            if (
+                kind == "recovery"
+                and outcome == "ok"
+                and phase.recovery_s is None
+                and (self.breaker.current_state == "closed")
+            ):
+                phase.recovery_s = time.monotonic() - began
+                notes.recovered(phase.recovery_s)
+            next_at += interval
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            else:  # a slow call: do not try to catch up with a burst
+                next_at = time.monotonic()
+        phase.end = self.timeline.now()
+        phase.breaker_opened = self.watcher.opens > opens
+        if kind == "outage" and not phase.breaker_opened:
+            self.timeline.add(
+                "recovery",
+                "the breaker stayed closed: the client's reconnects and the guard's retry "
+                f"absorbed the fault ({phase.successes} calls succeeded, "
+                f"{phase.fallbacks} fell back)",
+            )
+        if kind == "recovery" and phase.recovery_s is None:
+            self.problems.append(
+                f"{name}: the breaker was still {self.breaker.current_state} "
+                f"{limit:.1f} s after the heal"
+            )
+            self.timeline.add("error", f"no recovery within {limit:.1f} s")
+        self.otel.span(
+            "redisguard demo phase",
+            {
+                "demo.phase": name,
+                "demo.calls": phase.calls,
+                "demo.fallbacks": phase.fallbacks,
+                "demo.errors": phase.errors,
+            },
+        )
+        return phase
+
+    def _report_error(self, phase: str, exc: BaseException) -> None:
+        if self._errors_reported == 0:
+            self.problems.append(
+                f"{phase}: a guarded call raised {type(exc).__name__}: {redact_text(str(exc))}"
+            )
+        if self._errors_reported < 3:
+            self.timeline.add("error", f"call raised {type(exc).__name__}: {exc}")
+        self._errors_reported += 1
+
+
+def _why(failure: Failure) -> str:
+    if failure.circuit_open or failure.exception is None:
+        return "the circuit is open"
+    exc = failure.exception
+    text = str(exc)
+    reason = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"{reason} ({failure.attempts} attempt{'s' if failure.attempts != 1 else ''})"
+
+
+@contextlib.contextmanager
+def _quiet_library_logs(verbose: bool, stream: TextIO) -> Iterator[None]:
+    """Show redisguard's own log lines only with ``verbose``; the timeline tells the story."""
+    log = logging.getLogger("redisguard")
+    handler: logging.Handler
+    if verbose:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("  [log] %(levelname)s %(message)s"))
+    else:
+        handler = logging.NullHandler()
+    saved = log.propagate
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.propagate = saved
+
+
+def run_demo(
+    options: DemoOptions,
+    *,
+    echo: Callable[[Event], None] | None = None,
+    otel: OtelSetup | None = None,
+    verbose: bool = False,
+    log_stream: TextIO | None = None,
+) -> DemoResult:
+    """Run the demo and return what happened.
+
+    Args:
+        options: What to run.
+        echo: Called with each timeline event as it happens (live output).
+        otel: From :func:`configure_otel`; None configures nothing.
+        verbose: Also show redisguard's log records on ``log_stream``.
+        log_stream: Where those go (default stderr).
+
+    Raises:
+        DemoError: the options do not fit, redis-server is missing, or the server at the URL
+            cannot be reached (the message is redacted).
+    """
+    options.validate()
+    faults = options.faults()
+    otel = otel or OtelSetup("none")
+    timeline = Timeline(echo)
+    watcher = _BreakerWatcher(timeline)
+    config = BreakerConfig(
+        failure_threshold=options.failure_threshold,
+        reset_timeout=options.reset_timeout,
+        monitoring_window=max(10.0, options.phase_seconds * 4),
+        half_open_max_attempts=1,
+    )
+    # A private breaker: the demo never changes breakers an application in this process owns.
+    breaker = Breaker(
+        "demo", config, listeners=[watcher, LoggingListener(), OpenTelemetryListener()]
+    )
+    retry = RetryPolicy(
+        attempts=2,
+        backoff=0.02,
+        max_backoff=0.05,
+        jitter=0.02,
+        deadline=max(0.05, options.socket_timeout * 2.5),
+    )
+    with contextlib.ExitStack() as stack:
+        target = stack.enter_context(_open_target(options, faults))
+        timeline.add("start", target.description)
+        try:
+            client = connect(
+                target.client_url,
+                socket_timeout=options.socket_timeout,
+                socket_connect_timeout=options.socket_timeout,
+            )
+        except (RedisguardError, ConfigError) as exc:
+            raise DemoError(str(exc), EXIT_FAILED) from None
+        stack.callback(client.close)
+        workload = SessionWorkload(
+            client, breaker, retry, rng=random.Random(options.seed), otel=otel
+        )
+        stack.enter_context(_quiet_library_logs(verbose, log_stream or sys.stderr))
+        stack.callback(workload.cleanup)
+        runner = _Runner(options, workload, breaker, watcher, otel)
+        runner.run_phase("healthy", "healthy")
+        for name in faults:
+            fault = target.faults[name]
+            runner.run_phase(f"outage ({name})", "outage", name, fault.inject)
+            runner.run_phase(f"recovery ({name})", "recovery", name, fault.heal)
+        runner.run_phase("healthy again", "healthy")
+        timeline.add(
+            "done",
+            "stopping the private redis-server"
+            if target.private_server
+            else "deleting the demo's keys; your server is left as it was",
+        )
+    return DemoResult(
+        target=target.shown,
+        private_server=target.private_server,
+        faults=faults,
+        options=options,
+        events=list(timeline.events),
+        phases=runner.phases,
+        problems=runner.problems,
+    )
+
+
+def main(
+    options: DemoOptions,
+    *,
+    as_json: bool = False,
+    quiet: bool = False,
+    verbose: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Run the demo and print it; return the exit status (0 ok, 1 failed, 2 cannot run).
+
+    Human output (live timeline, then the summary) goes to ``out``; with ``as_json`` only
+    the JSON document does. Errors go to ``err``.
+    """
+    out = out or sys.stdout
+    err = err or sys.stderr
+    live = not quiet and not as_json
+
+    def echo(event: Event) -> None:
+        print(format_event(event), file=out, flush=True)
+
+    try:
+        otel = configure_otel(options.otel, err)
+        if live:
+            faults = options.faults()
+            print(
+                f"redisguard {__version__} demo: fault {', '.join(faults)}, phases of "
+                f"{options.phase_seconds:g} s, breaker failure_threshold="
+                f"{options.failure_threshold} reset_timeout={options.reset_timeout:g} s, "
+                f"~{options.rate:g} calls/s\n",
+                file=out,
+            )
+        result = run_demo(
+            options, echo=echo if live else None, otel=otel, verbose=verbose, log_stream=err
+        )
+    except DemoError as exc:
+        print(f"redisguard demo: {exc}", file=err)
+        return exc.exit_code
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2), file=out)
+    else:
+        print(("\n" if live else "") + format_summary(result), file=out)
+    otel.finish(err)
+    return EXIT_OK if result.ok else EXIT_FAILED

@@ -1,0 +1,217 @@
+"""The ``redisguard`` command line and the demo it runs, against real redis-servers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from redisguard import __version__
+from redisguard._cli import main
+from redisguard._demo import (
+    INSTALL_HINT,
+    DemoError,
+    DemoOptions,
+    DemoResult,
+    PhaseStats,
+    format_summary,
+)
+from redisguard.testing import RedisServer
+
+# Short phases: every demo run below takes about 2.5 s.
+FAST = ["--duration", "0.6", "--reset-timeout", "0.3", "--socket-timeout", "0.1", "--rate", "150"]
+PASSWORD = "pw-Zq8-never-printed"
+
+
+def _summary_rows(text: str) -> dict[str, list[str]]:
+    """The summary table's rows, keyed by phase name (columns split on whitespace)."""
+    rows: dict[str, list[str]] = {}
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("phase "))
+    for line in lines[start + 2 :]:
+        if not line.strip():
+            break
+        name, _, rest = line.partition("  ")
+        rows[name.strip()] = rest.split()
+    return rows
+
+
+def test_demo_kill_shows_outage_and_recovery(capsys: pytest.CaptureFixture[str]) -> None:
+    """The default demo kills its own server, falls back, opens, then recovers half-open->closed."""
+    assert main(["demo", *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "closed -> open" in out
+    assert "open -> half-open" in out
+    assert "half-open -> closed" in out
+    assert "killed with SIGKILL" in out
+    assert "first fallback" in out
+    rows = _summary_rows(out)
+    assert list(rows) == ["healthy", "outage (kill)", "recovery (kill)", "healthy again"]
+    calls, ok, fallbacks = (int(v) for v in rows["healthy"][:3])
+    assert calls > 0
+    assert ok == calls
+    assert fallbacks == 0
+    assert int(rows["outage (kill)"][2]) > 0
+    assert int(rows["healthy again"][2]) == 0
+    assert "OK: no call failed" in out
+
+
+def test_demo_pause_json_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    """--json reports per-phase counts: no fallback while healthy, fallbacks while paused."""
+    assert main(["demo", *FAST, "--fault", "pause", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True
+    assert report["private_server"] is True
+    phases = {p["name"]: p for p in report["phases"]}
+    assert phases["healthy"]["fallbacks"] == 0
+    assert phases["healthy"]["successes"] == phases["healthy"]["calls"] > 0
+    assert phases["outage (pause)"]["fallbacks"] > 0
+    assert phases["outage (pause)"]["short_circuited"] > 0
+    assert phases["outage (pause)"]["breaker_opened"] is True
+    assert phases["recovery (pause)"]["recovery_s"] is not None
+    assert phases["healthy again"]["fallbacks"] == 0
+    transitions = [e["text"] for e in report["events"] if e["kind"] == "breaker"]
+    assert transitions[0] == "closed -> open"
+    assert transitions[-1] == "half-open -> closed"
+    assert all(p["errors"] == 0 for p in report["phases"])
+
+
+def test_python_m_redisguard_demo() -> None:
+    """``python -m redisguard demo`` runs the demo in a fresh interpreter and exits 0."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "redisguard", "demo", *FAST, "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "outage (kill)" in proc.stdout
+    assert "OK: no call failed" in proc.stdout
+
+
+def test_missing_redis_server_prints_install_hint(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without redis-server on PATH and no --url the demo says how to install it and exits 2."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("REDISGUARD_REDIS_SERVER", raising=False)
+    assert main(["demo"]) == 2
+    err = capsys.readouterr().err
+    assert "apt-get install -y redis-server" in err
+    assert "brew install redis" in err
+
+
+def test_url_password_is_never_printed(
+    redis_server_factory: Callable[..., RedisServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Against a password-protected --url, no output (timeline, logs, spans) shows the password."""
+    pytest.importorskip("opentelemetry.sdk")
+    server = redis_server_factory(password=PASSWORD)
+    argv = ["demo", "--url", server.url, *FAST, "--fault", "blackhole", "--verbose"]
+    assert main([*argv, "--otel", "console"]) == 0
+    captured = capsys.readouterr()
+    output = captured.out + captured.err
+    assert PASSWORD not in output
+    assert "***@127.0.0.1" in output
+    assert "closed -> open" in captured.out
+    assert "OpenTelemetry metrics" in captured.err
+    assert server.is_running  # the user's server is never stopped
+
+
+def test_unreachable_url_fails_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    """An unreachable --url exits 1 with a message that hides the password."""
+    from redisguard.testing import free_port
+
+    url = f"redis://user:{PASSWORD}@127.0.0.1:{free_port()}/0"
+    assert main(["demo", "--url", url, "--socket-timeout", "0.2"]) == 1
+    captured = capsys.readouterr()
+    assert PASSWORD not in captured.out + captured.err
+    assert "not reachable" in captured.err
+
+
+def test_url_refuses_process_faults(capsys: pytest.CaptureFixture[str]) -> None:
+    """With --url the demo refuses to kill or pause a server it did not start."""
+    url = f"redis://:{PASSWORD}@127.0.0.1:1/0"
+    assert main(["demo", "--url", url, "--fault", "kill"]) == 2
+    err = capsys.readouterr().err
+    assert "never kills" in err
+    assert PASSWORD not in err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """``redisguard version`` and ``--version`` print the package version."""
+    assert main(["version"]) == 0
+    assert capsys.readouterr().out.strip() == f"redisguard {__version__}"
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert __version__ in capsys.readouterr().out
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without a command the CLI prints its usage and exits 2."""
+    assert main([]) == 2
+    assert "demo" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (DemoOptions(), ["kill"]),
+        (DemoOptions(url="redis://127.0.0.1:1/0"), ["blackhole"]),
+        (DemoOptions(fault="all"), ["kill", "pause", "blackhole", "reset", "latency"]),
+        (DemoOptions(url="redis://127.0.0.1:1/0", fault="all"), ["blackhole", "reset", "latency"]),
+    ],
+)
+def test_fault_plan(options: DemoOptions, expected: list[str]) -> None:
+    """The default and ``all`` fault plans fit the target: process faults only on our own server."""
+    assert options.faults() == expected
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        DemoOptions(fault="meteor"),
+        DemoOptions(url="redis://127.0.0.1:1/0", fault="pause"),
+        DemoOptions(latency_ms=50, socket_timeout=0.2),
+        DemoOptions(phase_seconds=0),
+        DemoOptions(otel="zipkin"),
+    ],
+)
+def test_invalid_options(options: DemoOptions) -> None:
+    """Options that cannot work are rejected before anything starts."""
+    with pytest.raises(DemoError) as exc:
+        options.validate()
+    assert exc.value.exit_code == 2
+
+
+def test_phase_percentiles_and_summary() -> None:
+    """PhaseStats counts outcomes and the summary shows p50/p99 and the recovery time."""
+    healthy = PhaseStats("healthy", "healthy")
+    for ms in range(1, 101):
+        healthy.record("ok", False, ms * 1_000_000)
+    outage = PhaseStats("outage (kill)", "outage", "kill", breaker_opened=True)
+    outage.record("fallback", False, 5_000_000)
+    outage.record("fallback", True, 10_000)
+    recovery = PhaseStats("recovery (kill)", "recovery", "kill", recovery_s=0.42)
+    assert healthy.percentile_ms(0.5) == pytest.approx(50.0, abs=1)
+    assert healthy.percentile_ms(0.99) == pytest.approx(99.0, abs=1)
+    assert recovery.percentile_ms(0.5) is None
+    assert (outage.fallbacks, outage.short_circuited, outage.successes) == (2, 1, 0)
+    result = DemoResult("redis://x", True, ["kill"], DemoOptions(), [], [healthy, outage, recovery])
+    text = format_summary(result)
+    rows = _summary_rows(text)
+    assert rows["outage (kill)"][:5] == ["2", "0", "2", "1", "0"]
+    assert "0.42 s" in text
+    assert result.ok
+
+
+def test_install_hint_names_both_package_managers() -> None:
+    """The install hint covers apt and Homebrew and the --url alternative."""
+    for needle in ("apt-get install -y redis-server", "brew install redis", "--url"):
+        assert needle in INSTALL_HINT
