@@ -1,0 +1,290 @@
+"""The background recovery prober: PING Redis while a breaker is open, half-open it on answer.
+
+A breaker opened by an outage waits ``reset_timeout`` (30 s by default) before it admits a
+trial call, even when Redis came back after one second. The design document's client
+resets the circuit on the client's "ready" event; redis-py has no such event, so a client
+built by :func:`redisguard.connect` carries a prober instead:
+
+* it starts lazily, when one of the client's breakers opens (a pybreaker listener);
+* it PINGs Redis with the seed's backoff (100 ms doubling to 10 s, tenacity
+  ``wait_exponential``) and logs each failed attempt as "Redis reconnecting";
+* as soon as Redis answers it calls ``breaker.half_open()`` on every open breaker, so the
+  next real call is a trial call instead of a fallback;
+* it ends when no breaker is open any more, and is stopped (thread joined, task cancelled)
+  when the client is closed.
+
+The policy (:class:`ProbePlan`) does no I/O; :class:`ThreadProber` and :class:`TaskProber`
+only differ in how they PING and sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import pybreaker
+import tenacity
+
+from ._breaker import OPEN, Breaker
+from ._guard import _describe
+
+__all__ = ["SEED_BACKOFF", "ProbePlan", "TaskProber", "ThreadProber"]
+
+logger = logging.getLogger("redisguard")
+
+#: The design document's reconnect strategy: 100 ms, 200 ms, 400 ms ... capped at 10 s.
+SEED_BACKOFF = tenacity.wait_exponential(multiplier=0.1, max=10.0)
+
+
+class _OpenListener(pybreaker.CircuitBreakerListener):
+    """Wakes the prober when one of its breakers opens."""
+
+    def __init__(self, on_open: Callable[[], None]) -> None:
+        self._on_open = on_open
+
+    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
+        if new_state.name == pybreaker.STATE_OPEN and getattr(old_state, "name", None) != (
+            pybreaker.STATE_OPEN
+        ):
+            self._on_open()
+
+
+class ProbePlan:
+    """What the prober does, without doing any I/O itself.
+
+    Args:
+        breakers: The breakers that guard calls to this client's Redis.
+        target: The redacted URL, for log messages.
+        on_lost: Called when probing starts (the client marks the connection as lost).
+        on_answer: Called when Redis answers a probe.
+    """
+
+    def __init__(
+        self,
+        breakers: Sequence[Breaker],
+        target: str,
+        on_lost: Callable[[], None] = lambda: None,
+        on_answer: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.breakers = tuple(breakers)
+        self.target = target
+        self.stopping = False
+        self.probes = 0
+        self.last_error = "no answer"
+        self._on_lost = on_lost
+        self._on_answer = on_answer
+        self._listener = _OpenListener(self.wake)
+        self._wake: Callable[[], None] = lambda: None
+
+    def attach(self, wake: Callable[[], None]) -> None:
+        """Listen to the breakers; ``wake`` starts the driver (it must be idempotent)."""
+        self._wake = wake
+        for breaker in self.breakers:
+            breaker.add_listener(self._listener)
+
+    def detach(self) -> None:
+        """Stop listening; the driver is told to stop at its next step."""
+        self.stopping = True
+        for breaker in self.breakers:
+            with contextlib.suppress(ValueError):
+                breaker.remove_listener(self._listener)
+
+    def wake(self) -> None:
+        if not self.stopping:
+            self._on_lost()
+            self._wake()
+
+    def needed(self) -> bool:
+        """True while the client is open for business and some breaker is open."""
+        return not self.stopping and any(b.state_code == OPEN for b in self.breakers)
+
+    def answered(self) -> bool:
+        """Redis answered: move every open breaker to half-open. Returns True (done)."""
+        self._on_answer()
+        for breaker in self.breakers:
+            if breaker.state_code == OPEN:
+                breaker.half_open()
+                logger.info(
+                    "Redis answered the recovery probe; breaker %s is half-open",
+                    breaker.name,
+                    extra={"category": "redis", "breaker": breaker.name, "target": self.target},
+                )
+        return True
+
+    def failed(self, exc: BaseException) -> bool:
+        """A probe failed: keep probing while it is still needed. Returns True when done."""
+        self.last_error = _describe(exc)
+        return not self.needed()
+
+    def _before_sleep(self, rs: tenacity.RetryCallState) -> None:
+        logger.info(
+            "Redis reconnecting (attempt %d, next in %.1f s): %s",
+            rs.attempt_number,
+            rs.upcoming_sleep,
+            self.last_error,
+            extra={
+                "category": "redis",
+                "retries": rs.attempt_number,
+                "delay": rs.upcoming_sleep,
+                "target": self.target,
+            },
+        )
+
+    def _stop(self, rs: tenacity.RetryCallState) -> bool:
+        return self.stopping
+
+    def retrying_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``tenacity.Retrying`` / ``AsyncRetrying``."""
+        return {
+            "wait": SEED_BACKOFF,
+            "retry": tenacity.retry_if_result(lambda done: not done),
+            "stop": self._stop,
+            "before_sleep": self._before_sleep,
+            "retry_error_callback": lambda rs: True,
+        }
+
+
+class ThreadProber:
+    """Runs a :class:`ProbePlan` in a daemon thread (for sync clients).
+
+    Args:
+        plan: The policy.
+        ping: PINGs Redis, raising on failure (bounded by the client's socket timeout).
+    """
+
+    def __init__(self, plan: ProbePlan, ping: Callable[[], object]) -> None:
+        self.plan = plan
+        self._ping = ping
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        plan.attach(self.wake)
+
+    @property
+    def running(self) -> bool:
+        """True while the probing thread is alive."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def wake(self) -> None:
+        """Start probing unless a probing thread already runs."""
+        with self._lock:
+            if self._thread is not None or self._stop.is_set():
+                return
+            self._thread = threading.Thread(
+                target=self._run, name=f"redisguard-prober[{self.plan.target}]", daemon=True
+            )
+            self._thread.start()
+
+    def _attempt(self) -> bool:
+        if not self.plan.needed():
+            return True
+        self.plan.probes += 1
+        try:
+            self._ping()
+        except Exception as exc:
+            return self.plan.failed(exc)
+        return self.plan.answered()
+
+    def _sleep(self, seconds: float) -> None:
+        self._stop.wait(seconds)  # returns early when the client closes
+
+    def _run(self) -> None:
+        while True:
+            retrying = tenacity.Retrying(
+                sleep=self._sleep,
+                **self.plan.retrying_options(),
+            )
+            retrying(self._attempt)
+            with self._lock:
+                # Decided under the lock, so a breaker that opens right now either sees the
+                # thread still registered (and we loop) or no thread (and starts one).
+                if self._stop.is_set() or not self.plan.needed():
+                    self._thread = None
+                    return
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop probing and wait for the thread to end."""
+        self.plan.detach()
+        self._stop.set()
+        with self._lock:
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+
+class TaskProber:
+    """Runs a :class:`ProbePlan` as an asyncio task on the client's event loop.
+
+    Args:
+        plan: The policy.
+        ping: Returns an awaitable that PINGs Redis, raising on failure.
+        loop: The loop the client lives on.
+        timeout: Upper bound on one PING.
+    """
+
+    def __init__(
+        self,
+        plan: ProbePlan,
+        ping: Callable[[], Awaitable[object]],
+        loop: asyncio.AbstractEventLoop,
+        timeout: float,
+    ) -> None:
+        self.plan = plan
+        self._ping = ping
+        self._loop = loop
+        self._timeout = timeout
+        self._task: asyncio.Task[None] | None = None
+        plan.attach(self.wake)
+
+    @property
+    def running(self) -> bool:
+        """True while the probing task is alive."""
+        return self._task is not None and not self._task.done()
+
+    def wake(self) -> None:
+        """Start probing (from any thread) unless a probing task already runs."""
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        if current is self._loop:
+            self._start()
+        elif not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(self._start)
+
+    def _start(self) -> None:
+        if self.running or self.plan.stopping:
+            return
+        self._task = self._loop.create_task(self._run(), name="redisguard-prober")
+
+    async def _attempt(self) -> bool:
+        if not self.plan.needed():
+            return True
+        self.plan.probes += 1
+        try:
+            await asyncio.wait_for(self._ping(), self._timeout)
+        except Exception as exc:
+            return self.plan.failed(exc)
+        return self.plan.answered()
+
+    async def _run(self) -> None:
+        while True:
+            retrying = tenacity.AsyncRetrying(**self.plan.retrying_options())
+            await retrying(self._attempt)
+            if not self.plan.needed():
+                return
+
+    async def stop(self) -> None:
+        """Stop probing: cancel the task and wait for it."""
+        self.plan.detach()
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
