@@ -671,6 +671,4 @@ def test_registered_breakers_log_transitions(caplog: pytest.LogCaptureFixture) -
     breaker = get_breaker("default-listeners", BreakerConfig(failure_threshold=1))
     with caplog.at_level(logging.ERROR, logger="redisguard"):
         trip(breaker)
-    assert [r.getMessage() for r in caplog.records] == [
-        "Circuit breaker opened: default-listeners"
-    ]
+    assert [r.getMessage() for r in caplog.records] == ["Circuit breaker opened: default-listeners"]

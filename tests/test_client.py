@@ -53,7 +53,12 @@ def test_non_string_url_is_refused() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["redis://127.0.0.1:6380/0", "rediss://u:p@cache.internal", "unix:///run/redis.sock", "redis://h"],
+    [
+        "redis://127.0.0.1:6380/0",
+        "rediss://u:p@cache.internal",
+        "unix:///run/redis.sock",
+        "redis://h",
+    ],
 )
 def test_valid_urls_pass_unchanged(url: str) -> None:
     """validate_url returns a good URL as it was given."""

@@ -972,9 +972,10 @@ def test_logs_redact_passwords(
     """A Redis URL with a password inside an error never reaches the log or the error text."""
     error = rx.ConnectionError("Error connecting to redis://app:hunter2@10.0.0.5:6379/0")
     guarded = guard(Flaky(error), breaker=make_breaker(), retry=None)
-    with caplog.at_level(logging.DEBUG, logger="redisguard"), pytest.raises(
-        RedisUnavailableError
-    ) as info:
+    with (
+        caplog.at_level(logging.DEBUG, logger="redisguard"),
+        pytest.raises(RedisUnavailableError) as info,
+    ):
         guarded()
     assert "hunter2" not in str(info.value)
     assert caplog.records

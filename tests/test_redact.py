@@ -13,7 +13,10 @@ from redisguard._redact import fingerprint, redact_text, redact_url
         ("redis://:s3cret@127.0.0.1:6380/0", "redis://:***@127.0.0.1:6380/0"),
         ("redis://app:s3cret@cache.internal:6379/2", "redis://app:***@cache.internal:6379/2"),
         ("rediss://s3cret@cache.internal", "rediss://***@cache.internal"),
-        ("redis://127.0.0.1:6379/0?password=s3cret&db=1", "redis://127.0.0.1:6379/0?password=***&db=1"),
+        (
+            "redis://127.0.0.1:6379/0?password=s3cret&db=1",
+            "redis://127.0.0.1:6379/0?password=***&db=1",
+        ),
         ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
         ("redis://app:p@ss:w@rd@host:1/0", "redis://app:***@host:1/0"),
     ],
