@@ -1,0 +1,27 @@
+"""Real-Redis test toolkit: throwaway servers, fault injection and pytest fixtures.
+
+* :class:`RedisServer` starts a ``redis-server`` on 127.0.0.1 that a test can
+  kill, restart, pause, or keep busy loading.
+* :class:`FaultProxy` sits between a client and any server and blackholes,
+  resets or slows down the connections.
+* :func:`reset_breakers` clears the breaker registry between tests.
+* The pytest plugin (:mod:`redisguard.testing.plugin`, registered automatically)
+  provides the ``redis_server``, ``redis_server_session``,
+  ``redis_server_factory``, ``fault_proxy`` and ``fault_proxy_factory`` fixtures.
+
+Nothing here imports pytest.
+"""
+
+from redisguard.testing._ports import free_port
+from redisguard.testing._proxy import FaultProxy
+from redisguard.testing._reset import reset_breakers
+from redisguard.testing._server import RedisServer, ServerError, ServerNotFoundError
+
+__all__ = [
+    "FaultProxy",
+    "RedisServer",
+    "ServerError",
+    "ServerNotFoundError",
+    "free_port",
+    "reset_breakers",
+]

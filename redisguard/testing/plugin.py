@@ -1,0 +1,139 @@
+"""pytest plugin: real ``redis-server`` fixtures and a fault-injecting proxy.
+
+Registered through the ``pytest11`` entry point, so it loads in every pytest run
+of a project that installs redisguard: importing it only defines fixtures. The
+logic lives in :class:`~redisguard.testing.RedisServer` and
+:class:`~redisguard.testing.FaultProxy`.
+
+When ``redis-server`` is missing, the fixtures skip the test with install
+instructions. Set ``REDISGUARD_REQUIRE_REDIS=1`` (as CI should) to make that a
+failure instead, so a broken CI image cannot silently skip the suite.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from redisguard.testing._proxy import FaultProxy
+from redisguard.testing._server import RedisServer, ServerNotFoundError
+
+__all__ = [
+    "REQUIRE_ENV",
+    "fault_proxy",
+    "fault_proxy_factory",
+    "redis_server",
+    "redis_server_factory",
+    "redis_server_session",
+]
+
+#: Set to 1 to fail, rather than skip, tests that need a missing redis-server.
+REQUIRE_ENV = "REDISGUARD_REQUIRE_REDIS"
+
+
+def _start(server: RedisServer) -> RedisServer:
+    """Start ``server``; skip (or fail, under $REDISGUARD_REQUIRE_REDIS) if it is missing."""
+    try:
+        return server.start()
+    except ServerNotFoundError as exc:
+        message = f"{exc} (set {REQUIRE_ENV}=0 or unset it to skip instead)"
+        if os.environ.get(REQUIRE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A fresh, empty ``redis-server`` on 127.0.0.1 for this test, stopped afterwards.
+
+    The test may kill, restart, pause or load it: teardown copes with any state.
+    """
+    server = _start(RedisServer())
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server_session() -> Iterator[RedisServer]:
+    """One ``redis-server`` shared by the whole session (faster; data is shared too).
+
+    Do not inject faults into it; use ``redis_server`` or ``redis_server_factory``.
+    """
+    server = _start(RedisServer())
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
+    """A ``factory(**kwargs) -> RedisServer`` that starts servers; all stop at teardown.
+
+    Keyword arguments are those of :class:`~redisguard.testing.RedisServer`, e.g.
+    ``factory(password="s3cret")`` or ``factory(appendonly=True)``.
+    """
+    servers: list[RedisServer] = []
+
+    def factory(**kwargs: Any) -> RedisServer:
+        server = RedisServer(**kwargs)
+        servers.append(server)
+        return _start(server)
+
+    try:
+        yield factory
+    finally:
+        _stop_all(reversed(servers), RedisServer.stop)
+
+
+@pytest.fixture
+def fault_proxy(redis_server: RedisServer) -> Iterator[FaultProxy]:
+    """A started :class:`~redisguard.testing.FaultProxy` in front of ``redis_server``.
+
+    Connect through ``fault_proxy.url``; call ``blackhole()``, ``reset()``,
+    ``latency(ms)`` and ``heal()`` to break and mend the network.
+    """
+    with FaultProxy.for_server(redis_server) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def fault_proxy_factory() -> Iterator[Callable[..., FaultProxy]]:
+    """A ``factory(target, **kwargs) -> FaultProxy`` that starts proxies; all stop at teardown.
+
+    ``target`` is a :class:`~redisguard.testing.RedisServer`, a ``redis://`` URL,
+    or a ``(host, port)`` tuple; keyword arguments go to the proxy (e.g. ``port``).
+    """
+    proxies: list[FaultProxy] = []
+
+    def factory(target: RedisServer | str | tuple[str, int], **kwargs: Any) -> FaultProxy:
+        if isinstance(target, RedisServer):
+            proxy = FaultProxy.for_server(target, **kwargs)
+        elif isinstance(target, str):
+            proxy = FaultProxy.for_url(target, **kwargs)
+        else:
+            proxy = FaultProxy(*target, **kwargs)
+        proxies.append(proxy)
+        return proxy.start()
+
+    try:
+        yield factory
+    finally:
+        _stop_all(reversed(proxies), FaultProxy.stop)
+
+
+def _stop_all(items: Iterator[Any], stop: Callable[[Any], None]) -> None:
+    """Stop every item even if one fails; re-raise the first failure afterwards."""
+    first: BaseException | None = None
+    for item in items:
+        try:
+            stop(item)
+        except Exception as exc:  # keep stopping the others
+            first = first or exc
+    if first is not None:
+        raise first
