@@ -208,7 +208,9 @@ def test_a_raising_listener_never_breaks_a_guarded_call(
     assert len(recorder.changes) == 5
     failures = [r for r in caplog.records if r.getMessage().startswith("breaker listener")]
     hooks = {r.getMessage().rsplit(" ", 1)[-1] for r in failures}
-    assert hooks == {"success", "failure", "state_change"}
+    # before_call too, once guarded calls dispatch it (see the xfail below).
+    assert {"success", "failure", "state_change"} <= hooks
+    assert hooks <= {"before_call", "success", "failure", "state_change"}
     assert all(r.exc_info and "exploded" in str(r.exc_info[1]) for r in failures)
     assert all(getattr(r, "category", None) == "circuit-breaker" for r in failures)
 
