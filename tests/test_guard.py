@@ -12,6 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 from redis import exceptions as rx
 
 import redisguard
@@ -1014,3 +1018,118 @@ def test_redis_client_errors_are_real_classes() -> None:
     """The exceptions used here are redis-py's own, re-exported at the top level."""
     assert redis.ConnectionError is rx.ConnectionError
     assert redis.TimeoutError is rx.TimeoutError
+
+
+# -- breaker selectors ------------------------------------------------------------------------
+def test_selector_picks_a_breaker_per_call(make_breaker: BreakerFactory) -> None:
+    """A breaker selector routes each call to its own breaker; one open breaker spares others."""
+    by_node = {"a": make_breaker("node-a"), "b": make_breaker("node-b")}
+    by_node["a"].open()
+    fn = Flaky(value="ok")
+    guarded = guard(fn, breaker=lambda node: by_node[node], fallback="fb")
+    assert guarded("a") == "fb"
+    assert guarded("b") == "ok"
+    assert guarded("b") == "ok"
+    assert fn.calls == [(("b",), {}), (("b",), {})]
+    assert by_node["b"].success_count == 2
+
+
+async def test_async_selector(make_breaker: BreakerFactory) -> None:
+    """Selectors also route coroutine functions."""
+    by_node = {"a": make_breaker("node-a", failure_threshold=1)}
+    guarded = aguard(AsyncFlaky(refused()), breaker=lambda node: by_node[node], fallback="fb")
+    assert await guarded("a") == "fb"
+    assert by_node["a"].current_state == "open"
+
+
+def test_selector_must_return_a_breaker() -> None:
+    """A selector returning anything but a Breaker fails the call with TypeError."""
+    guarded = guard(Flaky(), breaker=lambda: "redis")
+    with pytest.raises(TypeError, match="not a Breaker"):
+        guarded()
+
+
+# -- trace_success -----------------------------------------------------------------------------
+@pytest.fixture
+def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    """An SDK tracer provider of this test's own, exporting to memory."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
+
+
+def test_trace_success_spans_plain_successes(
+    make_breaker: BreakerFactory, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """With trace_success=True a successful call gets its own span; results are unchanged."""
+    provider, exporter = spans
+    guarded = guard(
+        Flaky(value=3), breaker=make_breaker(), trace_success=True, tracer_provider=provider
+    )
+    assert guarded() == 3
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "redisguard op"
+    assert span.status.status_code is StatusCode.UNSET
+
+
+def test_trace_success_keeps_errors_propagating(
+    make_breaker: BreakerFactory, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """A traced call whose data error propagates still raises it, and its span is an error."""
+    provider, exporter = spans
+    error = wrongtype()
+    guarded = guard(
+        Flaky(error), breaker=make_breaker(), trace_success=True, tracer_provider=provider
+    )
+    with pytest.raises(rx.ResponseError) as info:
+        guarded()
+    assert info.value is error
+    assert [s.status.status_code for s in exporter.get_finished_spans()] == [StatusCode.ERROR]
+
+
+async def test_async_trace_success(
+    make_breaker: BreakerFactory, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """Async calls with trace_success=True are spanned and keep their results and errors."""
+    provider, exporter = spans
+    breaker = make_breaker()
+    ok = aguard(AsyncFlaky(value=1), breaker=breaker, trace_success=True, tracer_provider=provider)
+    assert await ok() == 1
+    bad = aguard(
+        AsyncFlaky(wrongtype()),
+        name="bad",
+        breaker=breaker,
+        trace_success=True,
+        tracer_provider=provider,
+    )
+    with pytest.raises(rx.ResponseError):
+        await bad()
+    names = sorted(s.name for s in exporter.get_finished_spans())
+    assert names == ["redisguard bad", "redisguard op"]
+
+
+async def test_trace_success_without_an_sdk_is_transparent(make_breaker: BreakerFactory) -> None:
+    """trace_success=True with no SDK configured changes nothing about results or errors."""
+    breaker = make_breaker()
+    assert guard(Flaky(value="v"), breaker=breaker, trace_success=True)() == "v"
+    assert await aguard(AsyncFlaky(value="a"), breaker=breaker, trace_success=True)() == "a"
+    with pytest.raises(KeyError):
+        guard(Flaky(KeyError("k")), breaker=breaker, trace_success=True)()
+
+
+def test_open_circuit_fallbacks_log_at_debug_only(
+    make_breaker: BreakerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Short-circuited calls log at DEBUG (an outage must not flood the logs at WARNING)."""
+    breaker = make_breaker("quiet")
+    breaker.open()
+    with caplog.at_level(logging.DEBUG, logger="redisguard"):
+        guard(Flaky(), name="const", breaker=breaker, fallback=0)()
+        guard(Flaky(), name="call", breaker=breaker, fallback=lambda: 0)()
+    records = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert records == [
+        (logging.DEBUG, "Circuit breaker open, using fallback for const"),
+        (logging.DEBUG, "Circuit breaker open, using fallback for call"),
+    ]
