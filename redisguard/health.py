@@ -1,0 +1,160 @@
+"""Readiness and liveness: the design document's ``/ready``, with a live PING.
+
+:func:`readiness` / :func:`areadiness` report one check per breaker: its state, failure count,
+last failure, next retry, and the latency of a PING sent *through* the breaker (so a
+half-open breaker is closed by the readiness probe itself: a pod taken out of rotation by
+``/ready`` gets no traffic, and must not wait for traffic to prove Redis is back).
+
+A check is healthy when its breaker is not open and the PING answered. The status is
+``"ready"`` (HTTP 200) when every check is healthy, else ``"degraded"`` (HTTP 503).
+
+:func:`liveness` never touches Redis: a Redis outage must not get the process restarted.
+
+The JSON contains no secrets: targets are shown with the password redacted, errors are
+redacted too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ._breaker import OPEN, Breaker, breakers, get_breaker
+from ._guard import _describe
+from ._version import __version__
+
+__all__ = ["Liveness", "Readiness", "areadiness", "liveness", "readiness"]
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """The answer of a readiness probe.
+
+    Attributes:
+        status: ``"ready"`` or ``"degraded"``.
+        http_status: 200 or 503.
+        checks: One entry per breaker (dependency), JSON-ready.
+    """
+
+    status: Literal["ready", "degraded"]
+    http_status: int
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON body: ``{"status", "version", "checks"}``."""
+        return {"status": self.status, "version": __version__, "checks": self.checks}
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """The answer of a liveness probe (always alive while the process serves it)."""
+
+    status: Literal["alive"] = "alive"
+    http_status: int = 200
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON body."""
+        return {"status": self.status, "version": __version__}
+
+
+def liveness() -> Liveness:
+    """Alive; never touches Redis."""
+    return Liveness()
+
+
+def _pick(client: Any, names: Sequence[str | Breaker] | None) -> list[Breaker]:
+    if names is not None:
+        return [b if isinstance(b, Breaker) else get_breaker(b) for b in names]
+    attached = getattr(client, "breakers", None)
+    if attached:
+        return list(attached)
+    return breakers() or [get_breaker("redis")]
+
+
+def _check(
+    breaker: Breaker, target: str | None, latency: float | None, error: BaseException | None
+) -> dict[str, Any]:
+    """One dependency's entry (no I/O)."""
+    stats = breaker.stats()
+    pinged = target is not None
+    healthy = breaker.state_code != OPEN and (not pinged or error is None)
+    entry: dict[str, Any] = {
+        "healthy": healthy,
+        "state": stats.state,
+        "failure_count": stats.failure_count,
+        "last_failure": stats.last_failure_time.isoformat() if stats.last_failure_time else None,
+        "next_retry": stats.next_retry_time.isoformat() if stats.next_retry_time else None,
+    }
+    if pinged:
+        entry["target"] = target
+        entry["latency_ms"] = None if latency is None else round(latency * 1000, 3)
+        if error is not None:
+            entry["error"] = _describe(error)
+    return entry
+
+
+def _result(checks: dict[str, dict[str, Any]]) -> Readiness:
+    ready = all(check["healthy"] for check in checks.values())
+    return Readiness("ready" if ready else "degraded", 200 if ready else 503, checks)
+
+
+def readiness(
+    client: Any = None,
+    *,
+    breakers: Sequence[str | Breaker] | None = None,
+    timeout: float = 0.25,
+) -> Readiness:
+    """Check Redis through each breaker.
+
+    Args:
+        client: A sync client to PING (``redisguard.connect()``); None to report breaker
+            state only.
+        breakers: The breakers to report; default the client's, else every registered one.
+        timeout: Unused by the sync PING, which is bounded by the client's ``socket_timeout``
+            (0.25 s from ``connect()``); kept for symmetry with :func:`areadiness`.
+
+    Returns:
+        A :class:`Readiness`; serve ``as_dict()`` with ``http_status``.
+    """
+    target = None if client is None else str(getattr(client, "target", "redis"))
+    checks = {}
+    for breaker in _pick(client, breakers):
+        latency = error = None
+        if client is not None:
+            started = time.perf_counter()
+            try:
+                breaker.call(client.ping)
+                latency = time.perf_counter() - started
+            except Exception as exc:
+                error = exc
+        checks[breaker.name] = _check(breaker, target, latency, error)
+    return _result(checks)
+
+
+async def areadiness(
+    client: Any = None,
+    *,
+    breakers: Sequence[str | Breaker] | None = None,
+    timeout: float = 0.25,
+) -> Readiness:
+    """The asyncio twin of :func:`readiness`; each PING is cut off after ``timeout`` seconds."""
+    target = None if client is None else str(getattr(client, "target", "redis"))
+
+    async def ping() -> Any:
+        return await asyncio.wait_for(client.ping(), timeout)
+
+    checks = {}
+    for breaker in _pick(client, breakers):
+        latency = error = None
+        if client is not None:
+            started = time.perf_counter()
+            try:
+                await breaker.acall(ping)
+                latency = time.perf_counter() - started
+            except Exception as exc:
+                error = exc
+        checks[breaker.name] = _check(breaker, target, latency, error)
+    return _result(checks)

@@ -1,0 +1,236 @@
+"""The example services, driven over real HTTP while their own redis-server dies and returns."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from redisguard import BreakerConfig, connect, get_breaker
+from redisguard.asgi import RATE_LIMIT_BODY
+from redisguard.testing import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+class Service:
+    """The Starlette example under uvicorn in a subprocess, plus every status it answered."""
+
+    def __init__(self, redis_url: str, policy: str, limit: int = 5) -> None:
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "RATE_LIMIT": str(limit),
+            "RATE_WINDOW": "60",
+            "RATE_POLICY": policy,
+            "REDIS_CIRCUIT_BREAKER_FAILURE_THRESHOLD": "2",
+            # A minute: only the recovery prober can bring /ready back within the test.
+            "REDIS_CIRCUIT_BREAKER_RESET_TIMEOUT": "60000",
+        }
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "examples.asgi_service:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--lifespan",
+                "on",
+                "--ws",
+                "none",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=5.0)
+        self.statuses: list[int] = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"uvicorn exited: {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
+            try:
+                if self.http.get("/live").status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError("uvicorn did not start")
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        # Each request gets its own rate-limit budget unless the test names a client.
+        kwargs.setdefault("headers", {"x-client-id": f"request-{len(self.statuses)}"})
+        response = self.http.request(method, path, **kwargs)
+        self.statuses.append(response.status_code)
+        return response
+
+    def wait_for(self, path: str, status: int, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.request("GET", path).status_code == status:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def close(self) -> None:
+        self.http.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stderr:
+            self.proc.stderr.close()
+
+
+@pytest.fixture
+def start_service() -> Iterator[Callable[..., Service]]:
+    started: list[Service] = []
+
+    def start(redis_url: str, policy: str, limit: int = 5) -> Service:
+        service = Service(redis_url, policy, limit)
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.close()
+
+
+def _assert_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503
+    assert int(response.headers["retry-after"]) >= 1
+    assert response.json()["error"] == "temporarily_unavailable"
+
+
+@pytest.mark.timeout(90)
+def test_asgi_service_degrades_and_recovers(start_service: Callable[..., Service]) -> None:
+    """Kill, restart, pause, resume: never a 500; /ready, sessions, registration, limits follow."""
+    with RedisServer() as redis_server:
+        svc = start_service(redis_server.url, "local")
+        assert svc.request("GET", "/ready").status_code == 200
+        assert svc.request("PUT", "/sessions/s1", json={"user": "ada"}).status_code == 204
+        assert svc.request("GET", "/sessions/s1").json() == {"session": {"user": "ada"}}
+        created = svc.request("POST", "/register", json={"redirect_uris": ["https://a/cb"]})
+        assert created.status_code == 201
+        client_id = created.json()["client_id"]
+        assert "client_secret" not in svc.request("GET", f"/clients/{client_id}").json()
+        assert (
+            svc.request("POST", "/tokens/t1", json={"token": "tok", "ttl": 60}).status_code == 201
+        )
+        assert svc.request("GET", "/tokens/t1").json()["token"] == "tok"
+
+        # Rate limiting with Redis up: 5 per minute per client id, then the seed's 429.
+        limited = [
+            svc.request("GET", "/sessions/x", headers={"x-client-id": "a"}) for _ in range(6)
+        ]
+        assert [r.status_code for r in limited] == [404] * 5 + [429]
+        assert limited[-1].content == RATE_LIMIT_BODY
+        assert int(limited[-1].headers["retry-after"]) >= 1
+
+        # -- outage: SIGKILL -----------------------------------------------------------------
+        redis_server.kill()
+        lookup = svc.request("GET", "/sessions/s1")
+        assert lookup.status_code == 404  # the documented degradation: "not found"
+        assert svc.wait_for("/ready", 503)
+        ready = svc.request("GET", "/ready").json()
+        assert ready["status"] == "degraded"
+        assert ready["checks"]["redis"]["state"] == "open"
+        assert svc.request("GET", "/sessions/s1").json()["degraded"] is True
+        _assert_unavailable(svc.request("PUT", "/sessions/s1", json={"user": "bob"}))
+        _assert_unavailable(svc.request("POST", "/register", json={"redirect_uris": ["https://b"]}))
+        _assert_unavailable(svc.request("GET", "/tokens/t1"))
+        assert svc.request("GET", "/live").status_code == 200
+        # on_unavailable="local": still 5 per client, counted in-process.
+        local = [svc.request("GET", "/sessions/y", headers={"x-client-id": "b"}) for _ in range(6)]
+        assert [r.status_code for r in local] == [404] * 5 + [429]
+
+        # -- recovery: the prober half-opens the breaker, /ready's PING closes it ----------
+        redis_server.restart()
+        assert svc.wait_for("/ready", 200, timeout=15)
+        created = svc.request("POST", "/register", json={"redirect_uris": ["https://c/cb"]})
+        assert created.status_code == 201
+        assert svc.request("PUT", "/sessions/s2", json={"n": 2}).status_code == 204
+        assert svc.request("GET", "/sessions/s2").status_code == 200
+
+        # -- outage: SIGSTOP (replies never come; socket timeouts) ---------------------------
+        redis_server.pause()
+        try:
+            assert svc.request("GET", "/sessions/s2").status_code == 404
+            _assert_unavailable(svc.request("POST", "/register", json={"redirect_uris": ["x"]}))
+            assert svc.wait_for("/ready", 503)
+        finally:
+            redis_server.resume()
+        assert svc.wait_for("/ready", 200, timeout=15)
+        assert svc.request("GET", "/sessions/s2").json() == {"session": {"n": 2}}
+
+    assert 500 not in svc.statuses
+    assert all(status < 500 or status == 503 for status in svc.statuses)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("policy", "expected"), [("open", 404), ("closed", 429)])
+def test_rate_limit_policy_during_an_outage(
+    start_service: Callable[..., Service], policy: str, expected: int
+) -> None:
+    """With Redis down, "open" lets every request through and "closed" answers 429."""
+    with RedisServer() as redis_server:
+        svc = start_service(redis_server.url, policy, limit=2)
+        redis_server.kill()
+        answers = [
+            svc.request("GET", "/sessions/z", headers={"x-client-id": "c"}) for _ in range(6)
+        ]
+        assert {r.status_code for r in answers} == {expected}
+        if expected == 429:
+            assert answers[0].content == RATE_LIMIT_BODY
+            assert "retry-after" in answers[0].headers
+
+
+def test_wsgi_service_with_flask_test_client() -> None:
+    """The Flask example degrades the same way: 404 lookups, 503 writes, /ready 503 -> 200."""
+    from examples.wsgi_service import create_app
+
+    get_breaker("redis", BreakerConfig(failure_threshold=2, reset_timeout=60))
+    with RedisServer() as redis_server:
+        client = connect(redis_server.url)
+        try:
+            web = create_app(client, rate_limit=3, window=60).test_client()
+            assert web.get("/ready").status_code == 200
+            assert web.put("/sessions/a", json={"v": 1}).status_code == 204
+            assert web.get("/sessions/a").get_json() == {"session": {"v": 1}}
+            assert web.post("/register", json={"redirect_uris": ["https://a"]}).status_code == 201
+            limited = [web.get("/sessions/q", headers={"x-client-id": "k"}) for _ in range(4)]
+            assert [r.status_code for r in limited] == [404, 404, 404, 429]
+            assert limited[-1].data == RATE_LIMIT_BODY
+            redis_server.kill()
+            assert web.get("/sessions/a").status_code == 404
+            failed = web.put("/sessions/a", json={"v": 2})
+            assert failed.status_code == 503
+            assert failed.headers["Retry-After"]
+            assert web.post("/register", json={}).status_code == 503
+            assert web.get("/ready").status_code == 503
+            assert web.get("/live").status_code == 200
+            redis_server.restart()
+            deadline = time.monotonic() + 10
+            while web.get("/ready").status_code != 200 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert web.get("/ready").status_code == 200
+            assert web.put("/sessions/a", json={"v": 3}).status_code == 204
+        finally:
+            client.close()
