@@ -1,0 +1,931 @@
+"""How much does ``@redis_guarded`` cost? Interleaved comparisons against raw redis-py.
+
+Every scenario runs its variants in alternating rounds (raw, guarded, naive, raw, guarded,
+naive, ...) against the same private ``redis-server``, so drift in CPU frequency or machine
+load hits all variants alike. A throughput scenario reports, per variant, the median of the
+per-round ratios ``baseline time / variant time`` (1.00 = as fast as the baseline). A latency
+scenario reports p50/p99 of per-call times measured with ``time.perf_counter_ns``.
+
+Run it::
+
+    python benchmarks/bench_guard.py            # default mode, about 1-2 minutes
+    python benchmarks/bench_guard.py --quick    # smoke run, a few seconds
+    python benchmarks/bench_guard.py --json out.json --only sync-get,open-circuit
+
+Scenarios and variants live in a registry (:data:`SCENARIOS`); add a variant (for example
+"guarded, OpenTelemetry SDK configured") with :func:`add_variant` without touching the harness.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import logging
+import os
+import platform
+import shutil
+import socket
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal, TypeVar
+
+import pybreaker
+import redis
+import redis.asyncio
+import tenacity
+
+import redisguard
+from redisguard import Breaker, BreakerConfig, RetryPolicy, redis_guarded
+
+__all__ = [
+    "SCENARIOS",
+    "Env",
+    "LatencyRound",
+    "Scenario",
+    "ScenarioResult",
+    "Settings",
+    "ThroughputRound",
+    "Variant",
+    "VariantResult",
+    "add_variant",
+    "bench_breaker",
+    "call_loop",
+    "main",
+    "register",
+    "run_benchmarks",
+]
+
+T = TypeVar("T")
+#: Runs ``n`` operations and returns the elapsed seconds (throughput scenarios).
+ThroughputRound = Callable[[int], float]
+#: Runs ``n`` operations and returns each call's duration in nanoseconds (latency scenarios).
+LatencyRound = Callable[[int], list[int]]
+
+# The exceptions a hand-written composition would retry (what the guard classifies TRANSIENT).
+_RETRYABLE = (redis.ConnectionError, redis.TimeoutError, TimeoutError)
+_KEY = "bench:session"
+_VALUE = b"x" * 64
+
+
+# -- settings and environment ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Settings:
+    """How long to measure.
+
+    Many short rounds beat a few long ones on a busy machine: a burst of load spoils a few
+    rounds, and the median of the per-round ratios ignores them.
+
+    Attributes:
+        rounds: Interleaved rounds per throughput scenario (each variant runs once per round).
+        round_seconds: Target duration of one variant's round (sized from a warm-up).
+        latency_rounds: Interleaved rounds per latency scenario.
+        latency_calls: Calls per variant per round in latency scenarios.
+        async_tasks: Concurrent tasks in the asyncio scenario.
+        threads: Threads in the threaded scenario.
+        io_seconds: The simulated I/O wait inside each threaded call.
+    """
+
+    rounds: int
+    round_seconds: float
+    latency_rounds: int
+    latency_calls: int
+    async_tasks: int = 64
+    threads: int = 8
+    io_seconds: float = 0.001
+
+    @classmethod
+    def quick(cls) -> Settings:
+        """A smoke run for CI: seconds, numbers too noisy to judge targets."""
+        return cls(rounds=15, round_seconds=0.02, latency_rounds=3, latency_calls=2_000)
+
+    @classmethod
+    def default(cls) -> Settings:
+        """The measuring run: about 1-2 minutes on a 2-core machine."""
+        return cls(rounds=201, round_seconds=0.03, latency_rounds=15, latency_calls=20_000)
+
+    def for_scenario(self, scenario: Scenario) -> tuple[int, float]:
+        """Rounds and round length for ``scenario``: the same total time, longer rounds if
+        the scenario needs them (task and thread start-up must not dominate a round)."""
+        seconds = max(self.round_seconds, scenario.min_round_seconds)
+        rounds = max(5, round(self.rounds * self.round_seconds / seconds))
+        return rounds, seconds
+
+
+@dataclass
+class Env:
+    """What a variant's ``build`` gets: the server, the settings, cleanup and an event loop.
+
+    Attributes:
+        url: A ``redis://`` URL of the benchmark's server (loopback).
+        settings: The run's settings.
+        stack: Register cleanups here; they run when the scenario ends.
+    """
+
+    url: str
+    settings: Settings
+    stack: contextlib.ExitStack
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The scenario's event loop, shared by all its async variants (closed at the end)."""
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            self.stack.callback(loop.close)
+        return self._loop
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` to completion on the scenario's loop."""
+        return self.loop.run_until_complete(coro)
+
+    def client(self, **overrides: Any) -> redis.Redis:
+        """A sync client built like ``redisguard.connect`` (timeouts explicit, retry off)."""
+        client: redis.Redis = redisguard.connect(self.url, socket_timeout=1.0, **overrides)
+        self.stack.callback(client.close)
+        return client
+
+    def aclient(self, **overrides: Any) -> redis.asyncio.Redis:
+        """An asyncio client built like ``redisguard.aconnect``; closed with the scenario."""
+        client: redis.asyncio.Redis = self.run(
+            redisguard.aconnect(self.url, socket_timeout=1.0, **overrides)
+        )
+        self.stack.callback(lambda: self.run(client.aclose()))
+        return client
+
+
+# -- the registry ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Variant:
+    """One contender in a scenario.
+
+    Attributes:
+        key: Short identifier (``raw``, ``guarded``, ``naive``...).
+        label: What the table shows.
+        build: Prepares the variant (clients, decorators) and returns its round function:
+            for throughput scenarios ``(n) -> seconds``, for latency scenarios
+            ``(n) -> per-call nanoseconds``.
+        target: Throughput: the minimum ratio to the baseline. Latency: the maximum p99 in
+            nanoseconds. None for reference-only variants.
+        reference: The figure the design brief measured for this variant, shown for comparison.
+    """
+
+    key: str
+    label: str
+    build: Callable[[Env], Callable[[int], Any]]
+    target: float | None = None
+    reference: str = ""
+
+
+@dataclass
+class Scenario:
+    """A workload measured with several variants; the first variant is the baseline.
+
+    ``min_round_seconds`` lengthens the rounds of scenarios with per-round start-up costs
+    (tasks, threads); the number of rounds shrinks to keep the scenario's total time.
+    """
+
+    key: str
+    title: str
+    kind: Literal["throughput", "latency"]
+    variants: list[Variant] = field(default_factory=list)
+    min_round_seconds: float = 0.0
+
+
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def register(scenario: Scenario) -> Scenario:
+    """Add a scenario to the registry (run in registration order)."""
+    if scenario.key in SCENARIOS:
+        raise ValueError(f"scenario {scenario.key!r} is already registered")
+    SCENARIOS[scenario.key] = scenario
+    return scenario
+
+
+def add_variant(scenario: str, variant: Variant) -> None:
+    """Append ``variant`` to a registered scenario (e.g. an "SDK configured" variant)."""
+    variants = SCENARIOS[scenario].variants
+    if any(v.key == variant.key for v in variants):
+        raise ValueError(f"variant {variant.key!r} already exists in {scenario!r}")
+    variants.append(variant)
+
+
+# -- helpers shared by variants --------------------------------------------------------------
+def _naive_retrying() -> tenacity.Retrying:
+    """What a hand-written composition builds per call: tenacity with jittered backoff."""
+    return tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(3),
+        wait=tenacity.wait_exponential_jitter(multiplier=0.025, max=0.2, jitter=0.025),
+        retry=tenacity.retry_if_exception_type(_RETRYABLE),
+        reraise=True,
+    )
+
+
+def call_loop(fn: Callable[[str], Any], key: str = _KEY) -> ThroughputRound:
+    """A round that calls ``fn(key)`` ``n`` times; every sync variant uses the same loop."""
+
+    def round_(n: int) -> float:
+        began = time.perf_counter()
+        for _ in range(n):
+            fn(key)
+        return time.perf_counter() - began
+
+    return round_
+
+
+def bench_breaker(name: str, *, threshold: int = 5, reset: float = 30.0) -> Breaker:
+    """A private breaker (not in the registry) so scenarios never share state."""
+    return Breaker(name, BreakerConfig(failure_threshold=threshold, reset_timeout=reset))
+
+
+# -- scenario: 1 thread, sync GET ------------------------------------------------------------
+def _sync_raw(env: Env) -> ThroughputRound:
+    client = env.client()
+    client.set(_KEY, _VALUE)
+    return call_loop(client.get)
+
+
+def _sync_guarded(env: Env) -> ThroughputRound:
+    client = env.client()
+
+    @redis_guarded(name="bench.sync.get", fallback=None, breaker=bench_breaker("bench-sync"))
+    def get(key: str) -> bytes | str | None:
+        return client.get(key)
+
+    return call_loop(get)
+
+
+def _sync_naive(env: Env) -> ThroughputRound:
+    client = env.client()
+    cb = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=30)
+
+    def get(key: str) -> bytes | str | None:
+        try:
+            for attempt in _naive_retrying():
+                with attempt:
+                    value: bytes | str | None = cb.call(client.get, key)
+                    return value
+        except (*_RETRYABLE, pybreaker.CircuitBreakerError):
+            return None
+        raise AssertionError("unreachable: reraise=True")  # pragma: no cover
+
+    return call_loop(get)
+
+
+register(
+    Scenario(
+        key="sync-get",
+        title="sync GET, 1 thread, loopback, closed breaker, OTel API without SDK",
+        kind="throughput",
+        variants=[
+            Variant("raw", "raw redis-py", _sync_raw),
+            Variant("guarded", "@redis_guarded", _sync_guarded, target=0.97),
+            Variant(
+                "naive",
+                "pybreaker call + tenacity Retrying per call",
+                _sync_naive,
+                reference="0.85",
+            ),
+        ],
+    )
+)
+
+
+# -- scenario: asyncio, 64 tasks -------------------------------------------------------------
+def _async_round(env: Env, get: Callable[[str], Awaitable[Any]]) -> ThroughputRound:
+    tasks = env.settings.async_tasks
+
+    async def worker(calls: int) -> None:
+        for _ in range(calls):
+            await get(_KEY)
+
+    async def many(n: int) -> float:
+        per_task = max(1, n // tasks)
+        began = time.perf_counter()
+        await asyncio.gather(*(worker(per_task) for _ in range(tasks)))
+        return (time.perf_counter() - began) * n / (per_task * tasks)
+
+    return lambda n: env.run(many(n))
+
+
+def _aclient(env: Env) -> redis.asyncio.Redis:
+    # One connection per task, created during the warm-up round, so rounds measure GETs only.
+    return env.aclient(max_connections=env.settings.async_tasks * 2)
+
+
+def _async_raw(env: Env) -> ThroughputRound:
+    client = _aclient(env)
+
+    async def seed() -> None:
+        await client.set(_KEY, _VALUE)
+
+    env.run(seed())
+    return _async_round(env, client.get)
+
+
+def _async_guarded(env: Env) -> ThroughputRound:
+    client = _aclient(env)
+
+    @redis_guarded(name="bench.async.get", fallback=None, breaker=bench_breaker("bench-async"))
+    async def get(key: str) -> bytes | str | None:
+        return await client.get(key)
+
+    return _async_round(env, get)
+
+
+def _async_naive(env: Env) -> ThroughputRound:
+    client = _aclient(env)
+
+    @tenacity.retry(
+        stop=tenacity.stop_after_attempt(3),
+        wait=tenacity.wait_exponential_jitter(multiplier=0.025, max=0.2, jitter=0.025),
+        retry=tenacity.retry_if_exception_type(_RETRYABLE),
+        reraise=True,
+    )
+    async def get(key: str) -> bytes | str | None:
+        return await client.get(key)
+
+    return _async_round(env, get)
+
+
+register(
+    Scenario(
+        key="async-64",
+        title="asyncio, 64 tasks doing GETs on redis.asyncio",
+        kind="throughput",
+        min_round_seconds=0.1,
+        variants=[
+            Variant("raw", "raw redis.asyncio", _async_raw),
+            Variant("guarded", "@redis_guarded (async def)", _async_guarded, target=0.90),
+            Variant("naive", "tenacity async @retry", _async_naive, reference="0.49"),
+        ],
+    )
+)
+
+
+# -- scenario: 8 threads, 1 ms of simulated I/O inside the call ------------------------------
+def _threaded_round(env: Env, call: Callable[[], Any]) -> ThroughputRound:
+    threads = env.settings.threads
+
+    def round_(n: int) -> float:
+        per_thread = max(1, n // threads)
+        marks: list[float] = []
+        barrier = threading.Barrier(threads, action=lambda: marks.append(time.perf_counter()))
+
+        def worker() -> None:
+            barrier.wait()
+            for _ in range(per_thread):
+                call()
+
+        pool = [threading.Thread(target=worker) for _ in range(threads)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+        elapsed = time.perf_counter() - marks[0]
+        return elapsed * n / (per_thread * threads)
+
+    return round_
+
+
+def _io_call(env: Env) -> Callable[[], None]:
+    seconds = env.settings.io_seconds
+
+    def io() -> None:
+        time.sleep(seconds)
+
+    return io
+
+
+def _threads_plain(env: Env) -> ThroughputRound:
+    return _threaded_round(env, _io_call(env))
+
+
+def _threads_guarded(env: Env) -> ThroughputRound:
+    io = _io_call(env)
+    guarded = redis_guarded(
+        name="bench.threads.io", fallback=None, breaker=bench_breaker("bench-threads")
+    )(io)
+    return _threaded_round(env, guarded)
+
+
+def _threads_pybreaker(env: Env) -> ThroughputRound:
+    io = _io_call(env)
+    cb = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=30)
+    return _threaded_round(env, lambda: cb.call(io))
+
+
+register(
+    Scenario(
+        key="threads-io",
+        title="8 threads, 1 ms simulated I/O inside the guarded call",
+        kind="throughput",
+        min_round_seconds=0.1,
+        variants=[
+            Variant("plain", "unguarded", _threads_plain),
+            Variant("guarded", "@redis_guarded", _threads_guarded, target=0.95),
+            Variant(
+                "pybreaker", "pybreaker CircuitBreaker.call", _threads_pybreaker, reference="0.15"
+            ),
+        ],
+    )
+)
+
+
+# -- scenario: open circuit, fallback latency ------------------------------------------------
+def _closed_port() -> int:
+    """A loopback port with nothing listening (connecting to it is refused at once)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+class _NoIOGuard:
+    """Counts entries into the guarded function: any entry would be network I/O."""
+
+    def __init__(self, env: Env) -> None:
+        self.entered = 0
+        self.client = redisguard.connect(
+            f"redis://127.0.0.1:{_closed_port()}/0", socket_timeout=0.2, check=False
+        )
+        env.stack.callback(self.client.close)
+
+    def get(self, key: str) -> bytes | str | None:
+        self.entered += 1
+        return self.client.get(key)
+
+
+def _latency_round(fn: Callable[[str], Any], guard: _NoIOGuard | None = None) -> LatencyRound:
+    def round_(n: int) -> list[int]:
+        clock = time.perf_counter_ns
+        samples = [0] * n
+        before = guard.entered if guard is not None else 0
+        for i in range(n):
+            began = clock()
+            fn(_KEY)
+            samples[i] = clock() - began
+        if guard is not None and guard.entered != before:
+            raise AssertionError(
+                f"the open circuit let {guard.entered - before} call(s) reach the network"
+            )
+        return samples
+
+    return round_
+
+
+def _trip(fn: Callable[[str], Any], breaker: Breaker) -> None:
+    """Fail calls against the closed port until the breaker opens (bounded)."""
+    deadline = time.monotonic() + 10.0
+    while breaker.current_state != "open":
+        if time.monotonic() > deadline:
+            raise RuntimeError("the breaker did not open against a closed port")
+        fn(_KEY)
+
+
+def _open_guarded(fallback: Any, name: str) -> Callable[[Env], LatencyRound]:
+    def build(env: Env) -> LatencyRound:
+        guard = _NoIOGuard(env)
+        breaker = bench_breaker(f"bench-{name}", threshold=3, reset=3600.0)
+        fn = redis_guarded(
+            name=f"bench.open.{name}",
+            fallback=fallback,
+            breaker=breaker,
+            retry=RetryPolicy(attempts=3, backoff=0.0, max_backoff=0.0, jitter=0.0),
+        )(guard.get)
+        _trip(fn, breaker)
+        return _latency_round(fn, guard)
+
+    return build
+
+
+def _open_pybreaker(env: Env) -> LatencyRound:
+    guard = _NoIOGuard(env)
+    cb = pybreaker.CircuitBreaker(fail_max=3, reset_timeout=3600)
+
+    def get(key: str) -> bytes | str | None:
+        try:
+            value: bytes | str | None = cb.call(guard.get, key)
+        except (*_RETRYABLE, pybreaker.CircuitBreakerError):
+            return None
+        return value
+
+    while cb.current_state != "open":
+        get(_KEY)
+    return _latency_round(get, guard)
+
+
+def _timer_floor(env: Env) -> LatencyRound:
+    def nothing(key: str) -> None:
+        return None
+
+    return _latency_round(nothing)
+
+
+def _stale(key: str) -> bytes:
+    return b"stale"
+
+
+register(
+    Scenario(
+        key="open-circuit",
+        title="open circuit: per-call latency of the fallback path, no network I/O",
+        kind="latency",
+        variants=[
+            Variant("floor", "timer floor (empty function)", _timer_floor),
+            Variant(
+                "guarded-value",
+                "@redis_guarded, fallback value",
+                _open_guarded(None, "value"),
+                target=5_000,
+            ),
+            Variant(
+                "guarded-callable",
+                "@redis_guarded, fallback callable",
+                _open_guarded(_stale, "callable"),
+                target=5_000,
+            ),
+            Variant(
+                "pybreaker",
+                "pybreaker open, except -> fallback",
+                _open_pybreaker,
+                reference="5.2/10.5 us",
+            ),
+        ],
+    )
+)
+
+
+# -- the harness ------------------------------------------------------------------------------
+@dataclass
+class VariantResult:
+    """One variant's figures.
+
+    Throughput scenarios fill ``ratio_*``, ``ops_per_s``, ``overhead_us`` (the median
+    per-round extra wall time per operation relative to the baseline) and
+    ``cpu_overhead_us`` (the same in process CPU time, which a busy machine disturbs less);
+    latency scenarios fill
+    ``p50_ns``/``p99_ns``/``p999_ns``. ``met`` is None when the variant has no target.
+    """
+
+    key: str
+    label: str
+    target: float | None
+    reference: str
+    ratio_median: float | None = None
+    ratio_p25: float | None = None
+    ratio_p75: float | None = None
+    ops_per_s: float | None = None
+    overhead_us: float | None = None
+    cpu_overhead_us: float | None = None
+    p50_ns: int | None = None
+    p99_ns: int | None = None
+    p999_ns: int | None = None
+    met: bool | None = None
+
+
+@dataclass
+class ScenarioResult:
+    """A scenario's variants, in registry order (the first is the baseline)."""
+
+    key: str
+    title: str
+    kind: str
+    rounds: int
+    ops_per_round: int
+    variants: list[VariantResult]
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("no values")
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def _ops_per_round(fn: ThroughputRound, seconds: float) -> int:
+    """Size a round from a warm-up of the baseline so that it lasts about ``seconds``."""
+    n = 64
+    while True:
+        elapsed = fn(n)
+        if elapsed >= 0.05 or n >= 1 << 22:
+            return max(64, int(n * seconds / max(elapsed, 1e-9)))
+        n *= 4
+
+
+def _run_throughput(
+    scenario: Scenario,
+    rounds_fns: list[ThroughputRound],
+    settings: Settings,
+    progress: Callable[[str], None],
+) -> ScenarioResult:
+    rounds, seconds = settings.for_scenario(scenario)
+    for fn in rounds_fns:  # warm-up: connections, caches, lazily created state
+        fn(256)
+    n = _ops_per_round(rounds_fns[0], seconds)
+    for fn in rounds_fns:
+        fn(max(64, n // 4))
+    k = len(rounds_fns)
+    times: list[list[float]] = [[] for _ in rounds_fns]
+    cpu: list[list[float]] = [[] for _ in rounds_fns]
+    cpu_clock = time.process_time
+    for r in range(rounds):
+        gc.collect()
+        # Rotate who goes first, so no variant always runs right after the collection.
+        for j in range(k):
+            i = (r + j) % k
+            cpu_began = cpu_clock()
+            times[i].append(rounds_fns[i](n))
+            cpu[i].append(cpu_clock() - cpu_began)
+        progress(f"  {scenario.key}: round {r + 1}/{rounds}")
+    base = times[0]
+    results = []
+    for variant, ts, cs in zip(scenario.variants, times, cpu, strict=True):
+        ratios = [b / t for b, t in zip(base, ts, strict=True)]
+        extra_us = [(t - b) / n * 1e6 for b, t in zip(base, ts, strict=True)]
+        extra_cpu_us = [(c - b) / n * 1e6 for b, c in zip(cpu[0], cs, strict=True)]
+        median = statistics.median(ratios)
+        results.append(
+            VariantResult(
+                key=variant.key,
+                label=variant.label,
+                target=variant.target,
+                reference=variant.reference,
+                ratio_median=median,
+                ratio_p25=_quantile(ratios, 0.25),
+                ratio_p75=_quantile(ratios, 0.75),
+                ops_per_s=n / statistics.median(ts),
+                overhead_us=statistics.median(extra_us),
+                cpu_overhead_us=statistics.median(extra_cpu_us),
+                met=None if variant.target is None else median >= variant.target,
+            )
+        )
+    return ScenarioResult(scenario.key, scenario.title, scenario.kind, rounds, n, results)
+
+
+def _run_latency(
+    scenario: Scenario,
+    rounds_fns: list[LatencyRound],
+    settings: Settings,
+    progress: Callable[[str], None],
+) -> ScenarioResult:
+    n = settings.latency_calls
+    for fn in rounds_fns:
+        fn(min(n, 1_000))
+    samples: list[list[int]] = [[] for _ in rounds_fns]
+    rounds = settings.latency_rounds
+    for r in range(rounds):
+        for i, fn in enumerate(rounds_fns):
+            gc.collect()
+            samples[i].extend(fn(n))
+        progress(f"  {scenario.key}: round {r + 1}/{rounds}")
+    results = []
+    for variant, ns in zip(scenario.variants, samples, strict=True):
+        p99 = int(_quantile(ns, 0.99))
+        results.append(
+            VariantResult(
+                key=variant.key,
+                label=variant.label,
+                target=variant.target,
+                reference=variant.reference,
+                p50_ns=int(_quantile(ns, 0.50)),
+                p99_ns=p99,
+                p999_ns=int(_quantile(ns, 0.999)),
+                met=None if variant.target is None else p99 <= variant.target,
+            )
+        )
+    return ScenarioResult(scenario.key, scenario.title, scenario.kind, rounds, n, results)
+
+
+def run_scenario(
+    scenario: Scenario,
+    url: str,
+    settings: Settings,
+    progress: Callable[[str], None] = lambda _: None,
+) -> ScenarioResult:
+    """Build every variant of ``scenario`` against ``url`` and measure them interleaved."""
+    with contextlib.ExitStack() as stack:
+        env = Env(url=url, settings=settings, stack=stack)
+        fns = [variant.build(env) for variant in scenario.variants]
+        if scenario.kind == "throughput":
+            return _run_throughput(scenario, fns, settings, progress)
+        return _run_latency(scenario, fns, settings, progress)
+
+
+@contextlib.contextmanager
+def _private_server() -> Iterator[str]:
+    """Start a private redis-server on a free loopback port; yield its URL."""
+    from redisguard.testing import RedisServer
+
+    with RedisServer() as server:
+        yield server.url
+
+
+def _otel_mode() -> str:
+    from opentelemetry import metrics, trace
+
+    tracer = trace.get_tracer_provider()
+    meter = metrics.get_meter_provider()
+    api_only = type(tracer).__name__.startswith(("Proxy", "NoOp")) and type(
+        meter
+    ).__name__.startswith(("_Proxy", "Proxy", "NoOp"))
+    return "API only (no SDK configured)" if api_only else "SDK configured"
+
+
+def _redis_version(url: str) -> str:
+    client = redisguard.connect(url)
+    try:
+        info: dict[str, Any] = client.info("server")
+        return str(info.get("redis_version", "?"))
+    finally:
+        client.close()
+
+
+def run_benchmarks(
+    settings: Settings,
+    *,
+    url: str | None = None,
+    only: Sequence[str] | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """Run the selected scenarios; return a JSON-ready report.
+
+    Args:
+        settings: Round counts and durations.
+        url: A loopback server to use instead of starting a private one.
+        only: Scenario keys to run (all registered ones by default).
+        progress: Called with a short status line as rounds complete.
+
+    Raises:
+        KeyError: an unknown scenario key.
+        AssertionError: an open-circuit variant touched the network.
+    """
+    keys = list(only) if only else list(SCENARIOS)
+    for key in keys:
+        if key not in SCENARIOS:
+            raise KeyError(f"unknown scenario {key!r}; known: {', '.join(SCENARIOS)}")
+    # Silence the guard's failure logs while the open-circuit scenario trips its breakers,
+    # without changing the logger level the hot path checks.
+    log = logging.getLogger("redisguard")
+    saved = log.propagate
+    log.propagate = False
+    null = logging.NullHandler()
+    log.addHandler(null)
+    try:
+        with contextlib.ExitStack() as stack:
+            server_url = url if url is not None else stack.enter_context(_private_server())
+            meta = {
+                "python": platform.python_version(),
+                "implementation": platform.python_implementation(),
+                "machine": platform.machine(),
+                "cpus": os.cpu_count(),
+                "redis_server": _redis_version(server_url),
+                "redis_py": redis.__version__,
+                "pybreaker": getattr(pybreaker, "__version__", "?"),
+                "tenacity": _dist_version("tenacity"),
+                "redisguard": redisguard.__version__,
+                "opentelemetry": _otel_mode(),
+                "settings": asdict(settings),
+            }
+            results = [
+                asdict(run_scenario(SCENARIOS[key], server_url, settings, progress)) for key in keys
+            ]
+    finally:
+        log.removeHandler(null)
+        log.propagate = saved
+    return {"meta": meta, "scenarios": results}
+
+
+def _dist_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "?"
+
+
+# -- output -----------------------------------------------------------------------------------
+def format_report(report: dict[str, Any]) -> str:
+    """The human-readable tables."""
+    meta = report["meta"]
+    lines = [
+        f"redisguard {meta['redisguard']} | Python {meta['python']} | redis-py {meta['redis_py']}"
+        f" | redis-server {meta['redis_server']} | {meta['cpus']} CPUs"
+        f" | OpenTelemetry: {meta['opentelemetry']}",
+        "ratio = median over rounds of (baseline time / variant time); IQR of those ratios; "
+        "+us/op = median extra wall time per operation; +cpu us = the same in process CPU time",
+        "",
+    ]
+    for sc in report["scenarios"]:
+        lines.append(
+            f"{sc['title']}  ({sc['rounds']} interleaved rounds of {sc['ops_per_round']:,})"
+        )
+        if sc["kind"] == "throughput":
+            lines.append(
+                f"  {'variant':<46} {'ops/s':>9} {'ratio':>6} {'IQR':>11} {'+us/op':>7} "
+                f"{'+cpu us':>7} {'target':>7} {'brief':>6}"
+            )
+            for v in sc["variants"]:
+                target = f">={v['target']:.2f}" if v["target"] is not None else ""
+                status = {True: " ok", False: " MISS", None: ""}[v["met"]]
+                lines.append(
+                    f"  {v['label']:<46} {v['ops_per_s']:>9,.0f} {v['ratio_median']:>6.3f} "
+                    f"{v['ratio_p25']:>5.2f}-{v['ratio_p75']:<5.2f} {v['overhead_us']:>+7.2f} "
+                    f"{v['cpu_overhead_us']:>+7.2f} {target:>7} {v['reference']:>6}{status}"
+                )
+        else:
+            lines.append(
+                f"  {'variant':<46} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'target':>9} "
+                f"{'brief':>12}"
+            )
+            for v in sc["variants"]:
+                target = f"p99<={v['target'] / 1000:g}" if v["target"] is not None else ""
+                status = {True: " ok", False: " MISS", None: ""}[v["met"]]
+                lines.append(
+                    f"  {v['label']:<46} {v['p50_ns'] / 1000:>8.2f} {v['p99_ns'] / 1000:>8.2f} "
+                    f"{v['p999_ns'] / 1000:>9.2f} {target:>9} {v['reference']:>12}{status}"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench_guard.py",
+        description="Compare @redis_guarded against raw redis-py, interleaved in one run.",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run of a few seconds (too noisy to judge targets)",
+    )
+    parser.add_argument("--rounds", type=int, help="interleaved rounds per scenario")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument(
+        "--only", metavar="KEYS", help=f"comma-separated scenarios (of: {', '.join(SCENARIOS)})"
+    )
+    parser.add_argument("--url", help="use this loopback server instead of a private one")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--list", action="store_true", help="list scenarios and variants")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    args = _parse_args(argv)
+    if args.list:
+        for sc in SCENARIOS.values():
+            print(f"{sc.key}: {sc.title}")
+            for v in sc.variants:
+                print(f"    {v.key}: {v.label}")
+        return 0
+    if args.url is None and shutil.which("redis-server") is None:
+        print(
+            "redis-server is not on PATH: apt-get install -y redis-server / brew install redis",
+            file=sys.stderr,
+        )
+        return 2
+    settings = Settings.quick() if args.quick else Settings.default()
+    if args.rounds:
+        settings = replace(settings, rounds=args.rounds)
+    only = [key.strip() for key in args.only.split(",")] if args.only else None
+    interactive = sys.stderr.isatty()
+
+    def progress(line: str) -> None:
+        if interactive:
+            print(f"\r{line:<60}", end="", file=sys.stderr, flush=True)
+
+    try:
+        report = run_benchmarks(settings, url=args.url, only=only, progress=progress)
+    except KeyError as exc:
+        print(exc.args[0], file=sys.stderr)
+        return 2
+    if interactive:
+        print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
+    print(format_report(report))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(report, out, indent=2)
+    missed = [
+        f"{sc['key']}/{v['key']}"
+        for sc in report["scenarios"]
+        for v in sc["variants"]
+        if v["met"] is False
+    ]
+    if missed:
+        print(f"targets missed: {', '.join(missed)}", file=sys.stderr)
+    return 1 if args.check and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
