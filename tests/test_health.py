@@ -1,0 +1,109 @@
+"""Readiness and liveness: breaker state plus a live PING, and the ASGI endpoints."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from redisguard import BreakerConfig, get_breaker
+from redisguard._client import aconnect, connect
+from redisguard.asgi import health_app
+from redisguard.health import areadiness, liveness, readiness
+from redisguard.testing import RedisServer
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    with RedisServer(password="pw-s3cret") as srv:
+        yield srv
+
+
+def test_ready_then_degraded_then_ready(server: RedisServer) -> None:
+    """200 with a latency while Redis answers, 503 with the failure, 200 again after recovery."""
+    breaker = get_breaker("redis", BreakerConfig(failure_threshold=2, reset_timeout=60))
+    client = connect(server.url)
+    try:
+        ok = readiness(client)
+        assert (ok.status, ok.http_status) == ("ready", 200)
+        check = ok.checks["redis"]
+        assert check["healthy"] is True
+        assert check["state"] == "closed"
+        assert check["latency_ms"] >= 0
+        server.kill()
+        bad = readiness(client)
+        assert (bad.status, bad.http_status) == ("degraded", 503)
+        assert bad.checks["redis"]["error"].startswith("ConnectionError")
+        assert bad.checks["redis"]["last_failure"] is not None
+        readiness(client)
+        assert breaker.current_state == "open"
+        opened = readiness(client).checks["redis"]
+        assert opened["next_retry"] is not None
+        assert opened["latency_ms"] is None
+        server.restart()
+        for _ in range(200):
+            if readiness(client).http_status == 200:
+                break
+            time.sleep(0.05)
+        assert readiness(client).http_status == 200
+        assert breaker.current_state == "closed"
+        body = json.dumps(readiness(client).as_dict())
+        assert "pw-s3cret" not in body
+        assert "***" in body
+    finally:
+        client.close()
+
+
+def test_liveness_never_touches_redis() -> None:
+    """Liveness is 200 without any client or server."""
+    live = liveness()
+    assert (live.status, live.http_status) == ("alive", 200)
+
+
+def test_readiness_without_a_client_reports_breakers() -> None:
+    """With no client, readiness reports breaker state only, and an open breaker is 503."""
+    breaker = get_breaker("cache", BreakerConfig())
+    assert readiness(breakers=["cache"]).http_status == 200
+    breaker.open()
+    result = readiness(breakers=["cache"])
+    assert result.http_status == 503
+    assert result.checks["cache"]["state"] == "open"
+
+
+async def test_async_readiness_and_asgi_endpoints(server: RedisServer) -> None:
+    """areadiness cuts the PING at its timeout; /ready and /live are served as JSON."""
+    get_breaker("redis", BreakerConfig(failure_threshold=5, reset_timeout=60))
+    client = await aconnect(server.url, socket_timeout=5)
+    app = health_app(client, timeout=0.2)
+
+    async def get(path: str) -> tuple[int, dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request"}
+
+        await app({"type": "http", "path": path, "method": "GET"}, receive, send)
+        return sent[0]["status"], json.loads(sent[1]["body"])
+
+    try:
+        status, body = await get("/ready")
+        assert (status, body["status"]) == (200, "ready")
+        server.pause()
+        try:
+            result = await areadiness(client, timeout=0.2)
+            assert result.http_status == 503
+            assert "TimeoutError" in result.checks["redis"]["error"]
+            assert (await get("/live"))[0] == 200
+            assert (await get("/ready"))[0] == 503
+        finally:
+            server.resume()
+        assert (await get("/ready"))[0] == 200
+        assert (await get("/nope"))[0] == 404
+    finally:
+        await client.aclose()

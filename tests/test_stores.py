@@ -1,0 +1,243 @@
+"""Session, token and client-registry stores against a real redis-server, sync and asyncio."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis
+
+from redisguard import BreakerConfig, RetryPolicy, StoreUnavailableError, get_breaker
+from redisguard._client import AsyncGuardedRedis, GuardedRedis, aconnect, connect
+from redisguard.stores import (
+    AsyncClientRegistry,
+    AsyncSessionStore,
+    AsyncTokenStore,
+    ClientExistsError,
+    ClientRegistry,
+    SessionStore,
+    TemporarilyUnavailableError,
+    TokenStore,
+    data_errors,
+)
+from redisguard.testing import RedisServer
+
+FAST = RetryPolicy(attempts=2, backoff=0.001, max_backoff=0.002, jitter=0.0, deadline=0.3)
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    with RedisServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server: RedisServer) -> Iterator[GuardedRedis]:
+    get_breaker("redis", BreakerConfig(failure_threshold=3, reset_timeout=60))
+    c = connect(server.url, prober=False)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+async def aclient(server: RedisServer) -> AsyncIterator[AsyncGuardedRedis]:
+    get_breaker("redis", BreakerConfig(failure_threshold=3, reset_timeout=60))
+    c = await aconnect(server.url, prober=False)
+    yield c
+    await c.aclose()
+
+
+def test_twins_share_their_flows() -> None:
+    """Sync and asyncio stores run the very same flow functions (only the drivers differ)."""
+    assert AsyncSessionStore.get_flow is SessionStore.get_flow
+    assert AsyncTokenStore.save_flow is TokenStore.save_flow
+    assert AsyncClientRegistry.register_flow is ClientRegistry.register_flow
+
+
+# -- sessions -------------------------------------------------------------------------------
+def test_session_roundtrip_with_ttl(client: GuardedRedis) -> None:
+    """set/get/touch/delete work and the TTL is set and refreshed."""
+    store = SessionStore(client, ttl=100)
+    store.set("s1", {"user": "ada", "roles": ["admin"]})
+    assert store.get("s1") == {"user": "ada", "roles": ["admin"]}
+    assert 99_000 < client.pttl("session:s1") <= 100_000
+    store.set("s1", 1, ttl=5)
+    assert client.pttl("session:s1") <= 5000
+    assert store.touch("s1", ttl=50) is True
+    assert client.pttl("session:s1") > 5000
+    assert store.touch("missing") is False
+    assert store.delete("s1") is True
+    assert store.delete("s1") is False
+    assert store.get("s1") is None
+
+
+def test_corrupt_json_is_a_data_error(
+    client: GuardedRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Corrupt JSON reads as not found, is counted and logged by fingerprint, breaker untouched."""
+    breaker = get_breaker("redis")
+    store = SessionStore(client)
+    client.set("session:secret-session-id", b"{not json")
+    with caplog.at_level(logging.WARNING, logger="redisguard"):
+        assert store.get("secret-session-id") is None
+        assert store.get("secret-session-id", strict=True) is None
+    assert data_errors()["session.get"] >= 2
+    assert breaker.failure_total == 0
+    assert breaker.current_state == "closed"
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "Unreadable value" in text
+    assert "secret-session-id" not in text
+
+
+def test_unserializable_value_raises_type_error(client: GuardedRedis) -> None:
+    """A value json cannot encode raises TypeError at set and nothing is written."""
+    store = SessionStore(client)
+    with pytest.raises(TypeError):
+        store.set("s", {"when": object()})
+    with pytest.raises(TypeError):
+        store.set("s", float("nan"))
+    assert client.exists("session:s") == 0
+
+
+def test_session_outage_semantics(client: GuardedRedis, server: RedisServer) -> None:
+    """Down: get answers None (or raises with strict=True); writes raise, never fake success."""
+    store = SessionStore(client, retry=FAST)
+    store.set("s", {"a": 1})
+    server.kill()
+    assert store.get("s") is None
+    with pytest.raises(TemporarilyUnavailableError) as info:
+        store.get("s", strict=True)
+    assert isinstance(info.value, StoreUnavailableError)
+    assert info.value.retry_after >= 1
+    for write in (
+        lambda: store.set("s", {"a": 2}),
+        lambda: store.touch("s"),
+        lambda: store.delete("s"),
+    ):
+        with pytest.raises(TemporarilyUnavailableError):
+            write()
+    assert get_breaker("redis").current_state == "open"
+
+
+def test_data_errors_propagate(client: GuardedRedis) -> None:
+    """A WRONGTYPE error is not an outage: it reaches the caller and the breaker ignores it."""
+    client.rpush("session:list", "x")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        SessionStore(client).get("list")
+    assert get_breaker("redis").failure_total == 0
+
+
+async def test_async_session_store(aclient: AsyncGuardedRedis, server: RedisServer) -> None:
+    """The asyncio twin behaves the same, including the outage semantics."""
+    store = AsyncSessionStore(aclient, ttl=10, retry=FAST)
+    await store.set("s", [1, 2])
+    assert await store.get("s") == [1, 2]
+    assert await store.touch("s") is True
+    server.kill()
+    assert await store.get("s") is None
+    with pytest.raises(TemporarilyUnavailableError):
+        await store.get("s", strict=True)
+    with pytest.raises(TemporarilyUnavailableError):
+        await store.set("s", [3])
+    with pytest.raises(TemporarilyUnavailableError):
+        await store.delete("s")
+
+
+# -- tokens ---------------------------------------------------------------------------------
+def test_token_store_save_get_revoke_expiry(client: GuardedRedis) -> None:
+    """Tokens round-trip with metadata, expire, revoke; the key never contains the token id."""
+    store = TokenStore(client)
+    token = store.save("opaque-token-id", "at-value", ttl=60, metadata={"scope": "read"})
+    assert "at-value" not in repr(token)
+    got = store.get("opaque-token-id")
+    assert got is not None
+    assert (got.value, dict(got.metadata)) == ("at-value", {"scope": "read"})
+    assert 55 < got.expires_in <= 60
+    assert not any(b"opaque-token-id" in k for k in client.keys("*"))
+    store.save("short", "v", ttl=0.05)
+    time.sleep(0.1)
+    assert store.get("short") is None
+    assert store.revoke("opaque-token-id") is True
+    assert store.get("opaque-token-id") is None
+    assert store.revoke("opaque-token-id") is False
+
+
+def test_token_outage_is_not_a_missing_token(
+    client: GuardedRedis, server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Down: get raises TemporarilyUnavailableError instead of None; values never logged."""
+    store = TokenStore(client, retry=FAST)
+    store.save("tid", "super-secret-token", ttl=60)
+    server.kill()
+    with caplog.at_level(logging.DEBUG, logger="redisguard"):
+        with pytest.raises(TemporarilyUnavailableError):
+            store.get("tid")
+        with pytest.raises(TemporarilyUnavailableError):
+            store.save("tid", "super-secret-token", ttl=60)
+        with pytest.raises(TemporarilyUnavailableError):
+            store.revoke("tid")
+    assert "super-secret-token" not in caplog.text
+
+
+async def test_async_token_store(aclient: AsyncGuardedRedis, server: RedisServer) -> None:
+    """The asyncio token store round-trips and raises on an outage."""
+    store = AsyncTokenStore(aclient, retry=FAST)
+    await store.save("t", "v", ttl=30)
+    got = await store.get("t")
+    assert got is not None
+    assert got.value == "v"
+    assert await store.get("nope") is None
+    server.kill()
+    with pytest.raises(TemporarilyUnavailableError):
+        await store.get("t")
+
+
+# -- client registry ------------------------------------------------------------------------
+def test_client_registry_roundtrip(client: GuardedRedis) -> None:
+    """register/get/delete; a duplicate explicit client_id is refused."""
+    registry = ClientRegistry(client)
+    record = registry.register({"redirect_uris": ["https://app/cb"]})
+    assert record["client_id"]
+    assert isinstance(record["client_id_issued_at"], int)
+    assert registry.get(record["client_id"]) == record
+    registry.register({"client_name": "x"}, client_id="fixed")
+    with pytest.raises(ClientExistsError):
+        registry.register({"client_name": "y"}, client_id="fixed")
+    assert registry.delete("fixed") is True
+    assert registry.get("fixed") is None
+
+
+def test_registration_outage_carries_retry_after(client: GuardedRedis, server: RedisServer) -> None:
+    """Down: register raises a typed error with retry_after, after one attempt (no retry)."""
+    registry = ClientRegistry(client)
+    server.kill()
+    with pytest.raises(TemporarilyUnavailableError) as info:
+        registry.register({"redirect_uris": ["https://x"]})
+    assert info.value.attempts == 1
+    assert 1 <= info.value.retry_after <= 30
+    with pytest.raises(TemporarilyUnavailableError):
+        registry.get("any")
+
+
+async def test_async_client_registry(aclient: AsyncGuardedRedis, server: RedisServer) -> None:
+    """The asyncio registry registers, and raises with retry_after once Redis is gone."""
+    registry = AsyncClientRegistry(aclient)
+    record = await registry.register({"redirect_uris": ["https://a"]})
+    assert await registry.get(record["client_id"]) == record
+    assert await registry.delete(record["client_id"]) is True
+    server.kill()
+    with pytest.raises(TemporarilyUnavailableError) as info:
+        await registry.register({"redirect_uris": ["https://a"]})
+    assert info.value.retry_after >= 1
+
+
+def test_stores_use_their_own_breaker(client: GuardedRedis, server: RedisServer) -> None:
+    """breaker= routes a store's calls through that breaker, leaving the default one alone."""
+    own = get_breaker("sessions", BreakerConfig(failure_threshold=1, reset_timeout=60))
+    store = SessionStore(client, breaker="sessions", retry=None)
+    server.kill()
+    assert store.get("s") is None
+    assert own.current_state == "open"
+    assert get_breaker("redis").failure_total == 0
