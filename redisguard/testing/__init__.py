@@ -4,10 +4,13 @@
   kill, restart, pause, or keep busy loading.
 * :class:`FaultProxy` sits between a client and any server and blackholes,
   resets or slows down the connections.
+* :class:`SentinelTopology` and :class:`ClusterTopology` start a master + replica +
+  Sentinel, or a Redis Cluster, to test failovers.
 * :func:`reset_breakers` clears the breaker registry between tests.
 * The pytest plugin (:mod:`redisguard.testing.plugin`, registered automatically)
   provides the ``redis_server``, ``redis_server_session``,
-  ``redis_server_factory``, ``fault_proxy`` and ``fault_proxy_factory`` fixtures.
+  ``redis_server_factory``, ``fault_proxy``, ``fault_proxy_factory``,
+  ``redis_sentinel`` and ``redis_cluster_factory`` fixtures.
 
 Nothing here imports pytest.
 """
@@ -16,12 +19,16 @@ from redisguard.testing._ports import free_port
 from redisguard.testing._proxy import FaultProxy
 from redisguard.testing._reset import reset_breakers
 from redisguard.testing._server import RedisServer, ServerError, ServerNotFoundError
+from redisguard.testing._topology import ClusterTopology, SentinelTopology, TopologyError
 
 __all__ = [
+    "ClusterTopology",
     "FaultProxy",
     "RedisServer",
+    "SentinelTopology",
     "ServerError",
     "ServerNotFoundError",
+    "TopologyError",
     "free_port",
     "reset_breakers",
 ]

@@ -14,21 +14,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from redisguard.testing._proxy import FaultProxy
 from redisguard.testing._server import RedisServer, ServerNotFoundError
+from redisguard.testing._topology import ClusterTopology, SentinelTopology
 
 __all__ = [
     "REQUIRE_ENV",
     "fault_proxy",
     "fault_proxy_factory",
+    "redis_cluster_factory",
+    "redis_sentinel",
     "redis_server",
     "redis_server_factory",
     "redis_server_session",
 ]
+
+_Topology = TypeVar("_Topology", SentinelTopology, ClusterTopology)
 
 #: Set to 1 to fail, rather than skip, tests that need a missing redis-server.
 REQUIRE_ENV = "REDISGUARD_REQUIRE_REDIS"
@@ -137,3 +142,48 @@ def _stop_all(items: Iterator[Any], stop: Callable[[Any], None]) -> None:
             first = first or exc
     if first is not None:
         raise first
+
+
+def _start_topology(topology: _Topology) -> _Topology:
+    """Start a Sentinel or Cluster topology; skip (or fail) like ``_start`` without binaries."""
+    try:
+        return topology.start()
+    except ServerNotFoundError as exc:
+        message = f"{exc} (set {REQUIRE_ENV}=0 or unset it to skip instead)"
+        if os.environ.get(REQUIRE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def redis_sentinel() -> Iterator[SentinelTopology]:
+    """A master, one replica and one Sentinel (down-after 500 ms) for this test.
+
+    Kill ``redis_sentinel.master`` and call ``redis_sentinel.wait_for_failover()`` to
+    watch the replica take over; every process is stopped at teardown.
+    """
+    topology = _start_topology(SentinelTopology())
+    try:
+        yield topology
+    finally:
+        topology.stop()
+
+
+@pytest.fixture
+def redis_cluster_factory() -> Iterator[Callable[..., ClusterTopology]]:
+    """A ``factory(**kwargs) -> ClusterTopology`` that starts clusters; all stop at teardown.
+
+    Keyword arguments are those of :class:`~redisguard.testing.ClusterTopology`, e.g.
+    ``factory(replicas=1)`` for 3 masters with a replica each.
+    """
+    clusters: list[ClusterTopology] = []
+
+    def factory(**kwargs: Any) -> ClusterTopology:
+        cluster = ClusterTopology(**kwargs)
+        clusters.append(cluster)
+        return _start_topology(cluster)
+
+    try:
+        yield factory
+    finally:
+        _stop_all(reversed(clusters), ClusterTopology.stop)
