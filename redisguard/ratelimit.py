@@ -35,7 +35,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from redis.exceptions import NoScriptError
 
@@ -85,15 +85,15 @@ local allow_at = new_tat - period
 if allow_at > now then
   return {0, 0, math.ceil(allow_at - now), math.ceil(tat - now)}
 end
-redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now))
+local ttl = math.max(1, math.ceil(new_tat - now))
+redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', ttl)
 return {1, math.floor((now - allow_at) / interval + 1e-9), 0, math.ceil(new_tat - now)}
 """
 GCRA_SHA = hashlib.sha1(GCRA_SCRIPT.encode()).hexdigest()
 
 
-@dataclass(frozen=True)
-class Decision:
-    """The answer for one request.
+class Decision(NamedTuple):
+    """The answer for one request (an immutable named tuple: cheap on the hot path).
 
     Attributes:
         allowed: Whether the request may proceed.
@@ -251,6 +251,7 @@ class _LimiterCore:
         self.name = name
         self.breaker = resolve_breaker(breaker)
         self.stats = _limiter_stats(name)
+        self._allowed, self._denied = self.stats.allowed, self.stats.denied
         self.local = LocalLimiter(local_limit or limit, window, local_max_keys)
         self._window_ms = max(1, round(self.window * 1000))
 
@@ -266,14 +267,11 @@ class _LimiterCore:
             reply = loaded if isinstance(loaded, Outage) else (yield ("hit", args))
         if isinstance(reply, Outage):
             return self.degraded(key, cost)
-        allowed, remaining, retry_ms, reset_ms = (int(x) for x in reply)
-        if allowed:
-            self.stats.allowed.add()
-        else:
-            self.stats.denied.add()
-        return Decision(
-            bool(allowed), remaining, reset_ms / 1000, False, retry_ms / 1000, self.limit
-        )
+        if reply[0]:
+            self._allowed.add()
+            return Decision(True, reply[1], reply[3] / 1000, False, 0.0, self.limit)
+        self._denied.add()
+        return Decision(False, 0, reply[3] / 1000, False, reply[2] / 1000, self.limit)
 
     def degraded(self, key: str, cost: int) -> Decision:
         """Redis is unavailable: apply ``on_unavailable`` and count the choice."""
