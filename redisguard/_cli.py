@@ -135,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--verbose", action="store_true", help="also show redisguard's log records on stderr"
     )
+    demo.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="write a timeline chart (.svg or .png; needs matplotlib): latency and outcome "
+        "per call, breaker state, outages shaded",
+    )
     return parser
 
 
@@ -163,4 +169,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency_ms=args.latency_ms,
         otel=args.otel,
     )
-    return _demo.main(options, as_json=args.json, quiet=args.quiet, verbose=args.verbose)
+    return _demo.main(
+        options, as_json=args.json, quiet=args.quiet, verbose=args.verbose, plot=args.plot
+    )

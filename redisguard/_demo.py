@@ -19,6 +19,7 @@ Everything here is plain functions and classes (:func:`run_demo`, :class:`DemoOp
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -53,6 +54,7 @@ __all__ = [
     "DemoResult",
     "OtelSetup",
     "PhaseStats",
+    "Status",
     "Timeline",
     "configure_otel",
     "format_summary",
@@ -84,6 +86,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 _KEY_PREFIX = "redisguard-demo:session:"
+STATUS_INTERVAL = 0.25  # seconds between live status lines
 _SESSION_TTL = 120
 _SESSIONS = 64
 
@@ -186,6 +189,35 @@ class Event:
     t: float
     kind: EventKind
     text: str
+
+
+@dataclass(frozen=True)
+class Status:
+    """A live snapshot for a terminal status line, taken a few times a second.
+
+    Attributes:
+        elapsed: Seconds since the demo started.
+        phase: The current phase's name.
+        state: The breaker's state.
+        ops_per_s: Calls per second since the previous snapshot.
+        fallbacks: Fallbacks so far in this phase.
+        p99_ms: p99 latency of the calls since the previous snapshot (None if none).
+    """
+
+    elapsed: float
+    phase: str
+    state: str
+    ops_per_s: float
+    fallbacks: int
+    p99_ms: float | None
+
+    def line(self) -> str:
+        """``  +3.25s  outage (kill)  breaker open  ...`` in one line."""
+        p99 = "-" if self.p99_ms is None else f"{self.p99_ms:.2f} ms"
+        return (
+            f"  {self.elapsed:+9.3f}s  [{self.phase}]  breaker {self.state:<9}  "
+            f"{self.ops_per_s:5.0f} ops/s  fallbacks {self.fallbacks:<5}  p99 {p99}"
+        )
 
 
 class Timeline:
@@ -294,11 +326,7 @@ class PhaseStats:
 
     def percentile_ms(self, q: float) -> float | None:
         """The ``q`` quantile (0..1) of call latency in milliseconds, None without calls."""
-        if not self.latencies_ns:
-            return None
-        ordered = sorted(self.latencies_ns)
-        index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-        return ordered[index] / 1e6
+        return _quantile_ms(self.latencies_ns, q)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no raw samples)."""
@@ -321,6 +349,14 @@ class PhaseStats:
         }
 
 
+def _quantile_ms(samples_ns: Sequence[int], q: float) -> float | None:
+    """The ``q`` quantile (nearest rank) of nanosecond samples, in milliseconds."""
+    if not samples_ns:
+        return None
+    ordered = sorted(samples_ns)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))] / 1e6
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
@@ -336,11 +372,32 @@ class DemoResult:
     events: list[Event]
     phases: list[PhaseStats]
     problems: list[str] = field(default_factory=list)
+    calls: list[tuple[float, float, str]] = field(default_factory=list, repr=False)
 
     @property
     def ok(self) -> bool:
         """No call raised, and every outage ended with the breaker closed again."""
         return not self.problems
+
+    def timeline(self) -> Any:
+        """The run as a chart timeline for ``redisguard.testing``'s ``plot_timeline``.
+
+        Every call (start, latency, outcome), the breaker's states and the outages, in
+        seconds since the start.
+        """
+        from .testing._plot import Timeline as Chart  # noqa: PLC0415 - optional plotting
+
+        states: list[tuple[float, str]] = [(0.0, "closed")]
+        states += [(e.t, e.text.rpartition(" -> ")[2]) for e in self.events if e.kind == "breaker"]
+        return Chart(
+            calls=self.calls,
+            states=states,
+            outages=[
+                (p.start, p.end, p.fault or p.name) for p in self.phases if p.kind == "outage"
+            ],
+            end=self.events[-1].t if self.events else 0.0,
+            title=f"redisguard demo: {', '.join(self.faults)} against {self.target}",
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The machine-readable summary printed by ``--json``."""
@@ -832,8 +889,10 @@ class _Runner:
         breaker: Breaker,
         watcher: _BreakerWatcher,
         otel: OtelSetup,
+        on_status: Callable[[Status], None] | None = None,
     ) -> None:
         self.options = options
+        self.on_status = on_status
         self.workload = workload
         self.breaker = breaker
         self.watcher = watcher
@@ -841,6 +900,7 @@ class _Runner:
         self.timeline = timeline
         self.otel = otel
         self.phases: list[PhaseStats] = []
+        self.calls: list[tuple[float, float, str]] = []
         self.problems: list[str] = []
         self._errors_reported = 0
 
@@ -873,13 +933,17 @@ class _Runner:
             )
         interval = 1.0 / self.options.rate
         next_at = time.monotonic()
+        next_status, status_mark = next_at, 0
+        self._status_at = next_at
         while True:
             elapsed = time.monotonic() - began
             done = phase.recovery_s is not None or kind != "recovery"
             if elapsed >= limit or (elapsed >= length and done):
                 break
+            called_at = self.timeline.now()
             outcome, failure, ns, exc = self.workload.step()
             phase.record(outcome, failure is not None and failure.circuit_open, ns)
+            self.calls.append((called_at, ns / 1e9, outcome))
             if exc is not None:
                 self._report_error(name, exc)
             notes.saw(outcome, failure, ns)
@@ -891,12 +955,21 @@ class _Runner:
             ):
                 phase.recovery_s = time.monotonic() - began
                 notes.recovered(phase.recovery_s)
+            if self.on_status is not None and time.monotonic() >= next_status:
+                next_status = self._report_status(phase, status_mark)
+                status_mark = phase.calls
             next_at += interval
             delay = next_at - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             else:  # a slow call: do not try to catch up with a burst
                 next_at = time.monotonic()
+        self._finish_phase(phase, limit, opens)
+        return phase
+
+    def _finish_phase(self, phase: PhaseStats, limit: float, opens: int) -> None:
+        """Close a phase's books: note an absorbed fault or a missing recovery, emit a span."""
+        kind, name = phase.kind, phase.name
         phase.end = self.timeline.now()
         phase.breaker_opened = self.watcher.opens > opens
         if kind == "outage" and not phase.breaker_opened:
@@ -921,7 +994,25 @@ class _Runner:
                 "demo.errors": phase.errors,
             },
         )
-        return phase
+
+    def _report_status(self, phase: PhaseStats, mark: int) -> float:
+        """Send a :class:`Status` covering the calls since ``mark``; return when to send again."""
+        assert self.on_status is not None
+        now = time.monotonic()
+        recent = phase.latencies_ns[mark:]
+        span = max(now - self._status_at, 1e-6)
+        self._status_at = now
+        self.on_status(
+            Status(
+                elapsed=self.timeline.now(),
+                phase=phase.name,
+                state=self.breaker.current_state,
+                ops_per_s=len(recent) / span,
+                fallbacks=phase.fallbacks,
+                p99_ms=_quantile_ms(recent, 0.99),
+            )
+        )
+        return now + STATUS_INTERVAL
 
     def _report_error(self, phase: str, exc: BaseException) -> None:
         if self._errors_reported == 0:
@@ -966,6 +1057,7 @@ def run_demo(
     options: DemoOptions,
     *,
     echo: Callable[[Event], None] | None = None,
+    on_status: Callable[[Status], None] | None = None,
     otel: OtelSetup | None = None,
     verbose: bool = False,
     log_stream: TextIO | None = None,
@@ -975,6 +1067,7 @@ def run_demo(
     Args:
         options: What to run.
         echo: Called with each timeline event as it happens (live output).
+        on_status: Called a few times a second with a :class:`Status` (a live view).
         otel: From :func:`configure_otel`; None configures nothing.
         verbose: Also show redisguard's log records on ``log_stream``.
         log_stream: Where those go (default stderr).
@@ -1022,13 +1115,16 @@ def run_demo(
         )
         stack.enter_context(_quiet_library_logs(verbose, log_stream or sys.stderr))
         stack.callback(workload.cleanup)
-        runner = _Runner(options, workload, breaker, watcher, otel)
-        runner.run_phase("healthy", "healthy")
-        for name in faults:
-            fault = target.faults[name]
-            runner.run_phase(f"outage ({name})", "outage", name, fault.inject)
-            runner.run_phase(f"recovery ({name})", "recovery", name, fault.heal)
-        runner.run_phase("healthy again", "healthy")
+        runner = _Runner(options, workload, breaker, watcher, otel, on_status)
+        try:
+            runner.run_phase("healthy", "healthy")
+            for name in faults:
+                fault = target.faults[name]
+                runner.run_phase(f"outage ({name})", "outage", name, fault.inject)
+                runner.run_phase(f"recovery ({name})", "recovery", name, fault.heal)
+            runner.run_phase("healthy again", "healthy")
+        except ServerError as exc:
+            raise DemoError(f"the private redis-server failed: {exc}", EXIT_FAILED) from None
         timeline.add(
             "done",
             "stopping the private redis-server"
@@ -1043,6 +1139,7 @@ def run_demo(
         events=list(timeline.events),
         phases=runner.phases,
         problems=runner.problems,
+        calls=runner.calls,
     )
 
 
@@ -1052,22 +1149,32 @@ def main(
     as_json: bool = False,
     quiet: bool = False,
     verbose: bool = False,
+    plot: str | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
     """Run the demo and print it; return the exit status (0 ok, 1 failed, 2 cannot run).
 
     Human output (live timeline, then the summary) goes to ``out``; with ``as_json`` only
-    the JSON document does. Errors go to ``err``.
+    the JSON document does. Errors go to ``err``. ``plot`` names an ``.svg`` or ``.png``
+    file for a timeline chart (needs matplotlib).
     """
     out = out or sys.stdout
     err = err or sys.stderr
     live = not quiet and not as_json
+    # On a terminal, a status line is redrawn in place under the timeline.
+    tty = live and out.isatty()
+    clear = "\r\033[K" if tty else ""
 
     def echo(event: Event) -> None:
-        print(format_event(event), file=out, flush=True)
+        print(clear + format_event(event), file=out, flush=True)
+
+    def show_status(status: Status) -> None:
+        print(clear + status.line(), end="", file=out, flush=True)
 
     try:
+        if plot is not None:
+            check_plot_target(plot)
         otel = configure_otel(options.otel, err)
         if live:
             faults = options.faults()
@@ -1079,14 +1186,44 @@ def main(
                 file=out,
             )
         result = run_demo(
-            options, echo=echo if live else None, otel=otel, verbose=verbose, log_stream=err
+            options,
+            echo=echo if live else None,
+            on_status=show_status if tty else None,
+            otel=otel,
+            verbose=verbose,
+            log_stream=err,
         )
     except DemoError as exc:
         print(f"redisguard demo: {exc}", file=err)
         return exc.exit_code
+    except KeyboardInterrupt:
+        # The context managers have already stopped the private server and the proxy.
+        print("redisguard demo: interrupted", file=err)
+        return 130
+    if tty:
+        print(clear, end="", file=out)
     if as_json:
         print(json.dumps(result.as_dict(), indent=2), file=out)
     else:
         print(("\n" if live else "") + format_summary(result), file=out)
     otel.finish(err)
+    if plot is not None:
+        from .testing._plot import plot_timeline  # noqa: PLC0415 - optional plotting
+
+        written = plot_timeline(result, plot)
+        print(f"timeline chart written to {written}", file=err if as_json else out)
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def check_plot_target(path: str) -> None:
+    """Fail before the run if a chart could not be written to ``path``.
+
+    Raises:
+        DemoError: the suffix is not ``.svg``/``.png``, or matplotlib is missing.
+    """
+    if not path.lower().endswith((".svg", ".png")):
+        raise DemoError(f"--plot file must end in .svg or .png, got {path!r}")
+    if importlib.util.find_spec("matplotlib") is None:
+        raise DemoError(
+            "--plot needs matplotlib: pip install 'redisguard[plot]' (or pip install matplotlib)"
+        )

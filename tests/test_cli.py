@@ -19,7 +19,9 @@ from redisguard._demo import (
     DemoError,
     DemoOptions,
     DemoResult,
+    Event,
     PhaseStats,
+    Status,
     format_summary,
 )
 from redisguard.testing import RedisServer
@@ -42,10 +44,16 @@ def _summary_rows(text: str) -> dict[str, list[str]]:
     return rows
 
 
-def test_demo_kill_shows_outage_and_recovery(capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_kill_shows_outage_and_recovery(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The default demo kills its own server, falls back, opens, then recovers half-open->closed."""
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # draws the live status line
     assert main(["demo", *FAST]) == 0
     out = capsys.readouterr().out
+    assert "\r\033[K" in out
+    assert "ops/s" in out
+    assert "breaker open" in out
     assert "closed -> open" in out
     assert "open -> half-open" in out
     assert "half-open -> closed" in out
@@ -243,3 +251,52 @@ def test_benchmark_open_circuit_smoke() -> None:
     assert set(variants) == {"floor", "guarded-value", "guarded-callable", "pybreaker"}
     assert all(v["p50_ns"] > 0 for v in variants.values())
     assert report["meta"]["opentelemetry"] == "API only (no SDK configured)"
+
+
+def test_plot_rejects_unknown_suffix(capsys: pytest.CaptureFixture[str]) -> None:
+    """--plot only writes .svg or .png, and says so before running anything."""
+    assert main(["demo", "--plot", "chart.txt"]) == 2
+    assert ".svg or .png" in capsys.readouterr().err
+
+
+def test_result_timeline_for_charts() -> None:
+    """A demo result converts to a chart timeline: calls, breaker states and outages."""
+    plot = pytest.importorskip("redisguard.testing._plot")
+    events = [
+        Event(0.0, "phase", "healthy"),
+        Event(1.2, "breaker", "closed -> open"),
+        Event(2.3, "breaker", "open -> half-open"),
+        Event(2.4, "breaker", "half-open -> closed"),
+        Event(3.0, "done", "stopping"),
+    ]
+    outage = PhaseStats("outage (kill)", "outage", "kill", start=1.0, end=2.0)
+    result = DemoResult(
+        "redis://127.0.0.1:1/0",
+        True,
+        ["kill"],
+        DemoOptions(),
+        events,
+        [PhaseStats("healthy", "healthy", end=1.0), outage],
+        calls=[(0.1, 0.0001, "ok"), (1.1, 0.2, "fallback")],
+    )
+    chart = result.timeline()
+    assert isinstance(chart, plot.Timeline)
+    assert chart.states == [(0.0, "closed"), (1.2, "open"), (2.3, "half-open"), (2.4, "closed")]
+    assert chart.outages == [(1.0, 2.0, "kill")]
+    assert chart.end == 3.0
+    assert len(chart.calls) == 2
+
+
+def test_status_line() -> None:
+    """The live status line shows elapsed time, phase, breaker state, ops/s, fallbacks, p99."""
+    line = Status(3.5, "outage (kill)", "open", 199.6, 12, 0.25).line()
+    for part in (
+        "+3.500s",
+        "[outage (kill)]",
+        "breaker open",
+        "200 ops/s",
+        "fallbacks 12",
+        "p99 0.25 ms",
+    ):
+        assert part in line
+    assert "p99 -" in Status(0.1, "healthy", "closed", 0.0, 0, None).line()
