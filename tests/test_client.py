@@ -103,7 +103,8 @@ def test_url_comes_from_the_environment(
 def test_default_url_without_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without $REDIS_URL the default is localhost:6379 (not contacted with check=False)."""
     monkeypatch.delenv("REDIS_URL", raising=False)
-    client = redisguard.connect(check=False)
+    # No check and no prober: nothing may ever touch the machine's own Redis on 6379.
+    client = redisguard.connect(check=False, prober=False)
     try:
         kwargs = client.connection_pool.connection_kwargs
         assert (kwargs["host"], kwargs["port"]) == ("localhost", 6379)
