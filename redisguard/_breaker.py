@@ -301,7 +301,13 @@ class Breaker(pybreaker.CircuitBreaker):
         """pybreaker semantics for direct ``call()``: excluded and BaseExceptions are neutral."""
         if isinstance(exc, Exception) and self.is_system_error(exc):
             if self._on_failure(ticket, exc) and self._throw_new_error_on_trip:
-                raise self._open_error() from exc
+                raise CircuitOpenError(
+                    f"circuit breaker {self.name!r} opened by this failure: "
+                    f"{type(exc).__name__}",
+                    operation="",
+                    breaker=self.name,
+                    attempts=1,
+                ) from exc
         else:
             self._on_neutral(ticket)
 
@@ -364,6 +370,9 @@ class Breaker(pybreaker.CircuitBreaker):
                     self._trial_successes += 1
                     if self._trial_successes >= self._success_threshold:
                         changed = self._set_state(CLOSED)
+                elif self._code == CLOSED:
+                    # A late trial (its circuit closed meanwhile) still proves Redis answers.
+                    self._window_storage.reset_counter()
         if self._wants_call_events:
             for listener in self._listeners:
                 _dispatch(listener, "success", self)

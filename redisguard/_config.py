@@ -41,7 +41,12 @@ def _env_number(
     except ValueError:
         kind = "a whole number" if integer else "a number"
         raise ConfigError(f"{name} must be {kind}, got {raw!r}") from None
-    _check_number(name, value, integer=integer, low=low, high=high)
+    try:
+        _check_number(name, value, integer=integer, low=low, high=high)
+    except ConfigError:
+        raise ConfigError(
+            f"{name} must be between {low:g} and {high:g}, got {raw!r}"
+        ) from None
     return value * scale
 
 

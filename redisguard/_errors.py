@@ -5,7 +5,8 @@ The tree is shallow on purpose::
     Exception
      +-- RedisguardError
           +-- RedisUnavailableError      Redis could not serve the call and no fallback was given
-          |    +-- CircuitOpenError      ... because the breaker was open (no I/O was attempted)
+          |    +-- CircuitOpenError      ... because the breaker was open (no I/O was attempted);
+          |                              also a pybreaker.CircuitBreakerError
           |    +-- StoreUnavailableError a store could not read or write (a write was NOT done)
           +-- ConfigError (also ValueError)  bad configuration: env var, URL, argument
 
@@ -14,6 +15,8 @@ by the guarded function's own logic are never wrapped: they reach the caller unc
 """
 
 from __future__ import annotations
+
+import pybreaker
 
 __all__ = [
     "CircuitOpenError",
@@ -44,8 +47,11 @@ class RedisUnavailableError(RedisguardError):
         self.attempts = attempts
 
 
-class CircuitOpenError(RedisUnavailableError):
-    """The breaker was open, so the call was answered without touching Redis."""
+class CircuitOpenError(RedisUnavailableError, pybreaker.CircuitBreakerError):
+    """The breaker was open, so the call was answered without touching Redis.
+
+    It is also a ``pybreaker.CircuitBreakerError``, so code written for pybreaker catches it.
+    """
 
 
 class StoreUnavailableError(RedisUnavailableError):

@@ -19,6 +19,8 @@ def redact_url(url: str) -> str:
     The user name, host, port and database stay visible because they help debugging.
     Anything that does not parse as a URL is returned with URL userinfo masked anyway.
     """
+    if "@" not in url and "password=" not in url.lower():
+        return url  # nothing secret: show it exactly as given
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -33,7 +33,7 @@ class _Owner:
 class Tally:
     """A counter that is cheap and exact under threads and asyncio."""
 
-    __slots__ = ("_base", "_cells", "_local", "_lock")
+    __slots__ = ("__weakref__", "_base", "_cells", "_local", "_lock")
 
     def __init__(self) -> None:
         self._local = threading.local()
@@ -54,8 +54,9 @@ class Tally:
         owner = _Owner(cell)
         with self._lock:
             self._cells.append(cell)
-        # The finalizer holds the cell itself, so its final count is still readable.
-        weakref.finalize(owner, self._retire, cell)
+        # The finalizer holds the cell itself, so its final count is still readable, and only
+        # a weak reference to the tally, so a dropped tally is freed even if threads live on.
+        weakref.finalize(owner, _retire, weakref.ref(self), cell)
         self._local.owner = owner
         return cell
 
@@ -69,3 +70,10 @@ class Tally:
         """The total added so far, from every thread."""
         with self._lock:
             return self._base + sum(cell.n for cell in self._cells)
+
+
+def _retire(tally_ref: weakref.ref[Tally], cell: _Cell) -> None:
+    """Fold a finished thread's cell into its tally, if the tally still exists."""
+    tally = tally_ref()
+    if tally is not None:
+        tally._retire(cell)

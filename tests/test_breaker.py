@@ -78,7 +78,7 @@ def test_opens_only_at_the_threshold(make_breaker: BreakerFactory) -> None:
     with pytest.raises(CircuitOpenError) as info:
         breaker.call(_refused)
     assert isinstance(info.value.__cause__, redis.ConnectionError)
-    assert info.value.attempts == 0
+    assert info.value.attempts == 1  # this call reached Redis and opened the circuit
     assert breaker.current_state == "open"
 
 
