@@ -933,7 +933,7 @@ class _Runner:
             )
         interval = 1.0 / self.options.rate
         next_at = time.monotonic()
-        next_status, status_mark = next_at, 0
+        next_status, status_mark = next_at + STATUS_INTERVAL, 0
         self._status_at = next_at
         while True:
             elapsed = time.monotonic() - began
