@@ -13,7 +13,13 @@ breaker, chosen per call from the key, so a dead shard opens only its own breake
 
 The node breakers are ordinary registered breakers named ``"<prefix>:<host>:<port>"``, so they
 appear in :func:`redisguard.breakers`, in readiness output and in the metrics with their own
-``name`` label. After a failover the promoted replica owns the slots and gets its own breaker.
+``name`` label. After a failover the promoted replica owns the slots and gets its own breaker;
+:func:`master_breakers` lists the breakers of the current masters only.
+
+An open node breaker sends no command, so the client learns of a failover (it refreshes its
+slot map after a failed command) only from the first trial call after ``reset_timeout``: that
+call still goes to the dead node and fails, the next one goes to the promoted replica. Keep
+``reset_timeout`` of node breakers short (a few seconds).
 """
 
 from __future__ import annotations
@@ -21,11 +27,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from redis.exceptions import SlotNotCoveredError
+
 from ._breaker import Breaker, get_breaker
 from ._config import BreakerConfig
 from ._errors import ConfigError
 
-__all__ = ["node_breaker", "node_breaker_name"]
+__all__ = ["master_breakers", "node_breaker", "node_breaker_name"]
 
 
 class _Node(Protocol):
@@ -37,6 +45,10 @@ class _ClusterClient(Protocol):
     """What :func:`node_breaker` needs: sync and asyncio ``RedisCluster`` both qualify."""
 
     def get_node_from_key(self, key: Any, replica: bool = ...) -> Any: ...
+
+
+class _KnowsPrimaries(Protocol):
+    def get_primaries(self) -> Any: ...
 
 
 def node_breaker_name(prefix: str, host: str, port: int) -> str:
@@ -75,9 +87,37 @@ def node_breaker(
             raise TypeError(
                 f"node_breaker(key={key!r}): the guarded call has no such argument"
             ) from None
-        node: _Node | None = client.get_node_from_key(value)
-        if node is None:  # slots not known yet: the client will discover them on first use
+        try:
+            node: _Node | None = client.get_node_from_key(value)
+        except SlotNotCoveredError:
+            # No slot map yet (an asyncio client before its first command) or a slot no
+            # node serves: let the call through on a shared breaker; the client discovers
+            # the slots on first use, or the call fails and is counted there.
+            node = None
+        if node is None:
             return get_breaker(f"{prefix}:unknown", config)
         return get_breaker(node_breaker_name(prefix, node.host, node.port), config)
 
     return select
+
+
+def master_breakers(
+    client: _KnowsPrimaries, *, prefix: str = "redis", config: BreakerConfig | None = None
+) -> list[Breaker]:
+    """The breakers of the masters the client currently routes to (no I/O), sorted by name.
+
+    After a failover the dead master's breaker receives no more calls and keeps its last
+    state (open) in :func:`redisguard.breakers`; report health from this list instead::
+
+        readiness(breakers=master_breakers(cluster))
+
+    Args:
+        client: A sync or asyncio ``RedisCluster`` (its cached slot map is read).
+        prefix: As for :func:`node_breaker`.
+        config: Config for breakers created here (``BreakerConfig.from_env()`` if None).
+    """
+    found = [
+        get_breaker(node_breaker_name(prefix, node.host, node.port), config)
+        for node in client.get_primaries()
+    ]
+    return sorted(found, key=lambda b: b.name)

@@ -28,6 +28,9 @@ import redisguard
 from redisguard import BreakerConfig, ErrorKind, RetryPolicy, get_breaker, redis_guarded
 from redisguard.testing import RedisServer, SentinelTopology
 
+# redis-py leaves these untyped; calling them through Any keeps mypy --strict quiet.
+SyncSentinel: Any = redis.sentinel.Sentinel
+AsyncSentinel: Any = redis.asyncio.sentinel.Sentinel
 TIMEOUT = 0.25
 # Opens after 3 failures and admits a trial call 0.2 s later: the failover, not the
 # breaker, then decides how long the application degrades.
@@ -82,7 +85,7 @@ def sync_client(
             redis_sentinel.url, socket_timeout=TIMEOUT, breakers=[breaker]
         )
     else:
-        sentinel = redis.sentinel.Sentinel(
+        sentinel = SyncSentinel(
             [redis_sentinel.sentinel_address], sentinel_kwargs=_sync_kwargs(), **_sync_kwargs()
         )
         client = sentinel.master_for(redis_sentinel.service_name, **_sync_kwargs())
@@ -104,7 +107,7 @@ async def async_client(
             redis_sentinel.url, socket_timeout=TIMEOUT, breakers=[breaker]
         )
     else:
-        sentinel = redis.asyncio.sentinel.Sentinel(
+        sentinel = AsyncSentinel(
             [redis_sentinel.sentinel_address], sentinel_kwargs=_sync_kwargs(), **_sync_kwargs()
         )
         sentinels = sentinel.sentinels
@@ -186,7 +189,8 @@ def test_sync_calls_fall_back_during_failover_and_recover_on_promoted_replica(
             break
         time.sleep(POLL)
     timeline.report(f"sync {type(client).__name__}")
-    address = client.connection_pool.get_master_address()
+    pool: Any = client.connection_pool
+    address = pool.get_master_address()
     _check_failover(timeline, address[1], redis_sentinel)
     assert client.get("after") == b"2"
 
@@ -237,7 +241,8 @@ async def test_async_calls_fall_back_during_failover_and_recover_on_promoted_rep
             break
         await asyncio.sleep(POLL)
     timeline.report(f"async {type(client).__name__}")
-    address = await client.connection_pool.get_master_address()
+    pool: Any = client.connection_pool
+    address = await pool.get_master_address()
     _check_failover(timeline, address[1], redis_sentinel)
     assert await client.get("after") == b"2"
 
@@ -246,12 +251,14 @@ def test_readonly_error_from_a_demoted_master_is_unavailable(
     redis_server_factory: Callable[..., RedisServer],
 ) -> None:
     """A write to a demoted master (READONLY) falls back and counts against the breaker."""
-    new_master = redis_server_factory()
+    # No 5 s wait before the full sync (redis 7's default repl-diskless-sync-delay).
+    new_master = redis_server_factory(args=["--repl-diskless-sync-delay", "0"])
     old_master = redis_server_factory()
     # A client that still points at the old master's address (stale config, DNS, or a pool
     # that outlived a failover): redis-py's Sentinel client turns READONLY into a
     # ConnectionError itself, a plain client shows the raw ReadOnlyError.
     client = redis.Redis(**old_master.client_kwargs(), **_sync_kwargs())
+    control: Any = client
     seen: list[BaseException | None] = []
 
     def fallback(key: str) -> str:
@@ -274,15 +281,22 @@ def test_readonly_error_from_a_demoted_master_is_unavailable(
 
     try:
         assert write("k") == "written"
-        client.execute_command("REPLICAOF", new_master.host, str(new_master.port))
-        # The demoted node still answers reads: only writes are refused.
+        control.execute_command("REPLICAOF", new_master.host, str(new_master.port))
+        # Wait for the sync, as after a real demotion: while it loads the master's data the
+        # node answers LOADING (BusyLoadingError), not READONLY.
+        deadline = time.monotonic() + 5.0
+        while client.info("replication").get("master_link_status") != "up":
+            assert time.monotonic() < deadline, "the demoted node never synced"
+            time.sleep(0.01)
+        # Only writes are refused by the demoted node; reads still succeed (below).
         assert write("k") == "fallback"
         assert isinstance(seen[-1], redis.exceptions.ReadOnlyError)
         assert breaker.failure_total == 3  # 3 attempts, each counted: "unavailable"
         assert breaker.current_state == "open"
-        assert read("k") in {"read", "found"}
+        # It serves the new master's data (where "k" was never written).
+        assert read("k") == "read"
         # Promote it back: after reset_timeout the trial write succeeds and closes the circuit.
-        client.execute_command("REPLICAOF", "NO", "ONE")
+        control.execute_command("REPLICAOF", "NO", "ONE")
         deadline = time.monotonic() + 2.0
         while write("k") != "written":
             assert time.monotonic() < deadline, "write did not recover after REPLICAOF NO ONE"
