@@ -15,10 +15,12 @@
 Nothing here imports pytest.
 """
 
+from redisguard.testing._plot import Timeline, plot_timeline
 from redisguard.testing._ports import free_port
 from redisguard.testing._proxy import FaultProxy
 from redisguard.testing._reset import reset_breakers
 from redisguard.testing._server import RedisServer, ServerError, ServerNotFoundError
+from redisguard.testing._soak import SoakConfig, SoakResult, run_soak
 from redisguard.testing._topology import ClusterTopology, SentinelTopology, TopologyError
 
 __all__ = [
@@ -28,7 +30,12 @@ __all__ = [
     "SentinelTopology",
     "ServerError",
     "ServerNotFoundError",
+    "SoakConfig",
+    "SoakResult",
+    "Timeline",
     "TopologyError",
     "free_port",
+    "plot_timeline",
     "reset_breakers",
+    "run_soak",
 ]
