@@ -27,6 +27,7 @@ _OUTCOME_STYLE = {
     "unavailable": ("#c92a2a", "x"),
     "error": ("#862e9c", "D"),
 }
+_SHADES = ("#ced4da", "#a5d8ff", "#d0bfff", "#ffd8a8", "#c3fae8", "#eebefa", "#ffec99")
 _STATE_COLOURS = {"closed": "#d3f9d8", "half-open": "#fff3bf", "open": "#ffc9c9"}
 
 
@@ -88,7 +89,7 @@ def plot_timeline(records: Timeline | _HasTimeline, path: str | Path) -> Path:
     timeline = records if isinstance(records, Timeline) else records.timeline()
     plt = _pyplot()
     fig, (top, band) = plt.subplots(
-        2, 1, sharex=True, figsize=(12, 5.5), gridspec_kw={"height_ratios": [5, 1]}
+        2, 1, sharex=True, figsize=(13, 5.5), gridspec_kw={"height_ratios": [5, 1]}
     )
     try:
         _draw_calls(top, timeline)
@@ -105,14 +106,20 @@ def plot_timeline(records: Timeline | _HasTimeline, path: str | Path) -> Path:
 
 
 def _draw_calls(ax: Any, timeline: Timeline) -> None:
-    for index, (start, end, label) in enumerate(timeline.outages):
-        ax.axvspan(start, end, color="#adb5bd", alpha=0.35, lw=0)
-        ax.text(
-            (start + end) / 2, 1.0, label, transform=ax.get_xaxis_transform(),
-            ha="center", va="bottom", fontsize=7, rotation=90 if index % 2 else 0,
-        )  # fmt: skip
-    for outcome, (colour, marker) in _OUTCOME_STYLE.items():
-        points = [(t, max(lat, 1e-5) * 1000) for t, lat, o in timeline.calls if o == outcome]
+    # One shade per fault kind, named in the legend: labels over each outage would collide.
+    shades: dict[str, str] = {}
+    for start, end, label in timeline.outages:
+        shade = shades.setdefault(label, _SHADES[len(shades) % len(_SHADES)])
+        ax.axvspan(start, end, color=shade, alpha=0.45, lw=0)
+    outage_handles = [_patch(shade, f"outage: {label}") for label, shade in shades.items()]
+    known = set(_OUTCOME_STYLE)
+    styles = [*_OUTCOME_STYLE.items(), ("other", ("#343a40", "+"))]
+    for outcome, (colour, marker) in styles:
+        points = [
+            (t, max(lat, 1e-5) * 1000)
+            for t, lat, o in timeline.calls
+            if o == outcome or (outcome == "other" and o not in known)
+        ]
         if not points:
             continue
         xs, ys = zip(*points, strict=True)
@@ -120,7 +127,11 @@ def _draw_calls(ax: Any, timeline: Timeline) -> None:
     ax.set_yscale("log")
     ax.set_ylabel("call latency (ms)")
     ax.grid(True, which="both", alpha=0.2)
-    ax.legend(loc="upper right", fontsize=8, markerscale=3)
+    handles, _labels = ax.get_legend_handles_labels()
+    ax.legend(
+        handles=[*handles, *outage_handles], loc="upper left", bbox_to_anchor=(1.01, 1.0),
+        fontsize=8, markerscale=3,
+    )  # fmt: skip
 
 
 def _draw_states(ax: Any, timeline: Timeline) -> None:
@@ -132,7 +143,7 @@ def _draw_states(ax: Any, timeline: Timeline) -> None:
     ax.set_yticks([])
     ax.set_ylabel("breaker", rotation=0, ha="right", va="center")
     handles = [_patch(colour, state) for state, colour in _STATE_COLOURS.items()]
-    ax.legend(handles=handles, loc="upper right", fontsize=7, ncol=3)
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
 
 
 def _patch(colour: str, label: str) -> Any:
