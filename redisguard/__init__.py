@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from ._breaker import Breaker, BreakerStats, breakers, get_breaker
 from ._classify import ErrorKind, classify_error
-from ._client import aconnect, connect
+from ._client import (
+    AsyncGuardedRedis,
+    AsyncGuardedRedisCluster,
+    GuardedRedis,
+    GuardedRedisCluster,
+    aconnect,
+    connect,
+)
 from ._config import BreakerConfig, RetryPolicy
 from ._errors import (
     CircuitOpenError,
@@ -12,6 +19,7 @@ from ._errors import (
     RedisguardError,
     RedisUnavailableError,
     StoreUnavailableError,
+    TemporarilyUnavailableError,
 )
 from ._guard import Failure, current_failure, redis_guarded
 from ._listeners import LoggingListener
@@ -20,6 +28,8 @@ from ._telemetry import OpenTelemetryListener
 from ._version import __version__
 
 __all__ = [
+    "AsyncGuardedRedis",
+    "AsyncGuardedRedisCluster",
     "Breaker",
     "BreakerConfig",
     "BreakerStats",
@@ -27,12 +37,15 @@ __all__ = [
     "ConfigError",
     "ErrorKind",
     "Failure",
+    "GuardedRedis",
+    "GuardedRedisCluster",
     "LoggingListener",
     "OpenTelemetryListener",
     "RedisUnavailableError",
     "RedisguardError",
     "RetryPolicy",
     "StoreUnavailableError",
+    "TemporarilyUnavailableError",
     "__version__",
     "aconnect",
     "breakers",

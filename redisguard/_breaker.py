@@ -30,7 +30,7 @@ import pybreaker
 
 from ._config import BreakerConfig
 from ._errors import CircuitOpenError, ConfigError
-from ._tally import Tally
+from ._tally import Tally, TallyGroup
 
 __all__ = [
     "Breaker",
@@ -174,7 +174,9 @@ class Breaker(pybreaker.CircuitBreaker):
         self._last_failure: float | None = None
         self._last_change = wall_clock()
         # Monotonic totals (metrics read them); reset() only moves the offsets stats() use.
-        self._successes = Tally()
+        # Guards count their successes in their own tally, attached to this group.
+        self._successes = TallyGroup()
+        self._direct_successes = self._successes.new()
         self._rejections = Tally()
         self._offsets = (0, 0, 0)
         self._wants_call_events = False
@@ -356,8 +358,10 @@ class Breaker(pybreaker.CircuitBreaker):
             for listener in self._listeners:
                 _dispatch(listener, "before_call", self, func, *args, **kwargs)
 
-    def _on_success(self, ticket: int) -> None:
-        self._successes.add()
+    def _on_success(self, ticket: int, count: bool = True) -> None:
+        """Record a success (``count=False``: the caller counts it in an attached tally)."""
+        if count:
+            self._direct_successes.add()
         changed = None
         if ticket == NORMAL:
             if self._window_storage._failures:

@@ -711,7 +711,12 @@ async def aconnect(
             if wait is None:
                 await client.ping()
             else:
-                await tenacity.AsyncRetrying(**_ready_retrying_options(target, wait))(client.ping)
+                # tenacity awaits only what it recognises as a coroutine function, and
+                # redis.asyncio's ping() is a plain method returning an awaitable.
+                async def ping() -> Any:
+                    return await client.ping()
+
+                await tenacity.AsyncRetrying(**_ready_retrying_options(target, wait))(ping)
         except redis.RedisError as exc:
             await client.aclose()
             raise _startup_error(target.shown, exc) from exc

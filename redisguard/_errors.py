@@ -8,6 +8,7 @@ The tree is shallow on purpose::
           |    +-- CircuitOpenError      ... because the breaker was open (no I/O was attempted);
           |                              also a pybreaker.CircuitBreakerError
           |    +-- StoreUnavailableError a store could not read or write (a write was NOT done)
+          |         +-- TemporarilyUnavailableError  ... retry after ``retry_after`` seconds
           +-- ConfigError (also ValueError)  bad configuration: env var, URL, argument
 
 Data errors from Redis (``WRONGTYPE``, ``DataError``, ``NoScriptError``...) and exceptions raised
@@ -24,6 +25,7 @@ __all__ = [
     "RedisUnavailableError",
     "RedisguardError",
     "StoreUnavailableError",
+    "TemporarilyUnavailableError",
 ]
 
 
@@ -60,3 +62,21 @@ class StoreUnavailableError(RedisUnavailableError):
 
 class ConfigError(RedisguardError, ValueError):
     """A configuration value is invalid; the message names the setting and the value."""
+
+
+class TemporarilyUnavailableError(StoreUnavailableError):
+    """A store could not reach Redis; try again after ``retry_after`` seconds.
+
+    Map it to ``503 Service Unavailable`` with ``Retry-After: {retry_after}``. For a write,
+    nothing was written.
+
+    Attributes:
+        retry_after: Whole seconds (1 to 30) after which Redis is worth trying again: the
+            breaker's remaining open time when it is open, else 1.
+    """
+
+    def __init__(
+        self, message: str, *, operation: str, breaker: str, attempts: int, retry_after: int
+    ) -> None:
+        super().__init__(message, operation=operation, breaker=breaker, attempts=attempts)
+        self.retry_after = retry_after

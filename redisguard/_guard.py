@@ -23,7 +23,7 @@ import tenacity
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from ._breaker import OPEN, REJECT, Breaker, get_breaker
+from ._breaker import CLOSED, NORMAL, OPEN, REJECT, Breaker, get_breaker
 from ._classify import Classifier, ErrorKind, classify_error
 from ._config import RetryPolicy
 from ._errors import CircuitOpenError, ConfigError, RedisUnavailableError
@@ -32,6 +32,7 @@ from ._redact import redact_text
 from ._telemetry import (
     GuardSpan,
     Telemetry,
+    _qualname,
     begin_traced,
     end_traced,
     record_propagated,
@@ -170,6 +171,17 @@ class _Guard:
         # Attributes of short-circuit spans, by (state, has-error): built once, copied by the SDK.
         self.span_attributes: dict[tuple[int, bool], dict[str, Any]] = {}
         self.stats: OperationStats = operation_stats(name, breaker)
+        # One tally per guard, part of both the operation's and the breaker's totals.
+        self.success = breaker._successes.attach(self.stats.success.new())
+        # Every short-circuited call of this guard looks the same: describe it once.
+        self.open_failure = Failure(
+            operation=name,
+            breaker=breaker.name,
+            exception=None,
+            kind=None,
+            circuit_open=True,
+            attempts=0,
+        )
         self.call_fallback = callable(fallback)
         self._sync_template: tenacity.Retrying | None = None
         self._async_template: tenacity.AsyncRetrying | None = None
@@ -225,7 +237,13 @@ class _Guard:
             return None
         return _CallState(self.breaker, self.policy, started, exc, kind)
 
-    def admit_retry(self, state: _CallState) -> int:
+    def admit_retry(
+        self,
+        state: _CallState,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> int:
         """Start one retry attempt: replay the first failure, or ask the breaker."""
         if state.pending is not None:
             exc, state.pending = state.pending, None
@@ -233,6 +251,8 @@ class _Guard:
         ticket = self.breaker._admit()
         if ticket == REJECT:
             raise _ShortCircuit
+        if self.breaker._wants_call_events:
+            self.breaker._before_call(fn, args, kwargs)
         state.attempts += 1
         if state.attempts == 2:
             self.stats.retries.add()
@@ -253,8 +273,8 @@ class _Guard:
             self.record(ticket, exc, kind, state.attempts)
 
     def attempt_succeeded(self, ticket: int, state: _CallState, span: GuardSpan) -> None:
-        self.breaker._on_success(ticket)
-        self.stats.success.add()
+        self.breaker._on_success(ticket, False)
+        self.success.add()
         span.finish("success", state.attempts, None)
         logger.info(
             "Redis operation %s succeeded after %d attempts",
@@ -272,6 +292,8 @@ class _Guard:
 
     def failure(self, state: _CallState | None, exc: BaseException | None) -> Failure:
         """Describe why the fallback is used (exc None: short-circuited by an open circuit)."""
+        if exc is None and state is None:
+            return self.open_failure
         kind, attempts = (None, 0) if exc is None else (self.classify(exc), 1)
         if state is not None:
             exc, kind, attempts = state.last, state.kind, state.attempts
@@ -371,7 +393,7 @@ class _Guard:
                 try:
                     for attempt in retrying:
                         with attempt:
-                            ticket = self.admit_retry(state)
+                            ticket = self.admit_retry(state, fn, args, kwargs)
                             began = time.perf_counter()
                             try:
                                 result = fn(*args, **kwargs)
@@ -427,7 +449,7 @@ class _Guard:
                 try:
                     async for attempt in retrying:
                         with attempt:
-                            ticket = self.admit_retry(state)
+                            ticket = self.admit_retry(state, fn, args, kwargs)
                             began = time.perf_counter()
                             try:
                                 result = await _within(fn(*args, **kwargs), state.remaining())
@@ -486,11 +508,6 @@ def _backoff(policy: RetryPolicy) -> tenacity.wait.wait_base:
     return tenacity.wait_exponential_jitter(
         multiplier=policy.backoff, max=policy.max_backoff, jitter=policy.jitter
     )
-
-
-def _qualname(exc: BaseException) -> str:
-    cls = type(exc)
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _describe(exc: BaseException) -> str:
@@ -693,17 +710,20 @@ def _selecting_wrapper(
 
 
 def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
-    breaker, classify, success = guard.breaker, guard.classify, guard.stats.success
+    breaker, classify, success = guard.breaker, guard.classify, guard.success
     admit, on_success = breaker._admit, breaker._on_success
+    failures = breaker._window_storage._failures  # cleared in place, never rebound
     clock, propagate = time.perf_counter, ErrorKind.PROPAGATE
 
     @functools.wraps(fn)
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        ticket = admit()
+        ticket = NORMAL if breaker._code == CLOSED else admit()
         if ticket == REJECT:
             if guard.constant_fallback():
                 return guard.fallback
             return guard.fall_back(args, kwargs, guard.failure(None, None))
+        if breaker._wants_call_events:
+            breaker._before_call(fn, args, kwargs)
         started = clock()
         try:
             result = fn(*args, **kwargs)
@@ -713,7 +733,8 @@ def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
                 guard.propagated(ticket, exc, started)
                 raise
             return guard.recover(fn, args, kwargs, ticket, exc, kind, started)
-        on_success(ticket)
+        if ticket or failures or breaker._wants_call_events:
+            on_success(ticket, False)  # a trial, a failure run to clear, or listeners to call
         success.add()
         return result
 
@@ -738,17 +759,20 @@ def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
 
 
 def _async_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable[..., Any]:
-    breaker, classify, success = guard.breaker, guard.classify, guard.stats.success
+    breaker, classify, success = guard.breaker, guard.classify, guard.success
     admit, on_success = breaker._admit, breaker._on_success
+    failures = breaker._window_storage._failures  # cleared in place, never rebound
     clock, propagate = time.perf_counter, ErrorKind.PROPAGATE
 
     @functools.wraps(fn)
     async def guarded(*args: Any, **kwargs: Any) -> Any:
-        ticket = admit()
+        ticket = NORMAL if breaker._code == CLOSED else admit()
         if ticket == REJECT:
             if guard.constant_fallback():
                 return guard.fallback
             return await guard.afall_back(args, kwargs, guard.failure(None, None))
+        if breaker._wants_call_events:
+            breaker._before_call(fn, args, kwargs)
         started = clock()
         try:
             result = await fn(*args, **kwargs)
@@ -758,7 +782,8 @@ def _async_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable
                 guard.propagated(ticket, exc, started)
                 raise
             return await guard.arecover(fn, args, kwargs, ticket, exc, kind, started)
-        on_success(ticket)
+        if ticket or failures or breaker._wants_call_events:
+            on_success(ticket, False)  # a trial, a failure run to clear, or listeners to call
         success.add()
         return result
 

@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ._tally import Tally
+from ._tally import Tally, TallyGroup
 
 if TYPE_CHECKING:
     from ._breaker import Breaker
@@ -24,7 +24,7 @@ class OperationStats:
 
     name: str
     breaker_obj: Breaker
-    success: Tally = field(default_factory=Tally)
+    success: TallyGroup = field(default_factory=TallyGroup)
     fallback: Tally = field(default_factory=Tally)
     error: Tally = field(default_factory=Tally)
     retries: Tally = field(default_factory=Tally)

@@ -23,7 +23,11 @@ from typing import Any, Protocol, TypeVar
 
 from ._breaker import OPEN, Breaker, get_breaker
 from ._config import RetryPolicy
-from ._errors import ConfigError, RedisUnavailableError, StoreUnavailableError
+from ._errors import (
+    ConfigError,
+    RedisUnavailableError,
+    TemporarilyUnavailableError,
+)
 from ._guard import DEFAULT_RETRY, Failure, current_failure, redis_guarded
 from ._tally import Tally
 
@@ -61,24 +65,6 @@ class AsyncCommands(Protocol):
     """What a store needs from an asyncio client (``redis.asyncio.Redis``...)."""
 
     def execute_command(self, *args: Any, **options: Any) -> Awaitable[Any]: ...
-
-
-class TemporarilyUnavailableError(StoreUnavailableError):
-    """A store could not reach Redis; try again after ``retry_after`` seconds.
-
-    Map it to ``503 Service Unavailable`` with ``Retry-After: {retry_after}``. For a write,
-    nothing was written.
-
-    Attributes:
-        retry_after: Whole seconds (1 to 30) after which Redis is worth trying again: the
-            breaker's remaining open time when it is open, else 1.
-    """
-
-    def __init__(
-        self, message: str, *, operation: str, breaker: str, attempts: int, retry_after: int
-    ) -> None:
-        super().__init__(message, operation=operation, breaker=breaker, attempts=attempts)
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)

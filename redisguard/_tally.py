@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import weakref
 
-__all__ = ["Tally"]
+__all__ = ["Tally", "TallyGroup"]
 
 
 class _Cell:
@@ -77,3 +77,35 @@ def _retire(tally_ref: weakref.ref[Tally], cell: _Cell) -> None:
     tally = tally_ref()
     if tally is not None:
         tally._retire(cell)
+
+
+class TallyGroup:
+    """The sum of several tallies, so one event is counted once but reported in two places.
+
+    A guarded success bumps only its guard's tally; the operation's and the breaker's totals
+    are groups that include it.
+    """
+
+    __slots__ = ("_lock", "_members")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._members: list[Tally] = []
+
+    def attach(self, tally: Tally) -> Tally:
+        """Include ``tally`` in this group's total (idempotent); return it."""
+        with self._lock:
+            if not any(member is tally for member in self._members):
+                self._members.append(tally)
+        return tally
+
+    def new(self) -> Tally:
+        """A fresh tally that is part of this group."""
+        return self.attach(Tally())
+
+    @property
+    def value(self) -> int:
+        """The sum of every member's total."""
+        with self._lock:
+            members = list(self._members)
+        return sum(member.value for member in members)

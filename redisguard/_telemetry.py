@@ -21,6 +21,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+import traceback
+import weakref
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -56,6 +58,7 @@ TRACE_SUCCESS_ENV = "REDISGUARD_TRACE_SUCCESS"
 RESULTS = ("success", "fallback", "error")
 _TRANSITIONS = tuple((a, b) for a in STATE_NAMES for b in STATE_NAMES if a != b)
 _NOOP_PROVIDERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+_RECHECK_SECONDS = 1.0
 
 # The span of a call traced from its start (success spans switched on): inner steps adopt it
 # instead of starting their own.
@@ -151,8 +154,9 @@ def _transitions(_: CallbackOptions) -> Iterable[Observation]:
 def _operations(_: CallbackOptions) -> Iterable[Observation]:
     out = []
     for op in operations():
-        for result, tally in zip(RESULTS, (op.success, op.fallback, op.error), strict=True):
-            out.append(Observation(tally.value, {"operation": op.name, "result": result}))
+        values = (op.success.value, op.fallback.value, op.error.value)
+        for result, value in zip(RESULTS, values, strict=True):
+            out.append(Observation(value, {"operation": op.name, "result": result}))
     return out
 
 
@@ -187,25 +191,30 @@ class _Instruments:
         )
 
 
-_instruments: dict[int, tuple[object, _Instruments]] = {}
+_global_instruments: dict[None, _Instruments] = {}
+_instruments: weakref.WeakKeyDictionary[metrics.MeterProvider, _Instruments] = (
+    weakref.WeakKeyDictionary()
+)
 _instruments_lock = threading.Lock()
 
 
 def _instruments_for(meter_provider: metrics.MeterProvider | None) -> _Instruments:
-    key = 0 if meter_provider is None else id(meter_provider)
-    entry = _instruments.get(key)
-    if entry is None:
-        with _instruments_lock:
-            entry = _instruments.get(key)
-            if entry is None:
+    """The instruments on this provider (None: the global one), registered once per provider."""
+    with _instruments_lock:
+        if meter_provider is None:
+            found = _global_instruments.get(None)
+            if found is None:
                 # The global proxy meter binds to an SDK configured later.
-                meter = (
+                found = _global_instruments[None] = _Instruments(
                     metrics.get_meter(SCOPE, __version__)
-                    if meter_provider is None
-                    else meter_provider.get_meter(SCOPE, __version__)
                 )
-                entry = _instruments[key] = (meter_provider, _Instruments(meter))
-    return entry[1]
+            return found
+        found = _instruments.get(meter_provider)
+        if found is None:
+            found = _instruments[meter_provider] = _Instruments(
+                meter_provider.get_meter(SCOPE, __version__)
+            )
+        return found
 
 
 # -- tracing -------------------------------------------------------------------------------
@@ -219,37 +228,36 @@ class Telemetry:
     ) -> None:
         self._tracer_provider = tracer_provider
         self._tracer: trace.Tracer | None = None
+        self._recheck_at = 0.0
         self.instruments = _instruments_for(meter_provider)
 
-    def tracer(self) -> trace.Tracer | None:
-        """The real tracer, or None while no SDK is configured (spans would be no-ops)."""
+    def tracer(self, *, fresh: bool = False) -> trace.Tracer | None:
+        """The real tracer, or None while no SDK is configured (spans would be no-ops).
+
+        While only the API is installed, the hot paths (short-circuited calls, traced
+        successes) re-check at most once a second, so an outage does not pay for the check on
+        every call; ``fresh=True`` (calls that reached Redis) always re-checks. Either way an
+        SDK configured after import is picked up.
+        """
         tracer = self._tracer
         if tracer is None:
+            now = time.monotonic()
+            if not fresh and now < self._recheck_at:
+                return None
             provider = self._tracer_provider or trace.get_tracer_provider()
             if isinstance(provider, _NOOP_PROVIDERS):
+                self._recheck_at = now + _RECHECK_SECONDS
                 return None
             tracer = self._tracer = provider.get_tracer(SCOPE, __version__)
         return tracer
-
-
-_telemetry: dict[tuple[int, int], Telemetry] = {}
 
 
 def telemetry_for(
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
 ) -> Telemetry:
-    """The shared :class:`Telemetry` for these providers (None means the global one)."""
-    key = (id(tracer_provider), id(meter_provider))
-    found = _telemetry.get(key)
-    if found is None:
-        with _instruments_lock:
-            found = _telemetry.get(key)
-        if found is None:
-            found = Telemetry(tracer_provider, meter_provider)
-            with _instruments_lock:
-                found = _telemetry.setdefault(key, found)
-    return found
+    """A :class:`Telemetry` for these providers (None means the global one)."""
+    return Telemetry(tracer_provider, meter_provider)
 
 
 def _base_attributes(guard: _Guard, circuit_state: str) -> dict[str, Any]:
@@ -262,8 +270,22 @@ def _base_attributes(guard: _Guard, circuit_state: str) -> dict[str, Any]:
 
 
 def _qualname(exc: BaseException) -> str:
+    """The exception's class as ``error.type`` wants it (builtins without a module prefix)."""
     cls = type(exc)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _record_exception(span: trace.Span, exc: BaseException) -> None:
+    """``record_exception`` with URL passwords masked in the message and the stack trace."""
+    span.record_exception(
+        exc,
+        attributes={
+            "exception.message": redact_text(str(exc)),
+            "exception.stacktrace": redact_text("".join(traceback.format_exception(exc))),
+        },
+    )
 
 
 class GuardSpan:
@@ -312,7 +334,7 @@ class GuardSpan:
             span.set_attribute("redisguard.short_circuited", short_circuited)
             if exc is not None:
                 span.set_attribute("error.type", _qualname(exc))
-                span.record_exception(exc)
+                _record_exception(span, exc)
             if outcome != "success":
                 description = f"{type(exc).__name__}: {exc}" if exc is not None else outcome
                 span.set_status(Status(StatusCode.ERROR, _short(description)))
@@ -347,7 +369,7 @@ def start_degraded(guard: _Guard, ticket: int, started: float) -> GuardSpan:
     active = _active_guard_span.get()
     if active is not None:
         return active
-    tracer = guard.telemetry.tracer()
+    tracer = guard.telemetry.tracer(fresh=True)
     if tracer is None:
         return GuardSpan(guard, None, started)
     circuit_state = "closed" if ticket == NORMAL else "half-open"
@@ -380,7 +402,7 @@ def record_short_circuit(guard: _Guard, exc: BaseException | None) -> None:
     span = tracer.start_span(guard.span_name, attributes=_short_circuit_attributes(guard, exc))
     if span.is_recording():
         if exc is not None:
-            span.record_exception(exc)
+            _record_exception(span, exc)
         span.set_status(_CIRCUIT_OPEN)
     span.end()
 

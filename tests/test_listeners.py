@@ -208,9 +208,7 @@ def test_a_raising_listener_never_breaks_a_guarded_call(
     assert len(recorder.changes) == 5
     failures = [r for r in caplog.records if r.getMessage().startswith("breaker listener")]
     hooks = {r.getMessage().rsplit(" ", 1)[-1] for r in failures}
-    # before_call too, once guarded calls dispatch it (see the xfail below).
-    assert {"success", "failure", "state_change"} <= hooks
-    assert hooks <= {"before_call", "success", "failure", "state_change"}
+    assert hooks == {"before_call", "success", "failure", "state_change"}
     assert all(r.exc_info and "exploded" in str(r.exc_info[1]) for r in failures)
     assert all(getattr(r, "category", None) == "circuit-breaker" for r in failures)
 
@@ -274,11 +272,6 @@ def test_listeners_see_refused_connections_as_failures() -> None:
     assert isinstance(exc, redis.ConnectionError)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the guarded call path (redisguard/_guard.py _sync_wrapper/_async_wrapper) never "
-    "calls breaker._before_call(); only Breaker.call/acall/calling do",
-)
 def test_before_call_hook_runs_for_guarded_calls(redis_server: RedisServer) -> None:
     """A user listener's pybreaker ``before_call`` hook runs for every guarded call."""
     calls: list[str] = []

@@ -628,12 +628,6 @@ def test_passwords_never_reach_spans_from_redis_errors(
     assert PASSWORD[::-1] not in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="exception.message/stacktrace of the exception event are not redacted "
-    "(redisguard/_telemetry.py GuardSpan.finish and record_short_circuit call "
-    "span.record_exception(exc) without redacted attributes)",
-)
 def test_passwords_never_reach_spans_from_error_messages(
     otel: Otel, redis_server_factory: Callable[..., RedisServer]
 ) -> None:
