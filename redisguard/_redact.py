@@ -9,8 +9,10 @@ from urllib.parse import urlsplit, urlunsplit
 __all__ = ["fingerprint", "redact_text", "redact_url"]
 
 _MASK = "***"
-# user:password@ or :password@ inside any URL-looking token.
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^@/\s]*)@")
+# user:password@ or :password@ inside any URL-looking token. Greedy up to the LAST "@" before
+# the path, as URL parsers do, so an unencoded "@" inside a password is masked too.
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^/\s]*)@")
+_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#\s]*")
 
 
 def redact_url(url: str) -> str:
@@ -37,7 +39,8 @@ def redact_url(url: str) -> str:
 
 def redact_text(text: str) -> str:
     """Mask the userinfo of every URL that appears inside free text."""
-    return _URL_USERINFO.sub(lambda m: f"{m['scheme']}{_MASK}@", text)
+    text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{_MASK}@", text)
+    return _QUERY_PASSWORD.sub(rf"\g<1>{_MASK}", text)
 
 
 def fingerprint(secret: str | bytes, length: int = 12) -> str:

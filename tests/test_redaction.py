@@ -181,11 +181,6 @@ def test_config_errors_never_show_the_password(server: RedisServer, scanner: Sec
         assert "***" in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="redact_text() stops at the first '@' of the userinfo (a password containing an "
-    "unencoded '@' is half shown) and leaves a ?password= query value in place",
-)
 def test_redact_text_masks_every_url_password_form() -> None:
     """Free text with URLs whose password has an '@' or sits in ?password= is masked."""
     scanner = SecretScanner()
