@@ -36,6 +36,7 @@ __all__ = [
     "Breaker",
     "BreakerStats",
     "breakers",
+    "forget_breaker",
     "get_breaker",
 ]
 
@@ -562,6 +563,17 @@ def breakers() -> list[Breaker]:
     """Every breaker created through :func:`get_breaker`, sorted by name."""
     with _registry_lock:
         return sorted(_registry.values(), key=lambda b: b.name)
+
+
+def forget_breaker(name: str) -> bool:
+    """Remove the breaker called ``name`` from the registry; return whether it was there.
+
+    Functions already decorated keep the breaker object they hold. Use it for breakers that
+    describe something gone for good, e.g. a Cluster node replaced by a failover
+    (:func:`redisguard.cluster.prune_node_breakers`).
+    """
+    with _registry_lock:
+        return _registry.pop(name, None) is not None
 
 
 def _clear_registry() -> None:

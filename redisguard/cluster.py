@@ -24,16 +24,26 @@ call still goes to the dead node and fails, the next one goes to the promoted re
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from redis.exceptions import SlotNotCoveredError
 
-from ._breaker import Breaker, get_breaker
+from ._breaker import Breaker, breakers, forget_breaker, get_breaker
 from ._config import BreakerConfig
 from ._errors import ConfigError
 
-__all__ = ["master_breakers", "node_breaker", "node_breaker_name"]
+__all__ = [
+    "master_breakers",
+    "node_address",
+    "node_breaker",
+    "node_breaker_name",
+    "prune_node_breakers",
+]
+
+# Which node each node breaker stands for, so readiness can PING that node alone.
+_addresses: weakref.WeakKeyDictionary[Breaker, tuple[str, int]] = weakref.WeakKeyDictionary()
 
 
 class _Node(Protocol):
@@ -54,6 +64,32 @@ class _KnowsPrimaries(Protocol):
 def node_breaker_name(prefix: str, host: str, port: int) -> str:
     """The registered name of the breaker for one cluster node."""
     return f"{prefix}:{host}:{port}"
+
+
+def _node_breaker(prefix: str, host: str, port: int, config: BreakerConfig | None) -> Breaker:
+    breaker = get_breaker(node_breaker_name(prefix, host, port), config)
+    _addresses[breaker] = (host, port)
+    return breaker
+
+
+def node_address(breaker: Breaker) -> tuple[str, int] | None:
+    """The ``(host, port)`` of the Cluster node a node breaker stands for, else None."""
+    return _addresses.get(breaker)
+
+
+def prune_node_breakers(client: _KnowsPrimaries) -> list[str]:
+    """Forget node breakers whose node is no longer a master the client routes to.
+
+    After a failover the dead master's breaker gets no more calls and would stay open in
+    :func:`redisguard.breakers` (and in readiness and the state gauge) forever. Call this
+    after the client has refreshed its slot map, e.g. from a periodic health task.
+
+    Returns:
+        The names of the breakers forgotten.
+    """
+    live = {(node.host, node.port) for node in client.get_primaries()}
+    gone = [b.name for b in breakers() if (addr := _addresses.get(b)) and addr not in live]
+    return [name for name in gone if forget_breaker(name)]
 
 
 def node_breaker(
@@ -96,7 +132,7 @@ def node_breaker(
             node = None
         if node is None:
             return get_breaker(f"{prefix}:unknown", config)
-        return get_breaker(node_breaker_name(prefix, node.host, node.port), config)
+        return _node_breaker(prefix, node.host, node.port, config)
 
     return select
 
@@ -117,7 +153,6 @@ def master_breakers(
         config: Config for breakers created here (``BreakerConfig.from_env()`` if None).
     """
     found = [
-        get_breaker(node_breaker_name(prefix, node.host, node.port), config)
-        for node in client.get_primaries()
+        _node_breaker(prefix, node.host, node.port, config) for node in client.get_primaries()
     ]
     return sorted(found, key=lambda b: b.name)

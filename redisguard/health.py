@@ -17,14 +17,18 @@ redacted too.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn, cast
+
+import redis
 
 from ._breaker import OPEN, Breaker, breakers, get_breaker
 from ._guard import _describe
 from ._version import __version__
+from .cluster import node_address
 
 __all__ = ["Liveness", "Readiness", "areadiness", "liveness", "readiness"]
 
@@ -72,6 +76,27 @@ def _pick(client: Any, names: Sequence[str | Breaker] | None) -> list[Breaker]:
     if attached:
         return list(attached)
     return breakers() or [get_breaker("redis")]
+
+
+def _pinger(client: Any, breaker: Breaker) -> Callable[[], Any]:
+    """PING for one breaker: a Cluster node breaker pings its own node only.
+
+    A cluster client's plain PING goes to a random node: through a dead node's half-open
+    breaker it could succeed on a healthy node and close the breaker, and through a healthy
+    node's breaker it could hit the dead node and count a failure there.
+    """
+    address = node_address(breaker)
+    if address is not None and hasattr(client, "get_node"):
+        node = client.get_node(host=address[0], port=address[1])
+        if node is None:
+            # The client dropped the node (it failed): a PING elsewhere would prove nothing.
+            return functools.partial(_node_gone, address)
+        return functools.partial(client.ping, target_nodes=node)
+    return cast(Callable[[], Any], client.ping)
+
+
+def _node_gone(address: tuple[str, int]) -> NoReturn:
+    raise redis.ConnectionError(f"cluster node {address[0]}:{address[1]} is no longer known")
 
 
 def _check(
@@ -126,7 +151,7 @@ def readiness(
         if client is not None:
             started = time.perf_counter()
             try:
-                breaker.call(client.ping)
+                breaker.call(_pinger(client, breaker))
                 latency = time.perf_counter() - started
             except Exception as exc:
                 error = exc
@@ -143,8 +168,8 @@ async def areadiness(
     """The asyncio twin of :func:`readiness`; each PING is cut off after ``timeout`` seconds."""
     target = None if client is None else str(getattr(client, "target", "redis"))
 
-    async def ping() -> Any:
-        return await asyncio.wait_for(client.ping(), timeout)
+    async def ping(send: Callable[[], Any]) -> Any:
+        return await asyncio.wait_for(send(), timeout)
 
     checks = {}
     for breaker in _pick(client, breakers):
@@ -152,7 +177,7 @@ async def areadiness(
         if client is not None:
             started = time.perf_counter()
             try:
-                await breaker.acall(ping)
+                await breaker.acall(ping, _pinger(client, breaker))
                 latency = time.perf_counter() - started
             except Exception as exc:
                 error = exc

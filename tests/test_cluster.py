@@ -32,7 +32,12 @@ from redis.retry import Retry
 
 import redisguard
 from redisguard import BreakerConfig, breakers, get_breaker, redis_guarded
-from redisguard.cluster import master_breakers, node_breaker, node_breaker_name
+from redisguard.cluster import (
+    master_breakers,
+    node_breaker,
+    node_breaker_name,
+    prune_node_breakers,
+)
 from redisguard.health import readiness
 from redisguard.testing import ClusterTopology, RedisServer
 
@@ -177,6 +182,10 @@ def test_dead_master_opens_only_its_breaker_and_its_replica_takes_over(
         assert {b.name for b in current} == {_name(heir), *(_name(n) for n in healthy)}
         assert readiness(breakers=current).status == "ready"
         assert readiness().status == "degraded"  # every registered breaker: the stale one too
+        # Pruning forgets the replaced node's breaker, so plain readiness is ready again.
+        assert prune_node_breakers(client) == [_name(victim)]
+        assert readiness().status == "ready"
+        assert prune_node_breakers(client) == []
     finally:
         client.close()
 
@@ -217,6 +226,20 @@ def test_dead_master_without_replica_keeps_other_shards_serving(
         assert fallbacks > 0
         for node in healthy:
             assert topo.cluster_info(node)["cluster_state"] == "ok"
+        # Readiness PINGs each node through its own breaker, never a random node: once the
+        # dead node's breaker admits a trial, the probe must fail on that node (not succeed on
+        # a healthy one and close it), and healthy breakers never count its failures.
+        dead_breaker = get_breaker(_name(victim))
+        for _ in range(FAST.failure_threshold + 1):
+            time.sleep(FAST.reset_timeout + 0.05)
+            ready = readiness(client, breakers=[dead_breaker, *master_breakers(client)])
+            assert dead_breaker.current_state == "open"
+        assert ready.checks[_name(victim)]["healthy"] is False
+        for node in healthy:
+            check = ready.checks[_name(node)]
+            assert check["healthy"] is True
+            assert check["failure_count"] == 0
+            assert check["latency_ms"] is not None
         assert get_breaker(_name(victim)).current_state in {"open", "half-open"}
         assert all(get_breaker(_name(node)).current_state == "closed" for node in healthy)
         states = metrics.states()
