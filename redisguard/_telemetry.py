@@ -14,11 +14,15 @@ Metric names are chosen so a Prometheus exporter shows exactly the design docume
     redis_operations_total{operation,result}       result = success | fallback | error
     redis_operation_retries_total{operation}       calls that needed at least one retry
     redis_degraded_call_duration_seconds{operation,result}  histogram, explicit buckets
+    ratelimit_decisions_total{limiter,result}      allowed/denied, and fail_open/fail_closed/
+                                                   local_allowed/local_denied while Redis is down
+    store_data_errors_total{operation}             corrupt JSON read by the stores
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import traceback
@@ -164,6 +168,27 @@ def _retries(_: CallbackOptions) -> Iterable[Observation]:
     return [Observation(op.retries.value, {"operation": op.name}) for op in operations()]
 
 
+def _limiter_decisions(_: CallbackOptions) -> Iterable[Observation]:
+    ratelimit = sys.modules.get("redisguard.ratelimit")  # nothing to report if never used
+    if ratelimit is None:
+        return []
+    return [
+        Observation(count, {"limiter": stats.name, "result": result})
+        for stats in ratelimit.limiter_stats()
+        for result, count in stats.snapshot().items()
+    ]
+
+
+def _data_errors(_: CallbackOptions) -> Iterable[Observation]:
+    stores = sys.modules.get("redisguard._stores_core")
+    if stores is None:
+        return []
+    return [
+        Observation(count, {"operation": operation})
+        for operation, count in stores.data_errors().items()
+    ]
+
+
 class _Instruments:
     """The instruments registered on one meter provider (once per provider)."""
 
@@ -181,6 +206,12 @@ class _Instruments:
             ("circuit_breaker_transitions", _transitions, "Breaker state transitions"),
             ("redis_operations", _operations, "Guarded operations by result"),
             ("redis_operation_retries", _retries, "Guarded calls that needed a retry"),
+            (
+                "ratelimit_decisions",
+                _limiter_decisions,
+                "Rate-limit decisions by result (fail_open/fail_closed/local_*: Redis was down)",
+            ),
+            ("store_data_errors", _data_errors, "Corrupt values read by the stores"),
         ):
             meter.create_observable_counter(name, [callback], unit="1", description=description)
         self.duration = meter.create_histogram(

@@ -205,3 +205,44 @@ def test_decision_is_frozen() -> None:
     decision = Decision(True, 1, 0.5)
     with pytest.raises(AttributeError):
         decision.allowed = False  # type: ignore[misc]
+
+
+def _metric_points(reader: Any, name: str) -> dict[tuple[tuple[str, Any], ...], int]:
+    points = {}
+    for rm in reader.get_metrics_data().resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                if metric.name == name:
+                    for point in metric.data.data_points:
+                        points[tuple(sorted(point.attributes.items()))] = point.value
+    return points
+
+
+def test_decisions_and_outage_policies_are_exported_as_metrics(
+    client: GuardedRedis, server: RedisServer
+) -> None:
+    """ratelimit_decisions{limiter,result} counts each decision, outage policies included."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from redisguard import redis_guarded
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    # Registering any guard on the provider registers redisguard's instruments on it.
+    redis_guarded(name="metrics.anchor", fallback=None, meter_provider=provider)(lambda: None)
+    limiter = RateLimiter(client, 1, 60, on_unavailable="local", name="exported")
+    assert [limiter.hit("k").allowed for _ in range(2)] == [True, False]
+    server.kill()
+    assert [limiter.hit("k").allowed for _ in range(2)] == [True, False]
+    points = _metric_points(reader, "ratelimit_decisions")
+    mine = {dict(k)["result"]: v for k, v in points.items() if dict(k)["limiter"] == "exported"}
+    assert mine == {
+        "allowed": 1,
+        "denied": 1,
+        "fail_open": 0,
+        "fail_closed": 0,
+        "local_allowed": 1,
+        "local_denied": 1,
+    }
+    provider.shutdown()

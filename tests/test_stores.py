@@ -241,3 +241,28 @@ def test_stores_use_their_own_breaker(client: GuardedRedis, server: RedisServer)
     assert store.get("s") is None
     assert own.current_state == "open"
     assert get_breaker("redis").failure_total == 0
+
+
+def test_corrupt_values_are_exported_as_metrics() -> None:
+    """store_data_errors{operation} counts corrupt values read by the stores."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from redisguard import redis_guarded
+    from redisguard._stores_core import data_error_tally, data_errors
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    redis_guarded(name="metrics.anchor", fallback=None, meter_provider=provider)(lambda: None)
+    data_error_tally("session.get").add(2)
+    expected = data_errors()["session.get"]
+    values = {
+        dict(point.attributes)["operation"]: point.value
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        if metric.name == "store_data_errors"
+        for point in metric.data.data_points
+    }
+    assert values["session.get"] == expected >= 2
+    provider.shutdown()
