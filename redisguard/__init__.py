@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._breaker import Breaker, BreakerStats, breakers, get_breaker
+from ._breaker import Breaker, BreakerStats, breakers, forget_breaker, get_breaker
 from ._classify import ErrorKind, classify_error
 from ._client import (
     AsyncGuardedRedis,
@@ -52,6 +52,7 @@ __all__ = [
     "classify_error",
     "connect",
     "current_failure",
+    "forget_breaker",
     "get_breaker",
     "redact_url",
     "redis_guarded",
