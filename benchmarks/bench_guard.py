@@ -40,6 +40,13 @@ import pybreaker
 import redis
 import redis.asyncio
 import tenacity
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Status, StatusCode
 
 import redisguard
 from redisguard import Breaker, BreakerConfig, RetryPolicy, redis_guarded
@@ -50,6 +57,7 @@ __all__ = [
     "LatencyRound",
     "Scenario",
     "ScenarioResult",
+    "Sdk",
     "Settings",
     "ThroughputRound",
     "Variant",
@@ -60,6 +68,7 @@ __all__ = [
     "main",
     "register",
     "run_benchmarks",
+    "sdk",
 ]
 
 T = TypeVar("T")
@@ -90,6 +99,7 @@ class Settings:
         async_tasks: Concurrent tasks in the asyncio scenario.
         threads: Threads in the threaded scenario.
         io_seconds: The simulated I/O wait inside each threaded call.
+        min_rounds: The fewest rounds a throughput scenario with long rounds gets.
     """
 
     rounds: int
@@ -99,11 +109,14 @@ class Settings:
     async_tasks: int = 64
     threads: int = 8
     io_seconds: float = 0.001
+    min_rounds: int = 5
 
     @classmethod
     def quick(cls) -> Settings:
         """A smoke run for CI: seconds, numbers too noisy to judge targets."""
-        return cls(rounds=15, round_seconds=0.02, latency_rounds=3, latency_calls=2_000)
+        return cls(
+            rounds=15, round_seconds=0.02, latency_rounds=3, latency_calls=2_000, min_rounds=3
+        )
 
     @classmethod
     def default(cls) -> Settings:
@@ -114,7 +127,7 @@ class Settings:
         """Rounds and round length for ``scenario``: the same total time, longer rounds if
         the scenario needs them (task and thread start-up must not dominate a round)."""
         seconds = max(self.round_seconds, scenario.min_round_seconds)
-        rounds = max(5, round(self.rounds * self.round_seconds / seconds))
+        rounds = max(self.min_rounds, round(self.rounds * self.round_seconds / seconds))
         return rounds, seconds
 
 
@@ -132,6 +145,27 @@ class Env:
     settings: Settings
     stack: contextlib.ExitStack
     _loop: asyncio.AbstractEventLoop | None = None
+    _hooks: list[Callable[[], None]] = field(default_factory=list)
+    _network: list[Callable[[], int]] = field(default_factory=list)
+
+    def between_rounds(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` before and after each round of the variant being built, untimed.
+
+        For example ``exporter.clear`` so that finished spans do not pile up across rounds.
+        """
+        self._hooks.append(hook)
+
+    def count_network(self, entries: Callable[[], int]) -> None:
+        """Report how many calls of the variant being built reached the network so far.
+
+        The harness stores the difference over the measured rounds as ``network_calls``.
+        """
+        self._network.append(entries)
+
+    def _take(self) -> tuple[list[Callable[[], None]], list[Callable[[], int]]]:
+        hooks, network = self._hooks, self._network
+        self._hooks, self._network = [], []
+        return hooks, network
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -173,7 +207,8 @@ class Variant:
             for throughput scenarios ``(n) -> seconds``, for latency scenarios
             ``(n) -> per-call nanoseconds``.
         target: Throughput: the minimum ratio to the baseline. Latency: the maximum p99 in
-            nanoseconds. None for reference-only variants.
+            nanoseconds, or, in a scenario with ``compare_p50``, the maximum ratio of the
+            variant's p50 to the baseline's p50. None for reference-only variants.
         reference: The figure the design brief measured for this variant, shown for comparison.
     """
 
@@ -190,6 +225,9 @@ class Scenario:
 
     ``min_round_seconds`` lengthens the rounds of scenarios with per-round start-up costs
     (tasks, threads); the number of rounds shrinks to keep the scenario's total time.
+    ``compare_p50`` makes a latency scenario report each variant's p50 relative to the
+    baseline's (median over rounds of the per-round ratio) and judge targets on that ratio.
+    ``calls_scale`` scales the settings' calls per round (for slower latency scenarios).
     """
 
     key: str
@@ -197,6 +235,8 @@ class Scenario:
     kind: Literal["throughput", "latency"]
     variants: list[Variant] = field(default_factory=list)
     min_round_seconds: float = 0.0
+    compare_p50: bool = False
+    calls_scale: float = 1.0
 
 
 SCENARIOS: dict[str, Scenario] = {}
@@ -283,7 +323,7 @@ def _sync_naive(env: Env) -> ThroughputRound:
 register(
     Scenario(
         key="sync-get",
-        title="sync GET, 1 thread, loopback, closed breaker, OTel API without SDK",
+        title="sync GET, 1 thread, loopback, closed breaker",
         kind="throughput",
         variants=[
             Variant("raw", "raw redis-py", _sync_raw),
@@ -458,6 +498,7 @@ class _NoIOGuard:
             f"redis://127.0.0.1:{_closed_port()}/0", socket_timeout=0.2, check=False
         )
         env.stack.callback(self.client.close)
+        env.count_network(lambda: self.entered)
 
     def get(self, key: str) -> bytes | str | None:
         self.entered += 1
@@ -564,6 +605,310 @@ register(
 )
 
 
+# -- OpenTelemetry SDK configured ------------------------------------------------------------
+# Explicit providers passed to each variant (the globals stay untouched, so the rows above keep
+# measuring the API-only mode): a TracerProvider exporting through SimpleSpanProcessor into an
+# InMemorySpanExporter, and a MeterProvider with an InMemoryMetricReader. Every SDK variant gets
+# its own, identically configured pair; the exporter is cleared between rounds.
+@dataclass(frozen=True)
+class Sdk:
+    """One variant's SDK setup.
+
+    Attributes:
+        tracer_provider: SDK tracer provider, spans exported synchronously into ``spans``.
+        meter_provider: SDK meter provider read on demand by ``reader``.
+        spans: The in-memory exporter (cleared before and after every round).
+        reader: The in-memory metric reader (never collected while measuring).
+    """
+
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    spans: InMemorySpanExporter
+    reader: InMemoryMetricReader
+
+    def tracer(self) -> trace.Tracer:
+        """A tracer for hand-written variants (what an application would use)."""
+        return self.tracer_provider.get_tracer("bench")
+
+    def counter(self) -> metrics.Counter:
+        """A synchronous counter, as a hand-written composition counts each call."""
+        return self.meter_provider.get_meter("bench").create_counter("naive_operations")
+
+
+def sdk(env: Env) -> Sdk:
+    """Configure an SDK for the variant being built; shut down when the scenario ends."""
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    env.stack.callback(meter_provider.shutdown)
+    env.stack.callback(tracer_provider.shutdown)
+    env.between_rounds(spans.clear)
+    return Sdk(tracer_provider, meter_provider, spans, reader)
+
+
+def _no_spans(telemetry: Sdk) -> Callable[[], None]:
+    """A between-rounds check: the closed-circuit happy path must not start spans."""
+
+    def check() -> None:
+        if telemetry.spans.get_finished_spans():
+            raise AssertionError("a successful guarded call produced a span (trace_success off)")
+
+    return check
+
+
+def _spans_per_call(round_: LatencyRound, telemetry: Sdk) -> LatencyRound:
+    """Check after each (untimed) round that every call produced exactly one span."""
+
+    def checked(n: int) -> list[int]:
+        telemetry.spans.clear()
+        samples = round_(n)
+        made = len(telemetry.spans.get_finished_spans())
+        if made != n:
+            raise AssertionError(f"{n} calls produced {made} spans, expected one per call")
+        return samples
+
+    return checked
+
+
+def _sync_guarded_sdk(env: Env) -> ThroughputRound:
+    client = env.client()
+    telemetry = sdk(env)
+    env.between_rounds(_no_spans(telemetry))
+
+    @redis_guarded(
+        name="bench.sync.get.sdk",
+        fallback=None,
+        breaker=bench_breaker("bench-sync-sdk"),
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+    )
+    def get(key: str) -> bytes | str | None:
+        return client.get(key)
+
+    return call_loop(get)
+
+
+def _sync_naive_sdk(env: Env) -> ThroughputRound:
+    client = env.client()
+    telemetry = sdk(env)
+    tracer, counter = telemetry.tracer(), telemetry.counter()
+    cb = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=30)
+    success = {"operation": "get", "result": "success"}
+    fallback = {"operation": "get", "result": "fallback"}
+
+    def get(key: str) -> bytes | str | None:
+        with tracer.start_as_current_span("naive get"):
+            try:
+                for attempt in _naive_retrying():
+                    with attempt:
+                        value: bytes | str | None = cb.call(client.get, key)
+                        counter.add(1, success)
+                        return value
+            except (*_RETRYABLE, pybreaker.CircuitBreakerError):
+                counter.add(1, fallback)
+                return None
+        raise AssertionError("unreachable: reraise=True")  # pragma: no cover
+
+    return call_loop(get)
+
+
+add_variant(
+    "sync-get",
+    Variant("guarded-sdk", "@redis_guarded, SDK configured", _sync_guarded_sdk, target=0.93),
+)
+add_variant(
+    "sync-get",
+    Variant(
+        "naive-sdk",
+        "span + counter + pybreaker + tenacity, SDK",
+        _sync_naive_sdk,
+        reference="0.56",
+    ),
+)
+
+
+def _async_guarded_sdk(env: Env) -> ThroughputRound:
+    client = _aclient(env)
+    telemetry = sdk(env)
+    env.between_rounds(_no_spans(telemetry))
+
+    @redis_guarded(
+        name="bench.async.get.sdk",
+        fallback=None,
+        breaker=bench_breaker("bench-async-sdk"),
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+    )
+    async def get(key: str) -> bytes | str | None:
+        return await client.get(key)
+
+    return _async_round(env, get)
+
+
+def _async_naive_sdk(env: Env) -> ThroughputRound:
+    client = _aclient(env)
+    telemetry = sdk(env)
+    tracer, counter = telemetry.tracer(), telemetry.counter()
+    success = {"operation": "get", "result": "success"}
+
+    @tenacity.retry(
+        stop=tenacity.stop_after_attempt(3),
+        wait=tenacity.wait_exponential_jitter(multiplier=0.025, max=0.2, jitter=0.025),
+        retry=tenacity.retry_if_exception_type(_RETRYABLE),
+        reraise=True,
+    )
+    async def attempt(key: str) -> bytes | str | None:
+        return await client.get(key)
+
+    async def get(key: str) -> bytes | str | None:
+        with tracer.start_as_current_span("naive get"):
+            value = await attempt(key)
+            counter.add(1, success)
+            return value
+
+    return _async_round(env, get)
+
+
+add_variant(
+    "async-64",
+    Variant(
+        "guarded-sdk",
+        "@redis_guarded (async def), SDK configured",
+        _async_guarded_sdk,
+        target=0.85,
+    ),
+)
+add_variant(
+    "async-64",
+    Variant(
+        "naive-sdk",
+        "span + counter + tenacity async @retry, SDK",
+        _async_naive_sdk,
+        reference="0.29",
+    ),
+)
+
+# What redisguard puts on a short-circuit span (see redisguard/_telemetry.py), for the
+# "minimal complete span" reference: the SDK's own cost of a span like ours.
+_OPEN_ATTRIBUTES: dict[str, Any] = {
+    "db.system.name": "redis",
+    "redisguard.operation": "bench.open.span",
+    "redisguard.breaker": "bench-open-span",
+    "redisguard.circuit_state": "open",
+    "redisguard.outcome": "fallback",
+    "redisguard.attempts": 0,
+    "redisguard.short_circuited": True,
+}
+_CIRCUIT_OPEN = Status(StatusCode.ERROR, "circuit open")
+
+
+def _bare_span(env: Env) -> LatencyRound:
+    tracer = sdk(env).tracer()
+
+    def span(key: str) -> None:
+        tracer.start_span("x").end()
+
+    return _latency_round(span)
+
+
+def _minimal_span(env: Env) -> LatencyRound:
+    tracer = sdk(env).tracer()
+
+    def span(key: str) -> None:
+        s = tracer.start_span("redisguard bench.open.span", attributes=_OPEN_ATTRIBUTES)
+        s.set_status(_CIRCUIT_OPEN)
+        s.end()
+
+    return _latency_round(span)
+
+
+def _open_guarded_sdk(fallback: Any, name: str) -> Callable[[Env], LatencyRound]:
+    def build(env: Env) -> LatencyRound:
+        telemetry = sdk(env)
+        guard = _NoIOGuard(env)
+        breaker = bench_breaker(f"bench-sdk-{name}", threshold=3, reset=3600.0)
+        fn = redis_guarded(
+            name=f"bench.open.sdk.{name}",
+            fallback=fallback,
+            breaker=breaker,
+            retry=RetryPolicy(attempts=3, backoff=0.0, max_backoff=0.0, jitter=0.0),
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+        )(guard.get)
+        _trip(fn, breaker)
+        return _spans_per_call(_latency_round(fn, guard), telemetry)
+
+    return build
+
+
+def _open_naive_sdk(env: Env) -> LatencyRound:
+    telemetry = sdk(env)
+    tracer, counter = telemetry.tracer(), telemetry.counter()
+    guard = _NoIOGuard(env)
+    cb = pybreaker.CircuitBreaker(fail_max=3, reset_timeout=3600)
+    success = {"operation": "get", "result": "success"}
+    fallback = {"operation": "get", "result": "fallback"}
+
+    def get(key: str) -> bytes | str | None:
+        with tracer.start_as_current_span("naive get") as span:
+            try:
+                for attempt in _naive_retrying():
+                    with attempt:
+                        value: bytes | str | None = cb.call(guard.get, key)
+                        counter.add(1, success)
+                        return value
+            except (*_RETRYABLE, pybreaker.CircuitBreakerError):
+                counter.add(1, fallback)
+                span.set_status(_CIRCUIT_OPEN)
+                return None
+        raise AssertionError("unreachable: reraise=True")  # pragma: no cover
+
+    deadline = time.monotonic() + 10.0
+    while cb.current_state != "open" and time.monotonic() < deadline:
+        get(_KEY)
+    return _spans_per_call(_latency_round(get, guard), telemetry)
+
+
+register(
+    Scenario(
+        key="open-circuit-sdk",
+        title="open circuit, SDK configured: a span per fallback vs one bare span",
+        kind="latency",
+        compare_p50=True,
+        # Spans cost 10-50 us each: fewer calls per round keep the scenario's time bounded.
+        calls_scale=0.5,
+        variants=[
+            Variant("span", "bare span: start_span('x').end()", _bare_span),
+            Variant(
+                "span-min",
+                "minimal complete span (7 attributes + status)",
+                _minimal_span,
+            ),
+            Variant(
+                "guarded-value",
+                "@redis_guarded, fallback value",
+                _open_guarded_sdk(None, "value"),
+                target=1.2,
+            ),
+            Variant(
+                "guarded-callable",
+                "@redis_guarded, fallback callable",
+                _open_guarded_sdk(_stale, "callable"),
+                target=1.2,
+            ),
+            Variant(
+                "naive",
+                "open pybreaker + tenacity + span + counter",
+                _open_naive_sdk,
+                reference="52/139 us",
+            ),
+        ],
+    )
+)
+
+
 # -- the harness ------------------------------------------------------------------------------
 @dataclass
 class VariantResult:
@@ -573,8 +918,11 @@ class VariantResult:
     per-round extra wall time per operation relative to the baseline) and
     ``cpu_overhead_us`` (the same in process CPU time, which a busy machine disturbs less);
     latency scenarios fill ``p50_ns``/``p99_ns`` (medians over rounds of each round's
-    quantile), ``p99_pooled_ns`` and ``p999_ns`` (over all samples). ``met`` is None when
-    the variant has no target.
+    quantile), ``p99_pooled_ns`` and ``p999_ns`` (over all samples), and ``p50_ratio`` (the
+    median over rounds of this variant's p50 / the baseline's p50) when the scenario compares
+    p50s. ``network_calls`` counts calls that reached the network during the measured rounds
+    (None when the variant does not count them). ``met`` is None when the variant has no
+    target.
     """
 
     key: str
@@ -591,6 +939,8 @@ class VariantResult:
     p99_ns: int | None = None
     p99_pooled_ns: int | None = None
     p999_ns: int | None = None
+    p50_ratio: float | None = None
+    network_calls: int | None = None
     met: bool | None = None
 
 
@@ -624,37 +974,71 @@ def _ops_per_round(fn: ThroughputRound, seconds: float) -> int:
         n *= 4
 
 
+@dataclass
+class _Built:
+    """A built variant: its round function, its between-round hooks, its network counters."""
+
+    fn: Callable[[int], Any]
+    hooks: list[Callable[[], None]]
+    network: list[Callable[[], int]]
+
+    def run(self, n: int) -> Any:
+        """An untimed round (warm-up): hooks around it."""
+        self.tidy()
+        try:
+            return self.fn(n)
+        finally:
+            self.tidy()
+
+    def tidy(self) -> None:
+        for hook in self.hooks:
+            hook()
+
+    def entries(self) -> int | None:
+        return sum(count() for count in self.network) if self.network else None
+
+
+def _network_calls(built: _Built, before: int | None) -> int | None:
+    after = built.entries()
+    return None if after is None or before is None else after - before
+
+
 def _run_throughput(
     scenario: Scenario,
-    rounds_fns: list[ThroughputRound],
+    built: list[_Built],
     settings: Settings,
     progress: Callable[[str], None],
 ) -> ScenarioResult:
     rounds, seconds = settings.for_scenario(scenario)
-    for fn in rounds_fns:  # warm-up: connections, caches, lazily created state
-        fn(256)
-    n = _ops_per_round(rounds_fns[0], seconds)
-    for fn in rounds_fns:
-        fn(max(64, n // 4))
-    k = len(rounds_fns)
-    times: list[list[float]] = [[] for _ in rounds_fns]
-    cpu: list[list[float]] = [[] for _ in rounds_fns]
+    for b in built:  # warm-up: connections, caches, lazily created state
+        b.run(256)
+    n = _ops_per_round(built[0].run, seconds)
+    for b in built:
+        b.run(max(64, n // 4))
+    k = len(built)
+    times: list[list[float]] = [[] for _ in built]
+    cpu: list[list[float]] = [[] for _ in built]
     cpu_clock = time.process_time
+    io_before = [b.entries() for b in built]
     for r in range(rounds):
         gc.collect()
         # Rotate who goes first, so no variant always runs right after the collection.
         for j in range(k):
             i = (r + j) % k
+            built[i].tidy()
             cpu_began = cpu_clock()
-            times[i].append(rounds_fns[i](n))
+            times[i].append(built[i].fn(n))
             cpu[i].append(cpu_clock() - cpu_began)
+            built[i].tidy()
         progress(f"  {scenario.key}: round {r + 1}/{rounds}")
     base = times[0]
     results = []
-    for variant, ts, cs in zip(scenario.variants, times, cpu, strict=True):
-        ratios = [b / t for b, t in zip(base, ts, strict=True)]
-        extra_us = [(t - b) / n * 1e6 for b, t in zip(base, ts, strict=True)]
-        extra_cpu_us = [(c - b) / n * 1e6 for b, c in zip(cpu[0], cs, strict=True)]
+    for variant, b, before, ts, cs in zip(
+        scenario.variants, built, io_before, times, cpu, strict=True
+    ):
+        ratios = [b0 / t for b0, t in zip(base, ts, strict=True)]
+        extra_us = [(t - b0) / n * 1e6 for b0, t in zip(base, ts, strict=True)]
+        extra_cpu_us = [(c - b0) / n * 1e6 for b0, c in zip(cpu[0], cs, strict=True)]
         median = statistics.median(ratios)
         results.append(
             VariantResult(
@@ -668,6 +1052,7 @@ def _run_throughput(
                 ops_per_s=n / statistics.median(ts),
                 overhead_us=statistics.median(extra_us),
                 cpu_overhead_us=statistics.median(extra_cpu_us),
+                network_calls=_network_calls(b, before),
                 met=None if variant.target is None else median >= variant.target,
             )
         )
@@ -676,32 +1061,50 @@ def _run_throughput(
 
 def _run_latency(
     scenario: Scenario,
-    rounds_fns: list[LatencyRound],
+    built: list[_Built],
     settings: Settings,
     progress: Callable[[str], None],
 ) -> ScenarioResult:
-    n = settings.latency_calls
-    for fn in rounds_fns:
-        fn(min(n, 1_000))
+    n = max(100, round(settings.latency_calls * scenario.calls_scale))
+    for b in built:
+        b.run(min(n, 1_000))
     # Per round and variant: the samples. A round that another process preempted often has
     # a high p99; the median over rounds of each round's quantile is what the code costs.
-    samples: list[list[list[int]]] = [[] for _ in rounds_fns]
+    samples: list[list[list[int]]] = [[] for _ in built]
     rounds = settings.latency_rounds
-    k = len(rounds_fns)
+    k = len(built)
+    io_before = [b.entries() for b in built]
     for r in range(rounds):
         gc.collect()
         for j in range(k):
             i = (r + j) % k
-            samples[i].append(sorted(rounds_fns[i](n)))
+            built[i].tidy()
+            samples[i].append(sorted(built[i].fn(n)))
+            built[i].tidy()
         progress(f"  {scenario.key}: round {r + 1}/{rounds}")
+    base_p50s = [_quantile(round_, 0.5) for round_ in samples[0]]
     results = []
-    for variant, per_round in zip(scenario.variants, samples, strict=True):
+    for variant, b, before, per_round in zip(
+        scenario.variants, built, io_before, samples, strict=True
+    ):
         pooled = sorted(ns for round_ in per_round for ns in round_)
 
         def typical(q: float, per_round: list[list[int]] = per_round) -> int:
             return int(statistics.median(_quantile(round_, q) for round_ in per_round))
 
         p99 = typical(0.99)
+        ratio = None
+        if scenario.compare_p50:
+            ratio = statistics.median(
+                _quantile(round_, 0.5) / max(base, 1)
+                for round_, base in zip(per_round, base_p50s, strict=True)
+            )
+        if variant.target is None:
+            met = None
+        elif ratio is not None:
+            met = ratio <= variant.target
+        else:
+            met = p99 <= variant.target
         results.append(
             VariantResult(
                 key=variant.key,
@@ -712,7 +1115,9 @@ def _run_latency(
                 p99_ns=p99,
                 p99_pooled_ns=int(_quantile(pooled, 0.99)),
                 p999_ns=int(_quantile(pooled, 0.999)),
-                met=None if variant.target is None else p99 <= variant.target,
+                p50_ratio=ratio,
+                network_calls=_network_calls(b, before),
+                met=met,
             )
         )
     return ScenarioResult(scenario.key, scenario.title, scenario.kind, rounds, n, results)
@@ -727,10 +1132,13 @@ def run_scenario(
     """Build every variant of ``scenario`` against ``url`` and measure them interleaved."""
     with contextlib.ExitStack() as stack:
         env = Env(url=url, settings=settings, stack=stack)
-        fns = [variant.build(env) for variant in scenario.variants]
+        built = []
+        for variant in scenario.variants:
+            fn = variant.build(env)
+            built.append(_Built(fn, *env._take()))
         if scenario.kind == "throughput":
-            return _run_throughput(scenario, fns, settings, progress)
-        return _run_latency(scenario, fns, settings, progress)
+            return _run_throughput(scenario, built, settings, progress)
+        return _run_latency(scenario, built, settings, progress)
 
 
 @contextlib.contextmanager
@@ -743,14 +1151,18 @@ def _private_server() -> Iterator[str]:
 
 
 def _otel_mode() -> str:
-    from opentelemetry import metrics, trace
-
     tracer = trace.get_tracer_provider()
     meter = metrics.get_meter_provider()
     api_only = type(tracer).__name__.startswith(("Proxy", "NoOp")) and type(
         meter
     ).__name__.startswith(("_Proxy", "Proxy", "NoOp"))
     return "API only (no SDK configured)" if api_only else "SDK configured"
+
+
+_SDK_NOTE = (
+    "'SDK' rows: explicit TracerProvider(SimpleSpanProcessor(InMemorySpanExporter())) + "
+    "MeterProvider(InMemoryMetricReader()) per variant"
+)
 
 
 def _redis_version(url: str) -> str:
@@ -806,6 +1218,7 @@ def run_benchmarks(
                 "tenacity": _dist_version("tenacity"),
                 "redisguard": redisguard.__version__,
                 "opentelemetry": _otel_mode(),
+                "opentelemetry_sdk_rows": _SDK_NOTE,
                 "settings": asdict(settings),
             }
             results = [
@@ -833,7 +1246,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"redisguard {meta['redisguard']} | Python {meta['python']} | redis-py {meta['redis_py']}"
         f" | redis-server {meta['redis_server']} | {meta['cpus']} CPUs"
-        f" | OpenTelemetry: {meta['opentelemetry']}",
+        f" | OpenTelemetry globals: {meta['opentelemetry']}",
+        meta.get("opentelemetry_sdk_rows", ""),
         "throughput: ratio = median over rounds of (baseline time / variant time), IQR of "
         "those ratios;",
         "  +us/op = median extra wall time per operation, +cpu us = the same in process CPU time",
@@ -858,17 +1272,25 @@ def format_report(report: dict[str, Any]) -> str:
                     f"{v['cpu_overhead_us']:>+7.2f} {target:>7} {v['reference']:>6}{status}"
                 )
         else:
+            compare = any(v["p50_ratio"] is not None for v in sc["variants"])
+            ratio_head = f" {'p50/base':>8}" if compare else ""
             lines.append(
                 f"  {'variant':<46} {'p50 us':>8} {'p99 us':>8} {'p99 all':>8} "
-                f"{'p99.9 all':>9} {'target':>9} {'brief':>12}"
+                f"{'p99.9 all':>9}{ratio_head} {'target':>10} {'brief':>10}"
             )
             for v in sc["variants"]:
-                target = f"p99<={v['target'] / 1000:g}" if v["target"] is not None else ""
+                if v["target"] is None:
+                    target = ""
+                elif compare:
+                    target = f"p50<={v['target']:g}x"
+                else:
+                    target = f"p99<={v['target'] / 1000:g}us"
+                ratio = f" {v['p50_ratio']:>8.2f}" if compare else ""
                 status = {True: " ok", False: " MISS", None: ""}[v["met"]]
                 lines.append(
                     f"  {v['label']:<46} {v['p50_ns'] / 1000:>8.2f} {v['p99_ns'] / 1000:>8.2f} "
-                    f"{v['p99_pooled_ns'] / 1000:>8.2f} {v['p999_ns'] / 1000:>9.2f} "
-                    f"{target:>9} {v['reference']:>12}{status}"
+                    f"{v['p99_pooled_ns'] / 1000:>8.2f} {v['p999_ns'] / 1000:>9.2f}{ratio} "
+                    f"{target:>10} {v['reference']:>10}{status}"
                 )
         lines.append("")
     return "\n".join(lines)
