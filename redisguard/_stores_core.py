@@ -19,7 +19,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ._breaker import OPEN, Breaker, get_breaker
 from ._config import RetryPolicy
@@ -30,6 +30,10 @@ from ._errors import (
 )
 from ._guard import DEFAULT_RETRY, Failure, current_failure, redis_guarded
 from ._tally import Tally
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
 __all__ = [
     "AsyncCommands",
@@ -107,12 +111,17 @@ def resolve_breaker(breaker: str | Breaker) -> Breaker:
 
 
 def _guard_options(
-    spec: OpSpec, name: str, breaker: Breaker, retry: RetryPolicy | None
+    spec: OpSpec,
+    name: str,
+    breaker: Breaker,
+    retry: RetryPolicy | None,
+    telemetry: Mapping[str, Any],
 ) -> dict[str, Any]:
     options: dict[str, Any] = {
         "name": f"{name}.{spec.suffix}",
         "breaker": breaker,
         "retry": retry if spec.retry else None,
+        **telemetry,
     }
     if spec.degrade:
         options["fallback"] = _outage
@@ -126,8 +135,11 @@ def sync_ops(
     name: str,
     breaker: Breaker,
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
 ) -> dict[str, Callable[..., Any]]:
     """One ``@redis_guarded`` sync function per op, each sending its one command."""
+    telemetry = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
     ops: dict[str, Callable[..., Any]] = {}
     for key, spec in specs.items():
         command = spec.command
@@ -136,7 +148,7 @@ def sync_ops(
             return client.execute_command(_command, *args)
 
         run.__qualname__ = run.__name__ = f"{name}.{spec.suffix}"
-        ops[key] = redis_guarded(**_guard_options(spec, name, breaker, retry))(run)
+        ops[key] = redis_guarded(**_guard_options(spec, name, breaker, retry, telemetry))(run)
     return ops
 
 
@@ -147,8 +159,11 @@ def async_ops(
     name: str,
     breaker: Breaker,
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
 ) -> dict[str, Callable[..., Awaitable[Any]]]:
     """The asyncio twin of :func:`sync_ops`."""
+    telemetry = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
     ops: dict[str, Callable[..., Awaitable[Any]]] = {}
     for key, spec in specs.items():
         command = spec.command
@@ -157,7 +172,7 @@ def async_ops(
             return await client.execute_command(_command, *args)
 
         run.__qualname__ = run.__name__ = f"{name}.{spec.suffix}"
-        ops[key] = redis_guarded(**_guard_options(spec, name, breaker, retry))(run)
+        ops[key] = redis_guarded(**_guard_options(spec, name, breaker, retry, telemetry))(run)
     return ops
 
 

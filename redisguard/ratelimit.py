@@ -35,7 +35,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 from redis.exceptions import NoScriptError
 
@@ -55,6 +55,10 @@ from ._stores_core import (
     sync_ops,
 )
 from ._tally import Tally
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
 __all__ = [
     "GCRA_SCRIPT",
@@ -305,6 +309,8 @@ class RateLimiter(_LimiterCore):
         local_max_keys: Memory bound of the local limiter.
         local_limit: Per-process limit for ``"local"`` (default ``limit``; with N processes
             the effective limit during an outage is up to N times this).
+        tracer_provider, meter_provider: Where this component's spans and metrics go
+            (the global providers when None).
     """
 
     def __init__(
@@ -319,11 +325,20 @@ class RateLimiter(_LimiterCore):
         breaker: str | Breaker = "redis",
         local_max_keys: int = 10_000,
         local_limit: int | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         super().__init__(
             limit, window, on_unavailable, prefix, name, breaker, local_max_keys, local_limit
         )
-        self._ops = sync_ops(client, self.SPECS, name=name, breaker=self.breaker)
+        self._ops = sync_ops(
+            client,
+            self.SPECS,
+            name=name,
+            breaker=self.breaker,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+        )
 
     def hit(self, key: str, cost: int = 1) -> Decision:
         """Count one request (or ``cost``) for ``key`` and decide; one Redis round trip."""
@@ -345,12 +360,19 @@ class AsyncRateLimiter(_LimiterCore):
         breaker: str | Breaker = "redis",
         local_max_keys: int = 10_000,
         local_limit: int | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         super().__init__(
             limit, window, on_unavailable, prefix, name, breaker, local_max_keys, local_limit
         )
         self._ops: dict[str, Callable[..., Awaitable[Any]]] = async_ops(
-            client, self.SPECS, name=name, breaker=self.breaker
+            client,
+            self.SPECS,
+            name=name,
+            breaker=self.breaker,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
         )
 
     async def hit(self, key: str, cost: int = 1) -> Decision:

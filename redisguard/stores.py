@@ -29,7 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._breaker import Breaker
 from ._config import RetryPolicy
@@ -53,6 +53,10 @@ from ._stores_core import (
     sync_ops,
     unavailable,
 )
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
 __all__ = [
     "AsyncClientRegistry",
@@ -199,6 +203,8 @@ class SessionStore(_SessionCore):
         breaker: Breaker name or object guarding the calls.
         name: Operation name prefix for logs and metrics (``session.get``...).
         retry: Retry policy for transient errors (``None``: one attempt).
+        tracer_provider, meter_provider: Where this component's spans and metrics go
+            (the global providers when None).
     """
 
     def __init__(
@@ -210,9 +216,19 @@ class SessionStore(_SessionCore):
         breaker: str | Breaker = "redis",
         name: str = "session",
         retry: RetryPolicy | None = _DEFAULT,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         super().__init__(prefix, ttl, name, breaker, retry)
-        self._ops = sync_ops(client, self.SPECS, name=name, breaker=self.breaker, retry=self._retry)
+        self._ops = sync_ops(
+            client,
+            self.SPECS,
+            name=name,
+            breaker=self.breaker,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            retry=self._retry,
+        )
 
     def get(self, session_id: str, *, strict: bool = False) -> Any:
         """The session's value, or None if it does not exist (or is unreadable).
@@ -263,10 +279,18 @@ class AsyncSessionStore(_SessionCore):
         breaker: str | Breaker = "redis",
         name: str = "session",
         retry: RetryPolicy | None = _DEFAULT,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         super().__init__(prefix, ttl, name, breaker, retry)
         self._ops = async_ops(
-            client, self.SPECS, name=name, breaker=self.breaker, retry=self._retry
+            client,
+            self.SPECS,
+            name=name,
+            breaker=self.breaker,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            retry=self._retry,
         )
 
     async def get(self, session_id: str, *, strict: bool = False) -> Any:
@@ -367,6 +391,8 @@ class TokenStore(_TokenCore):
         breaker: Breaker name or object guarding the calls.
         name: Operation name prefix (``token.get``...).
         retry: Retry policy for transient errors.
+        tracer_provider, meter_provider: Where this component's spans and metrics go
+            (the global providers when None).
     """
 
     def __init__(
@@ -377,9 +403,19 @@ class TokenStore(_TokenCore):
         breaker: str | Breaker = "redis",
         name: str = "token",
         retry: RetryPolicy | None = _DEFAULT,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         super().__init__(prefix, name, breaker, retry)
-        self._ops = sync_ops(client, self.SPECS, name=name, breaker=self.breaker, retry=self._retry)
+        self._ops = sync_ops(
+            client,
+            self.SPECS,
+            name=name,
+            breaker=self.breaker,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            retry=self._retry,
+        )
 
     def save(
         self,
@@ -425,10 +461,18 @@ class AsyncTokenStore(_TokenCore):
         breaker: str | Breaker = "redis",
         name: str = "token",
         retry: RetryPolicy | None = _DEFAULT,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         super().__init__(prefix, name, breaker, retry)
         self._ops = async_ops(
-            client, self.SPECS, name=name, breaker=self.breaker, retry=self._retry
+            client,
+            self.SPECS,
+            name=name,
+            breaker=self.breaker,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            retry=self._retry,
         )
 
     async def save(
@@ -522,6 +566,8 @@ class ClientRegistry(_RegistryCore):
         breaker: Breaker name or object guarding the calls.
         name: Operation name prefix (``client_registry.register``...).
         retry: Retry policy for ``get`` and ``delete`` (``register`` is never retried).
+        tracer_provider, meter_provider: Where this component's spans and metrics go
+            (the global providers when None).
         new_id: Generates client ids.
     """
 
@@ -534,10 +580,20 @@ class ClientRegistry(_RegistryCore):
         breaker: str | Breaker = "redis",
         name: str = "client_registry",
         retry: RetryPolicy | None = _DEFAULT,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
         new_id: Callable[[], str] = _new_client_id,
     ) -> None:
         super().__init__(prefix, ttl, name, breaker, retry, new_id)
-        self._ops = sync_ops(client, self.SPECS, name=name, breaker=self.breaker, retry=self._retry)
+        self._ops = sync_ops(
+            client,
+            self.SPECS,
+            name=name,
+            breaker=self.breaker,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            retry=self._retry,
+        )
 
     def register(
         self, metadata: Mapping[str, Any], *, client_id: str | None = None
@@ -580,11 +636,19 @@ class AsyncClientRegistry(_RegistryCore):
         breaker: str | Breaker = "redis",
         name: str = "client_registry",
         retry: RetryPolicy | None = _DEFAULT,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
         new_id: Callable[[], str] = _new_client_id,
     ) -> None:
         super().__init__(prefix, ttl, name, breaker, retry, new_id)
         self._ops: dict[str, Callable[..., Awaitable[Any]]] = async_ops(
-            client, self.SPECS, name=name, breaker=self.breaker, retry=self._retry
+            client,
+            self.SPECS,
+            name=name,
+            breaker=self.breaker,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            retry=self._retry,
         )
 
     async def register(

@@ -30,7 +30,7 @@ from redisguard import (
 from redisguard.health import readiness
 from redisguard.stores import SessionStore
 from redisguard.testing import RedisServer
-from redisguard.testing._soak import SecretScanner, capture_logs, route_spans, span_text
+from redisguard.testing._soak import SecretScanner, capture_logs, span_text
 
 ServerFactory = Callable[..., RedisServer]
 
@@ -167,8 +167,9 @@ def test_wrong_password_is_not_retried_logged_every_attempt_and_trips_the_breake
         attempts += 1
         return client.get(key)
 
-    sessions = SessionStore(client, breaker=breaker, retry=RetryPolicy(attempts=5))
-    route_spans(sessions, provider)
+    sessions = SessionStore(
+        client, breaker=breaker, retry=RetryPolicy(attempts=5), tracer_provider=provider
+    )
     session_id = scanner.new("session id")
     try:
         for call in range(1, 3):

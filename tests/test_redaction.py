@@ -28,7 +28,7 @@ from redisguard.stores import (
     TokenStore,
 )
 from redisguard.testing import FaultProxy, RedisServer
-from redisguard.testing._soak import SecretScanner, capture_logs, route_spans, span_text
+from redisguard.testing._soak import SecretScanner, capture_logs, span_text
 
 ServerFactory = Callable[..., RedisServer]
 FAST = RetryPolicy(attempts=2, deadline=0.3)
@@ -88,11 +88,10 @@ def test_sync_stores_leak_nothing_through_an_outage(
             proxy.url, socket_timeout=0.15, socket_connect_timeout=0.15, breakers=[breaker]
         )
         try:
-            sessions = SessionStore(client, breaker=breaker, retry=FAST)
-            tokens = TokenStore(client, breaker=breaker, retry=FAST)
-            registry = ClientRegistry(client, breaker=breaker, retry=FAST)
-            for store in (sessions, tokens, registry):
-                route_spans(store, provider)
+            common = {"breaker": breaker, "retry": FAST, "tracer_provider": provider}
+            sessions = SessionStore(client, **common)
+            tokens = TokenStore(client, **common)
+            registry = ClientRegistry(client, **common)
 
             @redisguard.redis_guarded(
                 name="profile.get", fallback="none", breaker=breaker, tracer_provider=provider
@@ -143,10 +142,8 @@ async def test_async_stores_leak_nothing_through_an_outage(
     breaker = Breaker("redaction-async", BreakerConfig(failure_threshold=2))
     client = await redisguard.aconnect(server.url, socket_timeout=0.15, breakers=[breaker])
     try:
-        sessions = AsyncSessionStore(client, breaker=breaker, retry=FAST)
-        tokens = AsyncTokenStore(client, breaker=breaker, retry=FAST)
-        route_spans(sessions, provider)
-        route_spans(tokens, provider)
+        sessions = AsyncSessionStore(client, breaker=breaker, retry=FAST, tracer_provider=provider)
+        tokens = AsyncTokenStore(client, breaker=breaker, retry=FAST, tracer_provider=provider)
         session_id, token_id = scanner.new("session id"), scanner.new("token id")
         token_value = scanner.new("token")
         await sessions.set(session_id, {"n": 1})

@@ -27,7 +27,6 @@ from redisguard.testing._soak import (
     OUTAGE_KINDS,
     SecretScanner,
     capture_logs,
-    route_spans,
     span_text,
 )
 
@@ -145,8 +144,7 @@ def test_sync_stores_over_tls_survive_kill_and_pause(
         breakers=[breaker],
     )
     try:
-        sessions = SessionStore(client, breaker=breaker)
-        route_spans(sessions, provider)
+        sessions = SessionStore(client, breaker=breaker, tracer_provider=provider)
         session_id = scanner.new("session id")
         sessions.set(session_id, {"user": 42})
 

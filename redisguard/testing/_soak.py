@@ -428,23 +428,6 @@ def tracer_provider_for(scanner: SecretScanner) -> Any:
     return provider
 
 
-def route_spans(store: object, tracer_provider: Any) -> None:
-    """Send a store's spans to ``tracer_provider``.
-
-    The stores take no ``tracer_provider=`` yet, so this points each of the store's guarded
-    operations at the provider's telemetry (the same object ``@redis_guarded(...,
-    tracer_provider=...)`` would use).
-    """
-    from redisguard._telemetry import telemetry_for  # noqa: PLC0415 - internal hook
-
-    telemetry = telemetry_for(tracer_provider, None)
-    ops: dict[str, Any] = getattr(store, "_ops", {})
-    for op in ops.values():
-        guard = getattr(op, "__redisguard__", None)
-        if guard is not None:
-            guard.telemetry = telemetry
-
-
 # ------------------------------------------------------------------------------ recorder
 
 
@@ -1070,14 +1053,13 @@ class _Soak:
 
         session_cls = stores.AsyncSessionStore if asynchronous else stores.SessionStore
         token_cls = stores.AsyncTokenStore if asynchronous else stores.TokenStore
-        breaker, retry = self.breaker, self.config.retry
-        sessions = session_cls(
-            client, prefix="soak:s:", ttl=_SESSION_TTL, breaker=breaker, retry=retry
-        )
-        tokens = token_cls(client, prefix="soak:t:", breaker=breaker, retry=retry)
-        if self.tracer_provider is not None:
-            route_spans(sessions, self.tracer_provider)
-            route_spans(tokens, self.tracer_provider)
+        common: dict[str, Any] = {
+            "breaker": self.breaker,
+            "retry": self.config.retry,
+            "tracer_provider": self.tracer_provider,
+        }
+        sessions = session_cls(client, prefix="soak:s:", ttl=_SESSION_TTL, **common)
+        tokens = token_cls(client, prefix="soak:t:", **common)
         return sessions, tokens
 
     def say(self, text: str) -> None:
