@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import enum
+import ssl
 from collections.abc import Callable
 
 from redis import exceptions as rx
@@ -22,7 +23,9 @@ class ErrorKind(enum.Enum):
     ``TRANSIENT``           yes      yes                       yes       connection refused/reset,
                                                                          timeouts, LOADING, failover
     ``MISCONFIGURED``       no       yes                       yes       wrong password, no ACL
-                                                                         permission (logged ERROR)
+                                                                         permission, a TLS
+                                                                         certificate that does
+                                                                         not verify (logged ERROR)
     ``REJECTED``            no       no                        yes       local pool exhausted; an
                                                                          inner guard already gave up
     ``PROPAGATE``           no       no                        no        WRONGTYPE, DataError, the
@@ -73,10 +76,25 @@ def classify_error(exc: BaseException) -> ErrorKind:
     if not isinstance(exc, Exception):
         # CancelledError, KeyboardInterrupt, SystemExit: never retried, counted or swallowed.
         return ErrorKind.PROPAGATE
-    if isinstance(exc, _MISCONFIGURED):
+    if isinstance(exc, _MISCONFIGURED) or _bad_certificate(exc):
         return ErrorKind.MISCONFIGURED
     if isinstance(exc, _REJECTED):
         return ErrorKind.REJECTED
     if isinstance(exc, _TRANSIENT):
         return ErrorKind.TRANSIENT
     return ErrorKind.PROPAGATE
+
+
+def _bad_certificate(exc: BaseException) -> bool:
+    """A TLS certificate that does not verify: a configuration problem, not an outage.
+
+    redis-py reports it as a ``ConnectionError`` caused by ``ssl.SSLCertVerificationError``.
+    """
+    seen = 0
+    cause: BaseException | None = exc
+    while cause is not None and seen < 8:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+        seen += 1
+    return False

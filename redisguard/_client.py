@@ -483,8 +483,13 @@ def _ready_retrying_options(target: _Target, wait: float) -> dict[str, Any]:
 
 
 def _startup_error(shown: str, exc: BaseException) -> RedisguardError:
+    """A startup failure: ConfigError for what a retry cannot fix, else RedisUnavailableError."""
     if isinstance(exc, redis.AuthenticationError | redis.exceptions.AuthorizationError):
         return ConfigError(f"Redis at {shown} rejected the credentials: {redact_text(str(exc))}")
+    if classify_error(exc) is ErrorKind.MISCONFIGURED:
+        return ConfigError(
+            f"Redis at {shown} cannot be used as configured: {redact_text(str(exc))}"
+        )
     return RedisUnavailableError(
         f"Redis at {shown} is not reachable: {type(exc).__name__}: {redact_text(str(exc))}",
         operation="connect",

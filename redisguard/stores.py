@@ -167,7 +167,10 @@ class _SessionCore(_Core):
         raw = yield ("get", (key,))
         if isinstance(raw, Outage):
             if strict:
-                raise unavailable("session lookup", self.breaker, raw.failure, f"{self.name}.get")
+                cause = raw.failure.exception if raw.failure is not None else None
+                raise unavailable(
+                    "session lookup", self.breaker, raw.failure, f"{self.name}.get"
+                ) from cause
             logger.debug(
                 "Session lookup fallback - treating as not found",
                 extra={"category": self.KIND, "session": fingerprint(session_id)},

@@ -266,3 +266,20 @@ def test_corrupt_values_are_exported_as_metrics() -> None:
     }
     assert values["session.get"] == expected >= 2
     provider.shutdown()
+
+
+def test_strict_session_read_chains_the_redis_error(
+    client: GuardedRedis, server: RedisServer
+) -> None:
+    """A strict read that reached Redis and failed carries the Redis error as its cause."""
+    import redis as redis_py
+
+    from redisguard import Breaker
+
+    store = SessionStore(
+        client, retry=None, breaker=Breaker("strict", BreakerConfig(failure_threshold=100))
+    )
+    server.kill()
+    with pytest.raises(TemporarilyUnavailableError) as info:
+        store.get("s", strict=True)
+    assert isinstance(info.value.__cause__, redis_py.ConnectionError)

@@ -14,12 +14,15 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 import redisguard
-from redisguard import Breaker, BreakerConfig, RedisguardError, StoreUnavailableError
+from redisguard import Breaker, BreakerConfig, ConfigError, StoreUnavailableError
 from redisguard.health import areadiness, readiness
 from redisguard.stores import AsyncSessionStore, SessionStore
 from redisguard.testing import RedisServer, ServerNotFoundError, SoakConfig, run_soak
@@ -214,11 +217,34 @@ def test_an_untrusted_certificate_fails_at_once_without_the_password(
 ) -> None:
     """Without the test CA, connect() fails at once, names the certificate, hides the password."""
     started = time.perf_counter()
-    with pytest.raises(RedisguardError, match="CERTIFICATE_VERIFY_FAILED") as info:
-        redisguard.connect(server.url, breakers=[])
+    with pytest.raises(ConfigError, match="CERTIFICATE_VERIFY_FAILED") as info:
+        redisguard.connect(server.url, breakers=[], wait=5.0)  # not retried: a config error
     assert time.perf_counter() - started < 1.0
     scanner.scan("error message", str(info.value))
     assert ":***@" in str(info.value)
+
+
+def test_an_untrusted_certificate_is_misconfigured_not_retried(server: RedisServer) -> None:
+    """At run time a certificate that does not verify is answered at once, never retried."""
+    client = redis.Redis.from_url(
+        server.url, socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+    )
+    attempts = 0
+
+    @redisguard.redis_guarded(
+        name="tls.untrusted", fallback="fb", breaker=Breaker("tls-untrusted")
+    )
+    def ping() -> Any:
+        nonlocal attempts
+        attempts += 1
+        return client.ping()
+
+    try:
+        assert ping() == "fb"
+        assert attempts == 1
+        assert redisguard.current_failure() is None  # only set inside the fallback
+    finally:
+        client.close()
 
 
 @pytest.mark.slow
