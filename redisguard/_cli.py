@@ -1,4 +1,4 @@
-"""The ``redisguard`` command line: ``redisguard demo`` and ``redisguard version``.
+"""The ``redisguard`` command line: ``redisguard demo``, ``redisguard soak``, ``version``.
 
 Argument parsing only; what the demo does lives in :mod:`redisguard._demo`.
 """
@@ -51,8 +51,14 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
     return parse
 
 
+def _soak_arguments(parser: argparse.ArgumentParser) -> None:
+    from .testing import _soak  # noqa: PLC0415 - keeps `redisguard demo` start-up light
+
+    _soak.add_arguments(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``redisguard`` argument parser (subcommands ``demo`` and ``version``)."""
+    """The ``redisguard`` argument parser (subcommands ``demo``, ``soak`` and ``version``)."""
     parser = argparse.ArgumentParser(
         prog="redisguard",
         description="Keep Redis-backed services working when Redis does not.",
@@ -60,6 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"redisguard {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("version", help="print the version", description="Print the version.")
+    soak = commands.add_parser(
+        "soak",
+        help="run the chaos soak: every fault kind, repeatedly, under a mixed workload",
+        description=(
+            "Drive the guarded stores from threads and asyncio tasks against a private "
+            "redis-server (appendfsync always) while kill, pause, blackhole, reset, latency and "
+            "LOADING faults repeat; verify nothing acknowledged is lost, only typed errors "
+            "escape, every outage cycles the breaker and no secret is logged. Exit 0 when "
+            "every invariant held."
+        ),
+    )
+    _soak_arguments(soak)
 
     demo = commands.add_parser(
         "demo",
@@ -155,6 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "version":
         print(f"redisguard {__version__}")
         return 0
+    if args.command == "soak":
+        from .testing import _soak  # noqa: PLC0415 - only this command needs the soak
+
+        return _soak.run_from_args(args)
     if args.command != "demo":
         parser.print_help(sys.stderr)
         return 2

@@ -300,3 +300,18 @@ def test_status_line() -> None:
     ):
         assert part in line
     assert "p99 -" in Status(0.1, "healthy", "closed", 0.0, 0, None).line()
+
+
+def test_soak_command_runs_a_short_soak_and_reports_json(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`redisguard soak` runs the chaos soak and exits 0 when every invariant held."""
+    import json
+
+    status = main(["soak", "--seconds", "3", "--fault", "kill", "--json", "--seed", "7"])
+    out = capsys.readouterr().out
+    result = json.loads(out)
+    assert status == 0, result.get("problems")
+    assert result["problems"] == []
+    assert result["leaks"] == []
+    assert any(row["kind"] == "kill" and row["faults"] >= 1 for row in result["rows"])

@@ -1344,9 +1344,8 @@ def run_soak(
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m redisguard.testing._soak [--seconds N] [--tls] [--plot FILE] [--json]``."""
-    parser = argparse.ArgumentParser(description="redisguard chaos soak")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The soak's command-line options (shared by ``redisguard soak`` and this module)."""
     parser.add_argument("--seconds", type=float, default=None, help="fault schedule length")
     parser.add_argument("--tls", action="store_true", help="run against a TLS server")
     parser.add_argument("--fault", action="append", choices=FAULT_KINDS, help="repeatable")
@@ -1354,7 +1353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--report", default=None, help="write the markdown table here")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--seed", type=int, default=None)
-    args = parser.parse_args(argv)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the soak as the parsed options say; 0 when every invariant held, else 1."""
     config = SoakConfig(tls=args.tls, seed=args.seed)
     if args.seconds is not None:
         config = replace(config, seconds=args.seconds)
@@ -1366,6 +1368,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     return 0 if result.ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m redisguard.testing._soak [--seconds N] [--tls] [--plot FILE] [--json]``."""
+    parser = argparse.ArgumentParser(description="redisguard chaos soak")
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
 
 
 if __name__ == "__main__":  # pragma: no cover
