@@ -117,6 +117,24 @@ class _Core:
     def key(self, ident: str) -> str:
         return self.prefix + ident
 
+    def _guard_ops(
+        self,
+        build: Callable[..., dict[str, Any]],
+        client: Any,
+        tracer_provider: TracerProvider | None,
+        meter_provider: MeterProvider | None,
+    ) -> dict[str, Any]:
+        """The store's guarded ops: ``build`` is :func:`sync_ops` or :func:`async_ops`."""
+        return build(
+            client,
+            self.SPECS,
+            name=self.name,
+            breaker=self.breaker,
+            retry=self._retry,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+        )
+
     def decode(self, raw: bytes | str, key: str, operation: str) -> Any:
         """Parse JSON; a corrupt value is a data error, answered as not found."""
         try:
@@ -223,15 +241,7 @@ class SessionStore(_SessionCore):
         meter_provider: MeterProvider | None = None,
     ) -> None:
         super().__init__(prefix, ttl, name, breaker, retry)
-        self._ops = sync_ops(
-            client,
-            self.SPECS,
-            name=name,
-            breaker=self.breaker,
-            tracer_provider=tracer_provider,
-            meter_provider=meter_provider,
-            retry=self._retry,
-        )
+        self._ops = self._guard_ops(sync_ops, client, tracer_provider, meter_provider)
 
     def get(self, session_id: str, *, strict: bool = False) -> Any:
         """The session's value, or None if it does not exist (or is unreadable).
@@ -286,15 +296,7 @@ class AsyncSessionStore(_SessionCore):
         meter_provider: MeterProvider | None = None,
     ) -> None:
         super().__init__(prefix, ttl, name, breaker, retry)
-        self._ops = async_ops(
-            client,
-            self.SPECS,
-            name=name,
-            breaker=self.breaker,
-            tracer_provider=tracer_provider,
-            meter_provider=meter_provider,
-            retry=self._retry,
-        )
+        self._ops = self._guard_ops(async_ops, client, tracer_provider, meter_provider)
 
     async def get(self, session_id: str, *, strict: bool = False) -> Any:
         """See :meth:`SessionStore.get`."""
@@ -410,15 +412,7 @@ class TokenStore(_TokenCore):
         meter_provider: MeterProvider | None = None,
     ) -> None:
         super().__init__(prefix, name, breaker, retry)
-        self._ops = sync_ops(
-            client,
-            self.SPECS,
-            name=name,
-            breaker=self.breaker,
-            tracer_provider=tracer_provider,
-            meter_provider=meter_provider,
-            retry=self._retry,
-        )
+        self._ops = self._guard_ops(sync_ops, client, tracer_provider, meter_provider)
 
     def save(
         self,
@@ -468,15 +462,7 @@ class AsyncTokenStore(_TokenCore):
         meter_provider: MeterProvider | None = None,
     ) -> None:
         super().__init__(prefix, name, breaker, retry)
-        self._ops = async_ops(
-            client,
-            self.SPECS,
-            name=name,
-            breaker=self.breaker,
-            tracer_provider=tracer_provider,
-            meter_provider=meter_provider,
-            retry=self._retry,
-        )
+        self._ops = self._guard_ops(async_ops, client, tracer_provider, meter_provider)
 
     async def save(
         self,
@@ -588,15 +574,7 @@ class ClientRegistry(_RegistryCore):
         new_id: Callable[[], str] = _new_client_id,
     ) -> None:
         super().__init__(prefix, ttl, name, breaker, retry, new_id)
-        self._ops = sync_ops(
-            client,
-            self.SPECS,
-            name=name,
-            breaker=self.breaker,
-            tracer_provider=tracer_provider,
-            meter_provider=meter_provider,
-            retry=self._retry,
-        )
+        self._ops = self._guard_ops(sync_ops, client, tracer_provider, meter_provider)
 
     def register(
         self, metadata: Mapping[str, Any], *, client_id: str | None = None
@@ -644,14 +622,8 @@ class AsyncClientRegistry(_RegistryCore):
         new_id: Callable[[], str] = _new_client_id,
     ) -> None:
         super().__init__(prefix, ttl, name, breaker, retry, new_id)
-        self._ops: dict[str, Callable[..., Awaitable[Any]]] = async_ops(
-            client,
-            self.SPECS,
-            name=name,
-            breaker=self.breaker,
-            tracer_provider=tracer_provider,
-            meter_provider=meter_provider,
-            retry=self._retry,
+        self._ops: dict[str, Callable[..., Awaitable[Any]]] = self._guard_ops(
+            async_ops, client, tracer_provider, meter_provider
         )
 
     async def register(
