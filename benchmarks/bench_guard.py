@@ -1217,6 +1217,8 @@ def run_benchmarks(
                 "pybreaker": getattr(pybreaker, "__version__", "?"),
                 "tenacity": _dist_version("tenacity"),
                 "redisguard": redisguard.__version__,
+                # An editable install may point at another checkout than this script's.
+                "redisguard_path": os.path.dirname(redisguard.__file__ or "?"),
                 "opentelemetry": _otel_mode(),
                 "opentelemetry_sdk_rows": _SDK_NOTE,
                 "settings": asdict(settings),
@@ -1247,6 +1249,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"redisguard {meta['redisguard']} | Python {meta['python']} | redis-py {meta['redis_py']}"
         f" | redis-server {meta['redis_server']} | {meta['cpus']} CPUs"
         f" | OpenTelemetry globals: {meta['opentelemetry']}",
+        f"redisguard imported from {meta.get('redisguard_path', '?')}",
         meta.get("opentelemetry_sdk_rows", ""),
         "throughput: ratio = median over rounds of (baseline time / variant time), IQR of "
         "those ratios;",
