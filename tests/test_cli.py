@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -225,32 +223,6 @@ def test_install_hint_names_both_package_managers() -> None:
     """The install hint covers apt and Homebrew and the --url alternative."""
     for needle in ("apt-get install -y redis-server", "brew install redis", "--url"):
         assert needle in INSTALL_HINT
-
-
-def _load_bench() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_guard.py"
-    spec = importlib.util.spec_from_file_location("bench_guard", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
-
-
-def test_benchmark_open_circuit_smoke() -> None:
-    """The benchmark's open-circuit scenario runs quickly and its fallback path does no I/O."""
-    bench = _load_bench()
-    settings = bench.Settings.quick()
-    report = bench.run_benchmarks(settings, only=["open-circuit"])
-    (scenario,) = report["scenarios"]
-    variants = {v["key"]: v for v in scenario["variants"]}
-    assert set(variants) == {"floor", "guarded-value", "guarded-callable", "pybreaker"}
-    assert all(v["p50_ns"] > 0 for v in variants.values())
-    assert report["meta"]["opentelemetry"] == "API only (no SDK configured)"
 
 
 def test_plot_rejects_unknown_suffix(capsys: pytest.CaptureFixture[str]) -> None:
