@@ -252,11 +252,6 @@ class Timeline:
             self._echo(event)
         return event
 
-    def of_kind(self, kind: EventKind) -> list[Event]:
-        """The events of one kind, in order."""
-        with self._lock:
-            return [e for e in self.events if e.kind == kind]
-
 
 def format_event(event: Event) -> str:
     """One timeline line: ``  +12.345s  breaker   closed -> open``."""

@@ -38,7 +38,6 @@ from ._telemetry import (
     record_propagated,
     record_short_circuit,
     start_degraded,
-    telemetry_for,
     trace_success_default,
 )
 
@@ -644,7 +643,7 @@ def redis_guarded(
             f"breaker must be a name, a redisguard.Breaker or a selector, got {breaker!r}"
         )
 
-    telemetry = telemetry_for(tracer_provider, meter_provider)
+    telemetry = Telemetry(tracer_provider, meter_provider)
     trace_default = trace_success_default()
 
     def decorate(fn: Any) -> Any:

@@ -50,7 +50,6 @@ __all__ = [
     "DURATION_BUCKETS",
     "OpenTelemetryListener",
     "Telemetry",
-    "telemetry_for",
     "trace_success_default",
 ]
 
@@ -281,14 +280,6 @@ class Telemetry:
                 return None
             tracer = self._tracer = provider.get_tracer(SCOPE, __version__)
         return tracer
-
-
-def telemetry_for(
-    tracer_provider: trace.TracerProvider | None = None,
-    meter_provider: metrics.MeterProvider | None = None,
-) -> Telemetry:
-    """A :class:`Telemetry` for these providers (None means the global one)."""
-    return Telemetry(tracer_provider, meter_provider)
 
 
 def _base_attributes(guard: _Guard, circuit_state: str) -> dict[str, Any]:
