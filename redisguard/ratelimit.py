@@ -116,6 +116,9 @@ class Decision(NamedTuple):
     limit: int = 0
 
 
+_EPSILON = 1e-9
+
+
 def gcra(
     tat: float | None, now: float, limit: int, window: float, cost: int = 1
 ) -> tuple[Decision, float | None]:
@@ -129,7 +132,8 @@ def gcra(
         tat = now
     new_tat = tat + interval * cost
     allow_at = new_tat - window
-    if allow_at > now:
+    # (now + w) - w can exceed now by one ulp: a request exactly at its allowance is allowed.
+    if allow_at - now > _EPSILON:
         return Decision(False, 0, tat - now, retry_after=allow_at - now, limit=limit), None
     remaining = math.floor((now - allow_at) / interval + 1e-9)
     return Decision(True, remaining, new_tat - now, limit=limit), new_tat

@@ -246,3 +246,11 @@ def test_decisions_and_outage_policies_are_exported_as_metrics(
         "local_denied": 1,
     }
     provider.shutdown()
+
+
+def test_gcra_allows_a_fresh_key_whatever_the_clock_rounding() -> None:
+    """A key never seen is allowed even when (now + window) - window rounds above now."""
+    now = 123.456  # (123.456 + 60.0) - 60.0 == 123.45600000000002
+    decision, new_tat = gcra(None, now, 1, 60.0)
+    assert decision.allowed is True
+    assert new_tat is not None
