@@ -1,0 +1,63 @@
+"""The after-fork registry (redisguard._fork)."""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+
+import pytest
+
+from redisguard import _fork
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs os.fork")
+
+
+class _Thing:
+    def __init__(self) -> None:
+        self.reset_in: int | None = None
+
+
+def _fork_and_report(check: object) -> int:
+    """Fork; in the child exit with check()'s int; return the child's exit status."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            code = int(check())  # type: ignore[operator]
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_reset_runs_in_the_child_only() -> None:
+    """A registered reset runs in a forked child and never in the parent."""
+    thing = _Thing()
+    _fork.after_fork(thing, lambda t: setattr(t, "reset_in", os.getpid()))
+    assert _fork_and_report(lambda: 7 if thing.reset_in == os.getpid() else 3) == 7
+    assert thing.reset_in is None
+
+
+def test_registry_holds_objects_weakly_and_prunes() -> None:
+    """Registering never keeps an object alive; dead entries are pruned as the list grows."""
+    for _ in range(_fork._PRUNE_AT * 2):
+        _fork.after_fork(_Thing(), lambda t: None)
+    gc.collect()
+    assert len(_fork._registry.entries) < _fork._PRUNE_AT * 2
+
+
+def test_a_failing_reset_is_logged_and_the_others_still_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One reset that raises does not stop the others (checked by calling the hook directly)."""
+    bad, good = _Thing(), _Thing()
+
+    def boom(t: _Thing) -> None:
+        raise RuntimeError("boom")
+
+    _fork.after_fork(bad, boom)
+    _fork.after_fork(good, lambda t: setattr(t, "reset_in", 1))
+    _fork._registry.run_in_child()
+    assert good.reset_in == 1
+    assert "resetting" in caplog.text
