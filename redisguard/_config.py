@@ -63,6 +63,10 @@ class BreakerConfig:
         half_open_max_attempts: How many trial calls may be in flight at once while half-open;
             every other call gets its fallback at once.
         success_threshold: Successful trial calls needed to close the circuit again.
+        half_open_trial_timeout: How long a half-open trial call may hold its slot without
+            an outcome. When every slot has been held longer than this, the breaker starts a
+            new round of trials and ignores the late outcomes of the old one, so no path
+            (a hung call, a bookkeeping error) can keep the circuit half-open forever.
     """
 
     failure_threshold: int = 5
@@ -70,6 +74,7 @@ class BreakerConfig:
     monitoring_window: float = 60.0
     half_open_max_attempts: int = 3
     success_threshold: int = 1
+    half_open_trial_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         _check_number("failure_threshold", self.failure_threshold, integer=True, low=1, high=1e6)
@@ -81,6 +86,13 @@ class BreakerConfig:
             "half_open_max_attempts", self.half_open_max_attempts, integer=True, low=1, high=1e4
         )
         _check_number("success_threshold", self.success_threshold, integer=True, low=1, high=1e4)
+        _check_number(
+            "half_open_trial_timeout",
+            self.half_open_trial_timeout,
+            integer=False,
+            low=1e-3,
+            high=_DAY,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BreakerConfig:
@@ -110,6 +122,10 @@ class BreakerConfig:
             ),
             "success_threshold": _env_number(
                 env, f"{_ENV_PREFIX}SUCCESS_THRESHOLD", integer=True, low=1, high=1e4, scale=1
+            ),
+            "half_open_trial_timeout": _env_number(
+                env, f"{_ENV_PREFIX}HALF_OPEN_TRIAL_TIMEOUT", integer=False, low=1,
+                high=_DAY * 1e3, scale=1e-3,
             ),
         }
         given: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}

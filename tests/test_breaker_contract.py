@@ -8,6 +8,8 @@ listeners hear). Where redisguard differs on purpose the test pins our behaviour
 from __future__ import annotations
 
 import asyncio
+import inspect
+import itertools
 import os
 import sys
 import threading
@@ -19,8 +21,7 @@ from typing import Any
 import pybreaker
 import pytest
 
-from redisguard import Breaker, BreakerConfig, CircuitOpenError, ConfigError
-from redisguard import _breaker
+from redisguard import Breaker, BreakerConfig, CircuitOpenError, ConfigError, _breaker
 
 Factory = Callable[..., pybreaker.CircuitBreaker]
 BOTH = pytest.mark.parametrize(
@@ -387,7 +388,7 @@ async def test_decorated_async_function_goes_through_acall() -> None:
         await asyncio.sleep(0)
         raise Boom
 
-    assert asyncio.iscoroutinefunction(boom)
+    assert inspect.iscoroutinefunction(boom)
     with pytest.raises(Boom):
         await boom()
     with pytest.raises(CircuitOpenError):
@@ -482,7 +483,8 @@ def test_writes_through_to_the_storage(factory: Factory) -> None:
     outcome(cb, _raise, Boom())
     outcome(cb, _raise, Boom())
     assert (storage.state, storage.counter) == ("open", 2)
-    assert storage.opened_at is not None and storage.opened_at.tzinfo is not None
+    assert storage.opened_at is not None
+    assert storage.opened_at.tzinfo is not None
     assert abs((storage.opened_at - before).total_seconds()) < 5
     cb.half_open()
     outcome(cb, lambda: 1)
@@ -558,7 +560,7 @@ def test_state_changes_are_delivered_in_order_across_threads() -> None:
         t.join()
     assert not overlapped
     assert delivered, "no transition was delivered"
-    for (_, new), (old, _) in zip(delivered, delivered[1:]):
+    for (_, new), (old, _) in itertools.pairwise(delivered):
         assert new == old, f"out of order: {delivered}"
     assert delivered[-1][1] == cb.current_state
 
