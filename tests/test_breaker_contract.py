@@ -20,8 +20,12 @@ from typing import Any
 
 import pybreaker
 import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from redisguard import Breaker, BreakerConfig, CircuitOpenError, ConfigError, _breaker
+from redisguard.testing import RedisServer
 
 Factory = Callable[..., pybreaker.CircuitBreaker]
 BOTH = pytest.mark.parametrize(
@@ -709,3 +713,58 @@ def test_forked_child_can_use_a_breaker_whose_gate_another_thread_held() -> None
         holder.join()
     outcome(cb, _raise, Boom())
     assert cb.current_state == "open"
+
+
+# -- CircuitRedisStorage on a real server ----------------------------------------------------------
+
+
+def _storage_client(server: RedisServer, **kwargs: Any) -> redis.Redis:
+    return redis.Redis(
+        port=server.port,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+        retry=Retry(NoBackoff(), 0),
+        **kwargs,
+    )
+
+
+def test_circuit_redis_storage_carries_state_to_a_new_breaker(redis_server: RedisServer) -> None:
+    """A breaker on CircuitRedisStorage writes its trip to Redis; a new one starts open."""
+    client = _storage_client(redis_server)
+    one = Breaker(fail_max=2, reset_timeout=60,
+                  state_storage=pybreaker.CircuitRedisStorage("closed", client, namespace="a"))
+    outcome(one, _raise, Boom())
+    assert client.get("a:pybreaker:fail_counter") == b"1"
+    outcome(one, _raise, Boom())
+    assert client.get("a:pybreaker:state") == b"open"
+    assert abs(int(client.get("a:pybreaker:opened_at") or 0) - time.time()) < 5
+    events = Events()
+    two = Breaker(fail_max=2, reset_timeout=60, listeners=[events],
+                  state_storage=pybreaker.CircuitRedisStorage("closed", client, namespace="a"))
+    assert snapshot(two) == ("open", 2, 0)
+    assert outcome(two, lambda: 1) == "breaker-error"
+    assert events.log == []
+    client.close()
+
+
+def test_breaker_trips_from_memory_when_the_storage_redis_is_down(
+    redis_server: RedisServer,
+) -> None:
+    """With its storage's Redis dead, the breaker still trips and refuses without touching it."""
+    client = _storage_client(redis_server)
+    cb = Breaker(fail_max=2, reset_timeout=60,
+                 state_storage=pybreaker.CircuitRedisStorage("closed", client))
+    redis_server.kill()
+    assert [outcome(cb, _raise, Boom()) for _ in range(2)] == ["raised:Boom", "breaker-error"]
+    started = time.perf_counter()
+    assert outcome(cb, lambda: 1) == "breaker-error"
+    assert time.perf_counter() - started < 0.05
+    client.close()
+
+
+def test_circuit_redis_storage_crashes_with_decoded_responses(redis_server: RedisServer) -> None:
+    """The documented trap: pybreaker's Redis storage cannot read a decode_responses client."""
+    client = _storage_client(redis_server, decode_responses=True)
+    with pytest.raises(AttributeError, match="decode"):
+        Breaker(state_storage=pybreaker.CircuitRedisStorage("closed", client))
+    client.close()
