@@ -63,7 +63,8 @@ REJECT = -1
 _BASE_LISTENER = pybreaker.CircuitBreakerListener
 
 # What call() hands back wrapped, recording the outcome later (as pybreaker does generators).
-_DEFERRED = (types.GeneratorType, types.CoroutineType)
+# Neither type can be subclassed, so an exact type lookup is enough (and cheaper).
+_DEFERRED = frozenset((types.GeneratorType, types.CoroutineType))
 
 # pybreaker's constructor keywords and the BreakerConfig fields they set.
 _PYBREAKER_FIELDS = {
@@ -415,10 +416,10 @@ class Breaker(pybreaker.CircuitBreaker):
         except BaseException as exc:
             self._record_exception(ticket, exc)
             raise
-        if isinstance(result, _DEFERRED):
+        if type(result) in _DEFERRED:
             if isinstance(result, types.GeneratorType):
                 return cast(T, self._iterate(ticket, result))
-            return cast(T, self._finish(ticket, result))
+            return cast(T, self._finish(ticket, cast(Awaitable[Any], result)))
         self._on_success(ticket)
         return result
 

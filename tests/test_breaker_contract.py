@@ -666,6 +666,7 @@ def test_a_failed_trial_becomes_opened_by() -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process.*multi-threaded:DeprecationWarning")
 def test_forked_child_can_use_a_breaker_whose_gate_another_thread_held() -> None:
     """A child forked while another thread holds the gate gets fresh locks and works."""
     cb = Breaker(fail_max=1)
