@@ -1,23 +1,38 @@
 """The circuit breaker: pybreaker's state machine and listeners, without its lock around I/O.
 
 pybreaker's ``CircuitBreaker.call()`` holds an RLock across the wrapped call (8 threads doing
-0.1 s of I/O take 0.8 s) and has no asyncio support. :class:`Breaker` keeps pybreaker's public
-surface -- ``current_state``, ``state``, ``open()``/``half_open()``/``close()``, listeners,
-``fail_counter``, ``call()`` -- and drives it with an *admit, then record* protocol:
+0.1 s of I/O take 0.8 s) and has no asyncio support. :class:`Breaker` keeps pybreaker 1.4's
+whole public surface -- its constructor keywords, ``current_state``, ``state``,
+``open()``/``half_open()``/``close()``, listeners, excluded exceptions, ``fail_counter``,
+``success_counter``, ``call()`` (generators included), ``@breaker``, ``calling()``,
+``state_storage`` -- and drives it with an *admit, then record* protocol:
 
 1. ``_admit()`` decides, under a short lock that is never held across I/O, whether a call may
    touch Redis: yes when closed (no lock at all), no while open and ``reset_timeout`` has not
    elapsed on a monotonic clock, and at most ``half_open_max_attempts`` concurrent trial
-   calls while half-open.
+   calls while half-open (a slot held past ``half_open_trial_timeout`` is given up).
 2. The caller does its I/O with no lock held.
 3. ``_on_success()`` / ``_on_failure()`` / ``_on_neutral()`` record the outcome and move the
-   state machine; listeners are notified after the lock is released.
+   state machine.
+
+Listeners: ``before_call``, ``success`` and ``failure`` run on the caller's thread, so they
+may run on several threads at once. ``state_change`` events are queued under the lock and
+delivered after it is released by one thread at a time, in the order the transitions
+happened; a listener that moves the breaker itself has its event delivered after its own.
+
+Where this differs from pybreaker on purpose: a ``BaseException`` that is not an
+``Exception`` (cancellation, ``KeyboardInterrupt``, closing an unfinished generator) is
+neutral, not a failure; no lock is held across calls, so half-open admits up to
+``half_open_max_attempts`` concurrent trials instead of serializing every call; a
+``state_change`` where the state did not change is never sent; unspecified settings come
+from ``BreakerConfig.from_env()`` (``reset_timeout`` 30 s, not 60 s); ``fail_counter``
+counts only failures inside the monitoring window; and a ``state_storage`` is re-read only
+on the failure path and the slow admission path (see ``redisguard._storage``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import inspect
 import logging
@@ -33,7 +48,7 @@ from typing import Any, TypeVar, cast
 
 import pybreaker
 
-from ._config import BreakerConfig
+from ._config import BreakerConfig, replace_pybreaker_keyword, with_pybreaker_keywords
 from ._errors import CircuitOpenError, ConfigError
 from ._fork import after_fork
 from ._storage import Snapshot, StorageLink, WindowStorage
@@ -65,13 +80,6 @@ _BASE_LISTENER = pybreaker.CircuitBreakerListener
 # What call() hands back wrapped, recording the outcome later (as pybreaker does generators).
 # Neither type can be subclassed, so an exact type lookup is enough (and cheaper).
 _DEFERRED = frozenset((types.GeneratorType, types.CoroutineType))
-
-# pybreaker's constructor keywords and the BreakerConfig fields they set.
-_PYBREAKER_FIELDS = {
-    "fail_max": "failure_threshold",
-    "reset_timeout": "reset_timeout",
-    "success_threshold": "success_threshold",
-}
 
 # Kept for code that imported the old private name.
 _WindowStorage = WindowStorage
@@ -180,7 +188,7 @@ class Breaker(pybreaker.CircuitBreaker):
                 f"breaker name must be a non-empty string, got {name!r} "
                 "(pybreaker's settings are keywords: Breaker(fail_max=..., ...))"
             )
-        config = _config_for(
+        config = with_pybreaker_keywords(
             config,
             fail_max=fail_max,
             reset_timeout=reset_timeout,
@@ -295,7 +303,7 @@ class Breaker(pybreaker.CircuitBreaker):
 
     @fail_max.setter
     def fail_max(self, number: int) -> None:
-        self.config = _replaced(self.config, "fail_max", number)
+        self.config = replace_pybreaker_keyword(self.config, "fail_max", number)
         self._fail_max = number
 
     @property
@@ -305,7 +313,7 @@ class Breaker(pybreaker.CircuitBreaker):
 
     @reset_timeout.setter
     def reset_timeout(self, timeout: float) -> None:
-        self.config = _replaced(self.config, "reset_timeout", timeout)
+        self.config = replace_pybreaker_keyword(self.config, "reset_timeout", timeout)
         self._reset_timeout = timeout
 
     @property
@@ -315,7 +323,7 @@ class Breaker(pybreaker.CircuitBreaker):
 
     @success_threshold.setter
     def success_threshold(self, threshold: int) -> None:
-        self.config = _replaced(self.config, "success_threshold", threshold)
+        self.config = replace_pybreaker_keyword(self.config, "success_threshold", threshold)
         self._success_threshold = threshold
 
     @property
@@ -803,32 +811,6 @@ def _code_of(state: str) -> int:
         raise ValueError(
             f"unknown breaker state {state!r}; expected one of {', '.join(STATE_NAMES)}"
         ) from None
-
-
-def _config_for(config: BreakerConfig | None, **keywords: Any) -> BreakerConfig:
-    """Merge pybreaker's keywords into ``config`` (or ``BreakerConfig.from_env()``)."""
-    given = {key: value for key, value in keywords.items() if value is not None}
-    if config is None:
-        config = BreakerConfig.from_env()
-        for key, value in given.items():
-            config = _replaced(config, key, value)
-        return config
-    for key, value in given.items():
-        field = _PYBREAKER_FIELDS[key]
-        if getattr(config, field) != value:
-            raise ConfigError(
-                f"{key}={value!r} contradicts config.{field}={getattr(config, field)!r}; "
-                f"pass one or the other"
-            )
-    return config
-
-
-def _replaced(config: BreakerConfig, keyword: str, value: Any) -> BreakerConfig:
-    """``config`` with pybreaker's ``keyword`` set; a ConfigError names the keyword."""
-    try:
-        return dataclasses.replace(config, **{_PYBREAKER_FIELDS[keyword]: value})
-    except ConfigError as exc:
-        raise ConfigError(f"{keyword}={value!r}: {exc}") from None
 
 
 def _dispatch(listener: Any, method: str, *args: Any, **kwargs: Any) -> None:

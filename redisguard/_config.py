@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ._errors import ConfigError
@@ -133,6 +133,48 @@ class BreakerConfig:
             if key in given:
                 given[key] = int(given[key])
         return cls(**given)
+
+
+# pybreaker's constructor keywords and the BreakerConfig fields they set.
+_PYBREAKER_FIELDS = {
+    "fail_max": "failure_threshold",
+    "reset_timeout": "reset_timeout",
+    "success_threshold": "success_threshold",
+}
+
+
+def with_pybreaker_keywords(config: BreakerConfig | None, **keywords: Any) -> BreakerConfig:
+    """Merge pybreaker's constructor keywords into ``config``.
+
+    ``fail_max`` sets ``failure_threshold``; ``reset_timeout`` (seconds) and
+    ``success_threshold`` keep their names. Keywords that are None are not given. Without
+    ``config`` the other fields come from ``BreakerConfig.from_env()``.
+
+    Raises:
+        ConfigError: a keyword is invalid, or contradicts ``config`` (naming both).
+    """
+    given = {key: value for key, value in keywords.items() if value is not None}
+    if config is None:
+        config = BreakerConfig.from_env()
+        for key, value in given.items():
+            config = replace_pybreaker_keyword(config, key, value)
+        return config
+    for key, value in given.items():
+        field = _PYBREAKER_FIELDS[key]
+        if getattr(config, field) != value:
+            raise ConfigError(
+                f"{key}={value!r} contradicts config.{field}={getattr(config, field)!r}; "
+                f"pass one or the other"
+            )
+    return config
+
+
+def replace_pybreaker_keyword(config: BreakerConfig, keyword: str, value: Any) -> BreakerConfig:
+    """``config`` with pybreaker's ``keyword`` set; a ConfigError names the keyword."""
+    try:
+        return replace(config, **{_PYBREAKER_FIELDS[keyword]: value})
+    except ConfigError as exc:
+        raise ConfigError(f"{keyword}={value!r}: {exc}") from None
 
 
 @dataclass(frozen=True)
