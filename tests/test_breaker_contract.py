@@ -618,6 +618,23 @@ def test_trial_slots_held_past_the_timeout_start_a_new_generation() -> None:
     assert cb.current_state == "closed"
 
 
+def test_an_unconsumed_generator_trial_gives_up_its_slot_after_the_timeout() -> None:
+    """A trial that never reports (an uniterated generator) blocks trials only for the timeout."""
+    clock = _Clock()
+    config = BreakerConfig(
+        failure_threshold=1, half_open_max_attempts=1, half_open_trial_timeout=5.0
+    )
+    cb = Breaker("t", config, clock=clock)
+    cb.half_open()
+    held = cb.call(_numbers, None)
+    assert outcome(cb, lambda: 1) == "breaker-error"
+    clock.now += 5.0
+    assert outcome(cb, lambda: 1) == "ok:1"
+    assert cb.current_state == "closed"
+    assert list(held) == [0, 1, 2]
+    assert cb.current_state == "closed"
+
+
 def test_trial_timeout_is_configurable_and_validated(monkeypatch: pytest.MonkeyPatch) -> None:
     """half_open_trial_timeout defaults to 10 s, reads milliseconds from the environment."""
     assert BreakerConfig().half_open_trial_timeout == 10.0
