@@ -569,6 +569,29 @@ def test_state_changes_are_delivered_in_order_across_threads() -> None:
     assert delivered[-1][1] == cb.current_state
 
 
+def test_call_hooks_may_run_on_several_threads_at_once() -> None:
+    """before_call and success run on the callers' threads concurrently (no lock across calls)."""
+    both_inside = threading.Barrier(2, timeout=5)
+    met: list[str] = []
+
+    class Meeting(pybreaker.CircuitBreakerListener):
+        def before_call(self, cb: Any, func: Any, *args: Any, **kwargs: Any) -> None:
+            both_inside.wait()  # breaks (and is logged) if the hooks were serialized
+            met.append("before_call")
+
+        def success(self, cb: Any) -> None:
+            both_inside.wait()
+            met.append("success")
+
+    cb = Breaker("t", BreakerConfig(), listeners=[Meeting()])
+    threads = [threading.Thread(target=cb.call, args=(lambda: 1,)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(met) == ["before_call", "before_call", "success", "success"]
+
+
 def test_listener_that_causes_a_transition_does_not_deadlock() -> None:
     """A state_change listener may move the breaker; its event is delivered after its own."""
     seen: list[tuple[str, str]] = []
