@@ -1,35 +1,57 @@
 """The circuit breaker: pybreaker's state machine and listeners, without its lock around I/O.
 
 pybreaker's ``CircuitBreaker.call()`` holds an RLock across the wrapped call (8 threads doing
-0.1 s of I/O take 0.8 s) and has no asyncio support. :class:`Breaker` keeps pybreaker's public
-surface -- ``current_state``, ``state``, ``open()``/``half_open()``/``close()``, listeners,
-``fail_counter``, ``call()`` -- and drives it with an *admit, then record* protocol:
+0.1 s of I/O take 0.8 s) and has no asyncio support. :class:`Breaker` keeps pybreaker 1.4's
+whole public surface -- its constructor keywords, ``current_state``, ``state``,
+``open()``/``half_open()``/``close()``, listeners, excluded exceptions, ``fail_counter``,
+``success_counter``, ``call()`` (generators included), ``@breaker``, ``calling()``,
+``state_storage`` -- and drives it with an *admit, then record* protocol:
 
 1. ``_admit()`` decides, under a short lock that is never held across I/O, whether a call may
    touch Redis: yes when closed (no lock at all), no while open and ``reset_timeout`` has not
    elapsed on a monotonic clock, and at most ``half_open_max_attempts`` concurrent trial
-   calls while half-open.
+   calls while half-open (a slot held past ``half_open_trial_timeout`` is given up).
 2. The caller does its I/O with no lock held.
 3. ``_on_success()`` / ``_on_failure()`` / ``_on_neutral()`` record the outcome and move the
-   state machine; listeners are notified after the lock is released.
+   state machine.
+
+Listeners: ``before_call``, ``success`` and ``failure`` run on the caller's thread, so they
+may run on several threads at once. ``state_change`` events are queued under the lock and
+delivered after it is released by one thread at a time, in the order the transitions
+happened; a listener that moves the breaker itself has its event delivered after its own.
+
+Where this differs from pybreaker on purpose: a ``BaseException`` that is not an
+``Exception`` (cancellation, ``KeyboardInterrupt``, closing an unfinished generator) is
+neutral, not a failure; no lock is held across calls, so half-open admits up to
+``half_open_max_attempts`` concurrent trials instead of serializing every call; a
+``state_change`` where the state did not change is never sent; unspecified settings come
+from ``BreakerConfig.from_env()`` (``reset_timeout`` 30 s, not 60 s); ``fail_counter``
+counts only failures inside the monitoring window; and a ``state_storage`` is re-read only
+on the failure path and the slow admission path (see ``redisguard._storage``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import logging
+import sys
 import threading
 import time
+import types
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pybreaker
 
-from ._config import BreakerConfig
+from ._config import BreakerConfig, replace_pybreaker_keyword, with_pybreaker_keywords
 from ._errors import CircuitOpenError, ConfigError
+from ._fork import after_fork
+from ._storage import Snapshot, StorageLink, WindowStorage
 from ._tally import Tally, TallyGroup
 
 __all__ = [
@@ -55,6 +77,13 @@ REJECT = -1
 
 _BASE_LISTENER = pybreaker.CircuitBreakerListener
 
+# What call() hands back wrapped, recording the outcome later (as pybreaker does generators).
+# Neither type can be subclassed, so an exact type lookup is enough (and cheaper).
+_DEFERRED = frozenset((types.GeneratorType, types.CoroutineType))
+
+# Kept for code that imported the old private name.
+_WindowStorage = WindowStorage
+
 
 def _overrides(listener: object, method: str) -> bool:
     """Whether a listener implements ``method`` itself rather than inheriting the no-op."""
@@ -65,30 +94,6 @@ def _overrides(listener: object, method: str) -> bool:
 
 def _utc(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, timezone.utc)
-
-
-class _WindowStorage(pybreaker.CircuitMemoryStorage):
-    """pybreaker storage whose failure counter only counts failures inside the window."""
-
-    def __init__(self, window: float, clock: Callable[[], float]) -> None:
-        super().__init__(pybreaker.STATE_CLOSED)
-        self._window = window
-        self._clock = clock
-        self._failures: deque[float] = deque()
-
-    def increment_counter(self) -> None:
-        self._failures.append(self._clock())
-
-    def reset_counter(self) -> None:
-        self._failures.clear()
-
-    @property
-    def counter(self) -> int:
-        horizon = self._clock() - self._window
-        failures = self._failures
-        while failures and failures[0] <= horizon:
-            failures.popleft()
-        return len(failures)
 
 
 @dataclass(frozen=True)
@@ -128,49 +133,94 @@ class Breaker(pybreaker.CircuitBreaker):
     """A ``pybreaker.CircuitBreaker`` that never holds a lock across the guarded call.
 
     It adds a monitoring window (failures older than it do not count), a limit on concurrent
-    half-open trial calls, a monotonic clock, asyncio support (:meth:`acall`) and
-    :meth:`stats`. pybreaker listeners work unchanged; ``state_change`` fires only for real
-    transitions, and ``before_call``/``success`` are only dispatched when some listener
-    implements them, so the happy path stays cheap.
+    half-open trial calls and a timeout on them, a monotonic clock, asyncio support
+    (:meth:`acall`, ``@breaker`` on an ``async def``) and :meth:`stats`. pybreaker listeners
+    work unchanged; ``state_change`` fires only for real transitions, one at a time and in
+    order, and ``before_call``/``success`` are only dispatched when some listener implements
+    them, so the happy path stays cheap. ``before_call``, ``success`` and ``failure`` may run
+    on several threads at once.
+
+    It takes pybreaker 1.4's keywords too: ``fail_max``, ``reset_timeout`` (seconds) and
+    ``success_threshold`` become the :class:`BreakerConfig` fields ``failure_threshold``,
+    ``reset_timeout`` and ``success_threshold``; the fields they do not name come from
+    ``config`` or ``BreakerConfig.from_env()``.
 
     Args:
         name: The dependency's name; breakers are shared by name through :func:`get_breaker`.
         config: Thresholds and durations; ``BreakerConfig.from_env()`` when omitted.
+        fail_max: pybreaker's name for ``failure_threshold``.
+        reset_timeout: pybreaker's ``reset_timeout`` in seconds.
+        success_threshold: Successful trials needed to close.
+        exclude: Exception classes or predicates that are not failures. As in pybreaker,
+            an excluded error counts as a *success* in :meth:`call`, :meth:`acall` and
+            :meth:`calling`.
         listeners: pybreaker listeners to attach.
+        state_storage: Any ``pybreaker.CircuitBreakerStorage``; the breaker starts in its
+            state and writes every change through to it (see ``redisguard._storage``).
+        throw_new_error_on_trip: Whether the call that opens the circuit raises
+            :class:`CircuitOpenError` (True) or re-raises its own error.
         clock: A monotonic clock in seconds (injectable for tests).
-        wall_clock: Seconds since the epoch, used only for the timestamps in :meth:`stats`.
+        wall_clock: Seconds since the epoch, for :meth:`stats` and the storage's
+            ``opened_at``.
+
+    Raises:
+        ConfigError: an invalid setting, or ``config`` and a pybreaker keyword disagree.
     """
 
     def __init__(
         self,
-        name: str = "redis",
+        name: str | None = None,
         config: BreakerConfig | None = None,
         *,
-        listeners: Sequence[pybreaker.CircuitBreakerListener] = (),
+        fail_max: int | None = None,
+        reset_timeout: float | None = None,
+        success_threshold: int | None = None,
+        exclude: Iterable[type[BaseException] | Callable[[Any], bool]] | None = None,
+        listeners: Sequence[pybreaker.CircuitBreakerListener] | None = None,
+        state_storage: pybreaker.CircuitBreakerStorage | None = None,
+        throw_new_error_on_trip: bool = True,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        name = "redis" if name is None else name
         if not isinstance(name, str) or not name:
-            raise ConfigError(f"breaker name must be a non-empty string, got {name!r}")
-        config = BreakerConfig.from_env() if config is None else config
+            raise ConfigError(
+                f"breaker name must be a non-empty string, got {name!r} "
+                "(pybreaker's settings are keywords: Breaker(fail_max=..., ...))"
+            )
+        config = with_pybreaker_keywords(
+            config,
+            fail_max=fail_max,
+            reset_timeout=reset_timeout,
+            success_threshold=success_threshold,
+        )
         self.config = config
         self._clock = clock
         self._wall = wall_clock
-        self._window_storage = _WindowStorage(config.monitoring_window, clock)
-        self._code = CLOSED
+        self._window_storage = WindowStorage(config.monitoring_window, clock)
+        self._link = None if state_storage is None else StorageLink(state_storage)
+        loaded = None if self._link is None else self._link.load()
+        self._code = CLOSED if loaded is None else _code_of(loaded.state)
         super().__init__(
             fail_max=config.failure_threshold,
             reset_timeout=config.reset_timeout,
             success_threshold=config.success_threshold,
-            state_storage=self._window_storage,
-            listeners=list(listeners),
+            exclude=exclude,
+            state_storage=state_storage or self._window_storage,
+            listeners=list(listeners or ()),
             name=name,
+            throw_new_error_on_trip=throw_new_error_on_trip,
         )
         self._gate = threading.Lock()  # guards the fields below; never held across I/O
+        self._notify_lock = threading.Lock()  # held by the one thread delivering state events
+        self._events: deque[tuple[Any, Any]] = deque()  # (old, new), appended under the gate
         self._opened_at = 0.0
+        self._opened_by: BaseException | None = None
         self._generation = 0
         self._trials = 0
+        self._trial_admitted_at = 0.0
         self._trial_successes = 0
+        self._trial_restarts = 0
         self._failure_total = 0
         self._last_failure: float | None = None
         self._last_change = wall_clock()
@@ -182,6 +232,27 @@ class Breaker(pybreaker.CircuitBreaker):
         self._offsets = (0, 0, 0)
         self._wants_call_events = False
         self._refresh_listener_flags()
+        if loaded is not None:
+            self._take_over(loaded)
+        after_fork(self, Breaker._after_fork)
+
+    def _take_over(self, loaded: Snapshot) -> None:
+        """Start where the storage is, telling no listener (pybreaker does not either)."""
+        self._window_storage.state = loaded.state
+        self._window_storage.seed(min(loaded.failures, self._fail_max))
+        if self._code == OPEN:
+            self._opened_at = self._monotonic(loaded.opened_at)
+            if loaded.opened_at is not None:
+                self._window_storage.opened_at = loaded.opened_at
+        elif self._code == HALF_OPEN:
+            self._generation = 1
+            self._trial_successes = loaded.successes
+
+    def _after_fork(self) -> None:
+        # Another thread may have held these at the fork; in the child it no longer exists.
+        self._gate = threading.Lock()
+        self._notify_lock = threading.Lock()
+        self._lock = threading.RLock()
 
     # -- identity -----------------------------------------------------------------------
     @property
@@ -215,6 +286,66 @@ class Breaker(pybreaker.CircuitBreaker):
         """0 closed, 1 half-open, 2 open (the design document's gauge encoding)."""
         return self._code
 
+    @property
+    def fail_counter(self) -> int:
+        """Consecutive failures inside the monitoring window, in every state."""
+        return self._window_storage.counter
+
+    @property
+    def success_counter(self) -> int:
+        """Successful trials in the current half-open round (0 when closed or open)."""
+        return self._trial_successes
+
+    @property
+    def fail_max(self) -> int:
+        """Failures that open the circuit (``config.failure_threshold``)."""
+        return self._fail_max
+
+    @fail_max.setter
+    def fail_max(self, number: int) -> None:
+        self.config = replace_pybreaker_keyword(self.config, "fail_max", number)
+        self._fail_max = number
+
+    @property
+    def reset_timeout(self) -> float:
+        """Seconds the circuit stays open before trials (``config.reset_timeout``)."""
+        return self._reset_timeout
+
+    @reset_timeout.setter
+    def reset_timeout(self, timeout: float) -> None:
+        self.config = replace_pybreaker_keyword(self.config, "reset_timeout", timeout)
+        self._reset_timeout = timeout
+
+    @property
+    def success_threshold(self) -> int:
+        """Successful trials that close the circuit (``config.success_threshold``)."""
+        return self._success_threshold
+
+    @success_threshold.setter
+    def success_threshold(self, threshold: int) -> None:
+        self.config = replace_pybreaker_keyword(self.config, "success_threshold", threshold)
+        self._success_threshold = threshold
+
+    @property
+    def throw_new_error_on_trip(self) -> bool:
+        """Whether the call that opens the circuit raises :class:`CircuitOpenError`
+        (True) or re-raises its own error (False)."""
+        return bool(self._throw_new_error_on_trip)
+
+    @throw_new_error_on_trip.setter
+    def throw_new_error_on_trip(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise ConfigError(f"throw_new_error_on_trip must be True or False, got {value!r}")
+        self._throw_new_error_on_trip = value
+
+    @property
+    def opened_by(self) -> BaseException | None:
+        """The failure that opened the circuit, while it is open.
+
+        None when the circuit is not open, or was opened by :meth:`open` or by its storage.
+        """
+        return self._opened_by
+
     def open(self) -> bool:
         """Open the circuit now; calls get their fallback until ``reset_timeout`` elapses."""
         self._move_to(OPEN)
@@ -231,7 +362,7 @@ class Breaker(pybreaker.CircuitBreaker):
     def reset(self) -> None:
         """Admin action: close the circuit and clear every count and timestamp."""
         with self._gate:
-            self._window_storage.reset_counter()
+            self._clear_failures()
             self._offsets = (self._successes.value, self._rejections.value, self._failure_total)
             self._last_failure = None
         self._move_to(CLOSED)
@@ -250,8 +381,35 @@ class Breaker(pybreaker.CircuitBreaker):
             for listener in self._listeners
         )
 
+    def __call__(self, *call_args: Any, **call_kwargs: Any) -> Any:
+        """``@breaker``: a function's calls go through :meth:`call`, an ``async def``'s
+        through :meth:`acall` (the wrapper is then an ``async def`` too)."""
+        if call_kwargs.pop("__pybreaker_call_async", False):
+            raise NotImplementedError("Tornado coroutines are not supported; use acall()")
+
+        def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+            if inspect.iscoroutinefunction(func):
+
+                @functools.wraps(func)
+                async def acalled(*args: Any, **kwargs: Any) -> Any:
+                    return await self.acall(func, *args, **kwargs)
+
+                return acalled
+
+            @functools.wraps(func)
+            def called(*args: Any, **kwargs: Any) -> Any:
+                return self.call(func, *args, **kwargs)
+
+            return called
+
+        return decorate(*call_args) if call_args else decorate
+
     def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call ``func`` through the breaker, holding no lock while it runs.
+
+        As in pybreaker, a generator is wrapped: an error while iterating it is the
+        failure and its exhaustion the success. A coroutine (``func`` is an ``async def``)
+        is wrapped likewise: its outcome is recorded when it is awaited.
 
         Raises:
             CircuitOpenError: the circuit is open (it is also a pybreaker
@@ -266,6 +424,10 @@ class Breaker(pybreaker.CircuitBreaker):
         except BaseException as exc:
             self._record_exception(ticket, exc)
             raise
+        if type(result) in _DEFERRED:
+            if isinstance(result, types.GeneratorType):
+                return cast(T, self._iterate(ticket, result))
+            return cast(T, self._finish(ticket, cast(Awaitable[Any], result)))
         self._on_success(ticket)
         return result
 
@@ -300,19 +462,43 @@ class Breaker(pybreaker.CircuitBreaker):
         """pybreaker's Tornado entry point is not supported; use :meth:`acall`."""
         raise NotImplementedError("Breaker.call_async (Tornado) is not supported; use acall()")
 
+    def _iterate(
+        self, ticket: int, generator: Generator[Any, Any, Any]
+    ) -> Generator[Any, Any, Any]:
+        try:
+            result = yield from generator
+        except BaseException as exc:
+            self._record_exception(ticket, exc)
+            raise
+        self._on_success(ticket)
+        return result
+
+    async def _finish(self, ticket: int, coroutine: Awaitable[T]) -> T:
+        try:
+            result = await coroutine
+        except BaseException as exc:
+            self._record_exception(ticket, exc)
+            raise
+        self._on_success(ticket)
+        return result
+
     def _record_exception(self, ticket: int, exc: BaseException) -> None:
-        """pybreaker semantics for direct ``call()``: excluded and BaseExceptions are neutral."""
-        if isinstance(exc, Exception) and self.is_system_error(exc):
-            if self._on_failure(ticket, exc) and self._throw_new_error_on_trip:
-                raise CircuitOpenError(
-                    f"circuit breaker {self.name!r} opened by this failure: "
-                    f"{type(exc).__name__}",
-                    operation="",
-                    breaker=self.name,
-                    attempts=1,
-                ) from exc
-        else:
+        """pybreaker's rules for a direct call: an excluded error is a success.
+
+        Unlike pybreaker, a ``BaseException`` that is not an ``Exception`` (cancellation,
+        ``KeyboardInterrupt``, ``GeneratorExit``) says nothing about Redis: neutral.
+        """
+        if not isinstance(exc, Exception):
             self._on_neutral(ticket)
+        elif not self.is_system_error(exc):
+            self._on_success(ticket)
+        elif self._on_failure(ticket, exc) and self._throw_new_error_on_trip:
+            raise CircuitOpenError(
+                f"circuit breaker {self.name!r} opened by this failure: {type(exc).__name__}",
+                operation="",
+                breaker=self.name,
+                attempts=1,
+            ) from exc
 
     def _open_error(self) -> CircuitOpenError:
         return CircuitOpenError(
@@ -331,28 +517,55 @@ class Breaker(pybreaker.CircuitBreaker):
         if code == OPEN and self._clock() < self._opened_at + self._reset_timeout:
             self._rejections.add()
             return REJECT
-        changed = None
         with self._gate:
-            code = self._code
-            if code == OPEN:
-                if self._clock() < self._opened_at + self._reset_timeout:
-                    ticket = REJECT
-                else:
-                    changed = self._set_state(HALF_OPEN)
-                    code = HALF_OPEN
-            if code == HALF_OPEN:
-                if self._trials >= self.config.half_open_max_attempts:
-                    ticket = REJECT
-                else:
-                    self._trials += 1
-                    ticket = self._generation
-            elif code == CLOSED:
-                ticket = NORMAL
+            if self._link is not None:
+                self._reread()
+            restarts = self._trial_restarts
+            ticket = self._admit_locked()
         if ticket == REJECT:
             self._rejections.add()
-        if changed is not None:
-            self._notify_state(*changed)
+        elif self._trial_restarts != restarts:
+            logger.warning(
+                "breaker %s: every half-open trial slot was held longer than %g s; "
+                "starting a new round of trials",
+                self.name,
+                self.config.half_open_trial_timeout,
+                extra={"category": "circuit-breaker", "breaker": self.name},
+            )
+        if self._events:
+            self._drain()
         return ticket
+
+    def _admit_locked(self) -> int:
+        now = self._clock()
+        code = self._code
+        if code == OPEN:
+            if now < self._opened_at + self._reset_timeout:
+                return REJECT
+            self._set_state(HALF_OPEN)
+            code = HALF_OPEN
+        if code == CLOSED:
+            return NORMAL
+        config = self.config
+        if self._trials >= config.half_open_max_attempts:
+            # The newest slot was taken at _trial_admitted_at, so every held slot is at least
+            # this old: no path can hold the circuit half-open forever.
+            if now - self._trial_admitted_at < config.half_open_trial_timeout:
+                return REJECT
+            self._restart_trials()
+        self._trials += 1
+        self._trial_admitted_at = now
+        return self._generation
+
+    def _restart_trials(self) -> None:
+        """Start a new half-open round; the old round's late outcomes will be ignored."""
+        self._trial_restarts += 1
+        self._generation += 1
+        self._trials = 0
+        self._trial_successes = 0
+        self._window_storage.reset_success_counter()
+        if self._link is not None:
+            self._link.trials_restarted()
 
     def _before_call(self, func: Any, args: Any, kwargs: Any) -> None:
         if self._wants_call_events:
@@ -363,48 +576,52 @@ class Breaker(pybreaker.CircuitBreaker):
         """Record a success (``count=False``: the caller counts it in an attached tally)."""
         if count:
             self._direct_successes.add()
-        changed = None
         if ticket == NORMAL:
             if self._window_storage._failures:
                 with self._gate:
-                    self._window_storage.reset_counter()
+                    self._clear_failures()
         else:
             with self._gate:
                 if ticket == self._generation and self._code == HALF_OPEN:
                     self._trials -= 1
+                    self._clear_failures()
                     self._trial_successes += 1
+                    self._window_storage.increment_success_counter()
+                    if self._link is not None:
+                        self._link.trial_succeeded()
                     if self._trial_successes >= self._success_threshold:
-                        changed = self._set_state(CLOSED)
+                        self._set_state(CLOSED)
                 elif self._code == CLOSED:
                     # A late trial (its circuit closed meanwhile) still proves Redis answers.
-                    self._window_storage.reset_counter()
+                    self._clear_failures()
+            if self._events:  # pybreaker announces the close before the success
+                self._drain()
         if self._wants_call_events:
             for listener in self._listeners:
                 _dispatch(listener, "success", self)
-        if changed is not None:
-            self._notify_state(*changed)
 
     def _on_failure(self, ticket: int, exc: BaseException) -> bool:
         """Record a failure; return True if it opened the circuit."""
-        changed = None
+        opened = False
         with self._gate:
+            link = self._link
+            if link is not None:
+                self._reread()
             self._window_storage.increment_counter()
+            if link is not None:
+                link.failed()
             self._failure_total += 1
             self._last_failure = self._wall()
-            live_trial = ticket > 0 and ticket == self._generation and self._code == HALF_OPEN
-            if live_trial:
+            if ticket > 0 and ticket == self._generation and self._code == HALF_OPEN:
                 self._trials -= 1
-                changed = self._set_state(OPEN)
-            elif (
-                self._code == CLOSED
-                and self._window_storage.counter >= self._fail_max
-            ):
-                changed = self._set_state(OPEN)
+                opened = self._set_state(OPEN, cause=exc)
+            elif self._code == CLOSED and self._window_storage.counter >= self._fail_max:
+                opened = self._set_state(OPEN, cause=exc)
         for listener in self._listeners:
             _dispatch(listener, "failure", self, exc)
-        if changed is not None:
-            self._notify_state(*changed)
-        return changed is not None
+        if self._events:
+            self._drain()
+        return opened
 
     def _on_neutral(self, ticket: int) -> None:
         """An outcome that says nothing about Redis (cancellation, a data error)."""
@@ -413,37 +630,122 @@ class Breaker(pybreaker.CircuitBreaker):
                 if ticket == self._generation and self._code == HALF_OPEN:
                     self._trials -= 1
 
+    def _clear_failures(self) -> None:
+        """End the run of consecutive failures (under the gate)."""
+        self._window_storage.reset_counter()
+        if self._link is not None:
+            self._link.failures_cleared()
+
     # -- state transitions ----------------------------------------------------------------
     def _move_to(self, code: int) -> None:
         with self._gate:
-            changed = self._set_state(code)
-        if changed is not None:
-            self._notify_state(*changed)
+            self._set_state(code)
+        if self._events:
+            self._drain()
 
-    def _set_state(self, code: int) -> tuple[Any, Any] | None:
-        """Switch state under the gate; return (old, new) pybreaker states to notify, or None."""
+    def _set_state(
+        self,
+        code: int,
+        *,
+        cause: BaseException | None = None,
+        opened_at: float | None = None,
+        from_storage: bool = False,
+    ) -> bool:
+        """Switch state under the gate; queue the (old, new) event; return whether it moved.
+
+        Args:
+            code: The new state.
+            cause: For OPEN, the failure that opened it (:attr:`opened_by`).
+            opened_at: For OPEN, when it opened on our monotonic clock (default: now).
+            from_storage: The storage already says so; do not write it back.
+        """
+        if code == OPEN:
+            self._opened_at = self._clock() if opened_at is None else opened_at
+            self._opened_by = cause
         if code == self._code:
-            if code == OPEN:
-                self._opened_at = self._clock()  # re-opening restarts the timeout
-            return None
+            if code == OPEN and not from_storage:  # re-opening restarts the timeout
+                self._write_state(code)
+            return False
         old = self._state
-        name = STATE_NAMES[code]
         self._code = code
         self._last_change = self._wall()
-        storage = self._window_storage
-        storage.state = name
-        if code == OPEN:
-            self._opened_at = self._clock()
-            storage.opened_at = datetime.now(timezone.utc)
-        elif code == HALF_OPEN:
+        self._trial_successes = 0
+        if code == HALF_OPEN:
             self._generation += 1
             self._trials = 0
-            self._trial_successes = 0
+            self._opened_by = None
+        elif code == CLOSED:
+            self._window_storage.reset_counter()
+            self._opened_by = None
+        if from_storage:
+            self._window_storage.state = STATE_NAMES[code]
         else:
-            storage.reset_counter()
-        storage.reset_success_counter()
-        self._state = self._create_new_state(name, prev_state=old, notify=False)
-        return old, self._state
+            self._write_state(code)
+        self._state = self._create_new_state(STATE_NAMES[code], prev_state=old, notify=False)
+        self._events.append((old, self._state))
+        return True
+
+    def _write_state(self, code: int) -> None:
+        """Write a transition to our storage and through to a linked one (under the gate)."""
+        name = STATE_NAMES[code]
+        own = self._window_storage
+        opened_at = None
+        if code == OPEN:
+            # pybreaker stores an aware UTC datetime on the wall clock.
+            opened_at = datetime.fromtimestamp(self._wall(), timezone.utc)
+            own.opened_at = opened_at
+        own.state = name
+        own.reset_success_counter()
+        if self._link is not None:
+            self._link.moved(name, opened_at)
+
+    def _reread(self) -> None:
+        """Adopt what a linked storage says now (under the gate; failure and slow paths)."""
+        assert self._link is not None
+        read = self._link.read_state()
+        if read is None:
+            return
+        name, opened_at = read
+        code = _CODES.get(name)
+        if code is None:
+            return
+        if code == OPEN:
+            at = self._monotonic(opened_at)
+            if self._code == OPEN:
+                self._opened_at = max(self._opened_at, at)
+            else:
+                self._set_state(OPEN, opened_at=at, from_storage=True)
+        elif code != self._code:
+            self._set_state(code, from_storage=True)
+
+    def _monotonic(self, opened_at: datetime | None) -> float:
+        """A storage's wall-clock ``opened_at`` on our monotonic clock.
+
+        A storage that is open without an ``opened_at`` is treated as opened long ago, so the
+        next call is a trial (pybreaker does the same).
+        """
+        now = self._clock()
+        if opened_at is None:
+            return now - self._reset_timeout
+        return now - (self._wall() - opened_at.timestamp())
+
+    def _drain(self) -> None:
+        """Deliver queued state events, in order, from one thread at a time.
+
+        Whoever holds the notify lock delivers every event queued meanwhile, and checks the
+        queue again after releasing it, so no event is stranded. A listener that moves the
+        breaker itself only queues its event; it is delivered after the current one.
+        """
+        events = self._events
+        while events:
+            if not self._notify_lock.acquire(blocking=False):
+                return
+            try:
+                while events:
+                    old, new = events.popleft()
+                    self._notify_state(old, new)
+            finally:
+                self._notify_lock.release()
 
     def _notify_state(self, old: Any, new: Any) -> None:
         for listener in self._listeners:
@@ -574,6 +876,13 @@ def forget_breaker(name: str) -> bool:
     """
     with _registry_lock:
         return _registry.pop(name, None) is not None
+
+
+def _fresh_registry_lock(module: types.ModuleType) -> None:
+    module._registry_lock = threading.Lock()  # type: ignore[attr-defined]
+
+
+after_fork(sys.modules[__name__], _fresh_registry_lock)
 
 
 def _clear_registry() -> None:

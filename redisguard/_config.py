@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ._errors import ConfigError
@@ -63,6 +63,10 @@ class BreakerConfig:
         half_open_max_attempts: How many trial calls may be in flight at once while half-open;
             every other call gets its fallback at once.
         success_threshold: Successful trial calls needed to close the circuit again.
+        half_open_trial_timeout: How long a half-open trial call may hold its slot without
+            an outcome. When every slot has been held longer than this, the breaker starts a
+            new round of trials and ignores the late outcomes of the old one, so no path
+            (a hung call, a bookkeeping error) can keep the circuit half-open forever.
     """
 
     failure_threshold: int = 5
@@ -70,6 +74,7 @@ class BreakerConfig:
     monitoring_window: float = 60.0
     half_open_max_attempts: int = 3
     success_threshold: int = 1
+    half_open_trial_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         _check_number("failure_threshold", self.failure_threshold, integer=True, low=1, high=1e6)
@@ -81,6 +86,13 @@ class BreakerConfig:
             "half_open_max_attempts", self.half_open_max_attempts, integer=True, low=1, high=1e4
         )
         _check_number("success_threshold", self.success_threshold, integer=True, low=1, high=1e4)
+        _check_number(
+            "half_open_trial_timeout",
+            self.half_open_trial_timeout,
+            integer=False,
+            low=1e-3,
+            high=_DAY,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BreakerConfig:
@@ -111,12 +123,58 @@ class BreakerConfig:
             "success_threshold": _env_number(
                 env, f"{_ENV_PREFIX}SUCCESS_THRESHOLD", integer=True, low=1, high=1e4, scale=1
             ),
+            "half_open_trial_timeout": _env_number(
+                env, f"{_ENV_PREFIX}HALF_OPEN_TRIAL_TIMEOUT", integer=False, low=1,
+                high=_DAY * 1e3, scale=1e-3,
+            ),
         }
         given: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
         for key in ("failure_threshold", "half_open_max_attempts", "success_threshold"):
             if key in given:
                 given[key] = int(given[key])
         return cls(**given)
+
+
+# pybreaker's constructor keywords and the BreakerConfig fields they set.
+_PYBREAKER_FIELDS = {
+    "fail_max": "failure_threshold",
+    "reset_timeout": "reset_timeout",
+    "success_threshold": "success_threshold",
+}
+
+
+def with_pybreaker_keywords(config: BreakerConfig | None, **keywords: Any) -> BreakerConfig:
+    """Merge pybreaker's constructor keywords into ``config``.
+
+    ``fail_max`` sets ``failure_threshold``; ``reset_timeout`` (seconds) and
+    ``success_threshold`` keep their names. Keywords that are None are not given. Without
+    ``config`` the other fields come from ``BreakerConfig.from_env()``.
+
+    Raises:
+        ConfigError: a keyword is invalid, or contradicts ``config`` (naming both).
+    """
+    given = {key: value for key, value in keywords.items() if value is not None}
+    if config is None:
+        config = BreakerConfig.from_env()
+        for key, value in given.items():
+            config = replace_pybreaker_keyword(config, key, value)
+        return config
+    for key, value in given.items():
+        field = _PYBREAKER_FIELDS[key]
+        if getattr(config, field) != value:
+            raise ConfigError(
+                f"{key}={value!r} contradicts config.{field}={getattr(config, field)!r}; "
+                f"pass one or the other"
+            )
+    return config
+
+
+def replace_pybreaker_keyword(config: BreakerConfig, keyword: str, value: Any) -> BreakerConfig:
+    """``config`` with pybreaker's ``keyword`` set; a ConfigError names the keyword."""
+    try:
+        return replace(config, **{_PYBREAKER_FIELDS[keyword]: value})
+    except ConfigError as exc:
+        raise ConfigError(f"{keyword}={value!r}: {exc}") from None
 
 
 @dataclass(frozen=True)

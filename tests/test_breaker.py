@@ -296,17 +296,20 @@ def test_neutral_trial_frees_its_slot(make_breaker: BreakerFactory, clock: FakeC
     assert breaker.current_state == "closed"
 
 
-def test_excluded_exceptions_are_not_failures(make_breaker: BreakerFactory) -> None:
-    """pybreaker's excluded exceptions propagate from call() without counting."""
-    breaker = make_breaker(failure_threshold=1)
+def test_excluded_exceptions_are_successes(make_breaker: BreakerFactory) -> None:
+    """pybreaker's excluded exceptions propagate from call() and count as a success."""
+    breaker = make_breaker(failure_threshold=2)
     breaker.add_excluded_exception(redis.ResponseError)
 
     def wrongtype() -> None:
         raise redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind")
 
+    fail(breaker)
     with pytest.raises(redis.ResponseError):
         breaker.call(wrongtype)
     assert breaker.current_state == "closed"
+    assert breaker.fail_counter == 0
+    assert breaker.success_count == 1
 
 
 # -- reset and stats ------------------------------------------------------------------------------

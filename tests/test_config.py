@@ -17,13 +17,14 @@ ENV_VARS = [
     "HALF_OPEN_ATTEMPTS",
     "MONITORING_WINDOW",
     "SUCCESS_THRESHOLD",
+    "HALF_OPEN_TRIAL_TIMEOUT",
 ]
 
 
 def test_defaults_match_the_design() -> None:
-    """The defaults are 5 failures, 30 s open, 60 s window, 3 trials, 1 success to close."""
+    """The defaults are 5 failures, 30 s open, 60 s window, 3 trials, 1 success, 10 s trials."""
     config = BreakerConfig()
-    assert dataclasses.astuple(config) == (5, 30.0, 60.0, 3, 1)
+    assert dataclasses.astuple(config) == (5, 30.0, 60.0, 3, 1, 10.0)
 
 
 def test_configs_are_frozen_and_comparable() -> None:
@@ -117,6 +118,9 @@ def test_count_variables_must_be_whole(var: str) -> None:
         ("monitoring_window", math.nan),
         ("half_open_max_attempts", 0),
         ("success_threshold", 0),
+        ("half_open_trial_timeout", 0),
+        ("half_open_trial_timeout", math.inf),
+        ("half_open_trial_timeout", "10"),
     ],
 )
 def test_breaker_config_validates_fields(field: str, value: Any) -> None:

@@ -76,6 +76,21 @@ def with_options(a: int, b: str = "") -> bool:
 assert_type(with_options(1, b="x"), bool)
 
 
+# -- pybreaker's constructor keywords ----------------------------------------------------------
+
+pybreaker_style = Breaker(
+    fail_max=3,
+    reset_timeout=10,
+    success_threshold=2,
+    exclude=[KeyError, lambda e: isinstance(e, ValueError)],
+    name="pybreaker-style",
+    throw_new_error_on_trip=False,
+)
+assert_type(pybreaker_style.opened_by, BaseException | None)
+assert_type(pybreaker_style.throw_new_error_on_trip, bool)
+assert_type(pybreaker_style.call(lambda: 1), int)
+
+
 # -- async functions ----------------------------------------------------------------------------
 
 
