@@ -12,7 +12,7 @@ import pytest
 import redis
 import redis.asyncio
 import redis.asyncio.retry
-from _refusals import admin, slow_script
+from _refusals import admin, fill_memory, free_memory, slow_script
 from redis import exceptions as rx
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -432,4 +432,40 @@ def test_busy_reply_is_retried_by_a_non_idempotent_guard_and_counted(
     assert calls >= 2
     assert breaker.stats().failure_count == calls
     assert admin(redis_server).get("counter") is None
+    client.close()
+
+
+def test_oom_falls_back_without_retry_or_counting(
+    redis_server: RedisServer, breaker: Breaker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OOM is WRITE_REFUSED: fallback at once, no retry, the breaker not told, a WARNING."""
+    client = plain_client(redis_server.client_kwargs(), 2.0)
+    failures: list[Failure | None] = []
+    calls = 0
+
+    def fallback() -> str:
+        failures.append(redisguard.current_failure())
+        return "FB"
+
+    @redis_guarded(
+        name="it.set-oom", fallback=fallback, breaker=breaker, retry=RETRY, idempotent=True
+    )
+    def write() -> object:
+        nonlocal calls
+        calls += 1
+        return client.set("k", "v")
+
+    fill_memory(redis_server)
+    try:
+        results = [write() for _ in range(5)]
+    finally:
+        free_memory(redis_server)
+    assert results == ["FB"] * 5
+    assert calls == 5
+    assert failures[0] is not None
+    assert failures[0].kind is ErrorKind.WRITE_REFUSED
+    assert breaker.stats().failure_count == 0
+    assert breaker.current_state == "closed"
+    assert "Redis refused a write (not retried)" in caplog.text
+    assert write() is True
     client.close()
