@@ -224,8 +224,8 @@ def not_applied(exc: BaseException) -> bool:
         return True
     tb = exc.__traceback__
     if isinstance(exc, builtins.TimeoutError) and not isinstance(exc, rx.RedisError):
-        # asyncio.timeout / wait_for: the cancelled attempt is the context.
-        inner = exc.__context__
+        # asyncio.timeout / wait_for: the cancelled attempt is the cause (or the context).
+        inner = exc.__cause__ or exc.__context__
         if inner is not None and _before_send(inner.__traceback__):
             return True
     if _before_send(tb):

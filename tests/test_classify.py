@@ -142,6 +142,37 @@ def test_a_handshake_timeout_proves_nothing_ran(redis_server: RedisServer) -> No
     assert not_applied(info.value)
 
 
+async def test_an_asyncio_timeout_during_connect_proves_nothing_ran(
+    redis_server: RedisServer,
+) -> None:
+    """asyncio.timeout cutting a connect (paused server) is proof; cutting a read is not."""
+    client = redis.asyncio.Redis(
+        host=LOOPBACK,
+        port=redis_server.port,
+        retry=redis.asyncio.retry.Retry(NoBackoff(), 0),
+        **_auth(redis_server),
+    )
+    warm = redis.asyncio.Redis(
+        host=LOOPBACK,
+        port=redis_server.port,
+        retry=redis.asyncio.retry.Retry(NoBackoff(), 0),
+        **_auth(redis_server),
+    )
+    assert await warm.ping() is True
+    redis_server.pause()
+    try:
+        with pytest.raises(TimeoutError) as connecting:
+            await asyncio.wait_for(client.incr("k"), 0.2)
+        with pytest.raises(TimeoutError) as reading:
+            await asyncio.wait_for(warm.incr("k"), 0.2)
+    finally:
+        redis_server.resume()
+    assert not_applied(connecting.value)
+    assert not not_applied(reading.value)
+    await client.aclose()
+    await warm.aclose()
+
+
 def test_a_timeout_waiting_for_the_reply_may_have_run(redis_server: RedisServer) -> None:
     """A read timeout on a connected client: the command was sent and may have run."""
     client = _client(redis_server.port, **_auth(redis_server))
