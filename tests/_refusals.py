@@ -12,6 +12,8 @@ from contextlib import contextmanager
 
 import redis
 from redis import exceptions as rx
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from redisguard.testing import RedisServer
 
@@ -42,6 +44,10 @@ def slow_script(server: RedisServer, seconds: float, *, busy_after_ms: int = 0) 
     if busy_after_ms:
         control.config_set("busy-reply-threshold", busy_after_ms)
     runner = admin(server, socket_timeout=seconds + 10)
+    probe = admin(
+        server, socket_timeout=0.1, socket_connect_timeout=0.1, retry=Retry(NoBackoff(), 0)
+    )
+    probe.ping()  # connected and handshaken before the script starts
 
     def run() -> None:
         with contextlib.suppress(rx.ResponseError):  # "Script killed by user..."
@@ -63,13 +69,23 @@ def slow_script(server: RedisServer, seconds: float, *, busy_after_ms: int = 0) 
             else:
                 raise AssertionError("the server never answered BUSY")
         else:
-            time.sleep(0.1)  # let the script start; the caller checks it did time out
+            # The script runs once a quick PING (on a ready connection) stops being answered.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    probe.ping()
+                except rx.TimeoutError:
+                    break
+                time.sleep(0.01)
+            else:
+                raise AssertionError("the script never started")
         yield
     finally:
         if busy_after_ms:
             with contextlib.suppress(rx.ResponseError):  # NOTBUSY: it already ended
                 control.script_kill()
         thread.join(seconds + 10)
+        probe.close()
         runner.close()
         control.close()
 
