@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
+import pybreaker
 import pytest
 import redis
 from opentelemetry.sdk.trace import TracerProvider
@@ -1315,3 +1316,33 @@ def test_an_excluded_propagating_error_stays_neutral(make_breaker: BreakerFactor
     with pytest.raises(rx.ResponseError):
         guard(Flaky(wrongtype()), breaker=breaker, fallback="FB")()
     assert breaker.stats().failure_count == 1
+
+
+def test_raising_listeners_never_hold_the_half_open_trial(
+    make_breaker: BreakerFactory, clock: FakeClock
+) -> None:
+    """Listeners that raise in every hook: a trial's slot is still released, later calls run."""
+
+    class Broken(pybreaker.CircuitBreakerListener):
+        def before_call(self, cb: Any, func: Any, *args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("before_call")
+
+        def failure(self, cb: Any, exc: BaseException) -> None:
+            raise RuntimeError("failure")
+
+        def success(self, cb: Any) -> None:
+            raise RuntimeError("success")
+
+        def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
+            raise RuntimeError("state_change")
+
+    breaker = make_breaker(failure_threshold=1, reset_timeout=1.0, half_open_max_attempts=1)
+    breaker.add_listener(Broken())
+    breaker.open()
+    clock.advance(1.5)
+    fn = Flaky(wrongtype(), value="ok")
+    guarded = guard(fn, breaker=breaker, fallback="FB")
+    with pytest.raises(rx.ResponseError):
+        guarded()
+    assert guarded() == "ok"
+    assert breaker.current_state == "closed"
