@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import enum
+import queue
 import ssl
 from collections.abc import Callable
 from types import TracebackType
@@ -35,8 +37,10 @@ class ErrorKind(enum.Enum):
                                                                          MISCONF (a failed RDB
                                                                          save stops writes);
                                                                          logged WARNING
-    ``REJECTED``            no       no                        yes       local pool exhausted; an
-                                                                         inner guard already gave up
+    ``REJECTED``            no       no                        yes       local pool exhausted
+                                                                         (also BlockingConnection-
+                                                                         Pool's timeout); an inner
+                                                                         guard already gave up
     ``PROPAGATE``           no       no                        no        WRONGTYPE, DataError, the
                                                                          function's own bugs
     ======================  =======  =======================  ========  =========================
@@ -99,7 +103,7 @@ def classify_error(exc: BaseException) -> ErrorKind:
         return ErrorKind.PROPAGATE
     if isinstance(exc, _MISCONFIGURED) or _bad_certificate(exc):
         return ErrorKind.MISCONFIGURED
-    if isinstance(exc, _REJECTED):
+    if isinstance(exc, _REJECTED) or (type(exc) is rx.ConnectionError and _pool_exhausted(exc)):
         return ErrorKind.REJECTED
     if isinstance(exc, _WRITE_REFUSED):
         return ErrorKind.WRITE_REFUSED
@@ -253,6 +257,33 @@ def _before_send(tb: TracebackType | None) -> bool:
                 return False
         tb = tb.tb_next
     return False
+
+
+def _pool_exhausted(exc: BaseException) -> bool:
+    """A plain ``ConnectionError`` that says the *local* pool is full, found by where it rose.
+
+    ``BlockingConnectionPool`` raises "No connection available" from ``get_connection`` while
+    handling its wait's timeout (``queue.Empty`` / ``TimeoutError``); redis-py 5.x raises "Too
+    many connections" from ``make_connection``/``get_available_connection`` (later versions
+    raise ``MaxConnectionsError``).
+    """
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    frame = tb.tb_frame
+    if frame.f_globals.get("__name__") not in _POOL_MODULES:
+        return False
+    name = frame.f_code.co_name
+    if name in ("make_connection", "get_available_connection"):
+        return True
+    return name == "get_connection" and isinstance(
+        exc.__context__, queue.Empty | builtins.TimeoutError | asyncio.TimeoutError
+    )
+
+
+_POOL_MODULES = frozenset({"redis.connection", "redis.asyncio.connection"})
 
 
 def _in_pipeline(tb: TracebackType | None) -> bool:

@@ -225,8 +225,30 @@ def test_a_full_pool_proves_nothing_ran(redis_server: RedisServer) -> None:
     with pytest.raises(rx.ConnectionError, match="No connection available") as info:
         blocking.incr("k")
     assert not_applied(info.value)
+    assert classify_error(info.value) is REJECTED  # a local limit: the breaker is not told
     pool.release(held)  # type: ignore[no-untyped-call]
     pool.disconnect()
+
+
+async def test_an_async_blocking_pool_timeout_is_a_local_rejection(
+    redis_server: RedisServer,
+) -> None:
+    """asyncio BlockingConnectionPool's "No connection available" is REJECTED and not applied."""
+    pool = redis.asyncio.BlockingConnectionPool(
+        host=LOOPBACK, port=redis_server.port, max_connections=1, timeout=0.05,
+        **_auth(redis_server),
+    )
+    client = redis.asyncio.Redis(
+        connection_pool=pool, retry=redis.asyncio.retry.Retry(NoBackoff(), 0)
+    )
+    held = await pool.get_connection()
+    with pytest.raises(rx.ConnectionError, match="No connection available") as info:
+        await client.incr("k")
+    assert classify_error(info.value) is REJECTED
+    assert not_applied(info.value)
+    await pool.release(held)
+    await client.aclose()
+    await pool.disconnect()
 
 
 def test_a_refusal_reply_proves_nothing_ran_unless_in_a_pipeline(
