@@ -24,7 +24,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from ._breaker import CLOSED, NORMAL, OPEN, REJECT, Breaker, get_breaker
-from ._classify import Classifier, ErrorKind, classify_error
+from ._classify import Classifier, ErrorKind, classify_error, not_applied
 from ._config import RetryPolicy
 from ._errors import CircuitOpenError, ConfigError, RedisUnavailableError
 from ._observe import OperationStats, operation_stats
@@ -75,6 +75,9 @@ class Failure:
         kind: How that error was classified (None when no attempt was made).
         circuit_open: True when the call was answered without touching Redis.
         attempts: Attempts that reached the function.
+        may_have_run: The last error leaves open whether Redis ran the command (a timeout
+            or a reset while waiting for the reply); a guard not declared idempotent does
+            not retry such an error.
     """
 
     operation: str
@@ -83,6 +86,7 @@ class Failure:
     kind: ErrorKind | None
     circuit_open: bool
     attempts: int
+    may_have_run: bool = False
 
 
 _current_failure: ContextVar[Failure | None] = ContextVar("redisguard_failure", default=None)
@@ -108,7 +112,17 @@ class _ShortCircuit(Exception):
 class _CallState:
     """The bookkeeping of one degraded call; its methods are tenacity's stop/retry hooks."""
 
-    __slots__ = ("attempts", "breaker", "kind", "last", "pending", "policy", "slowest", "started")
+    __slots__ = (
+        "attempts",
+        "breaker",
+        "idempotent",
+        "kind",
+        "last",
+        "pending",
+        "policy",
+        "slowest",
+        "started",
+    )
 
     def __init__(
         self,
@@ -117,8 +131,10 @@ class _CallState:
         started: float,
         exc: BaseException,
         kind: ErrorKind,
+        idempotent: bool,
     ) -> None:
         self.breaker = breaker
+        self.idempotent = idempotent
         self.policy = policy
         self.started = started
         self.slowest = time.perf_counter() - started
@@ -131,12 +147,14 @@ class _CallState:
         return self.policy.deadline - (time.perf_counter() - self.started)
 
     def retry(self, rs: tenacity.RetryCallState) -> bool:
+        """Retry a TRANSIENT failure; unless idempotent, only one that proves nothing ran."""
         outcome = rs.outcome
         return (
             outcome is not None
             and outcome.failed
             and outcome.exception() is self.last
             and self.kind is ErrorKind.TRANSIENT
+            and (self.idempotent or not_applied(self.last))
         )
 
     def stop(self, rs: tenacity.RetryCallState) -> bool:
@@ -158,8 +176,10 @@ class _Guard:
         retry: RetryPolicy | None,
         classify: Classifier,
         telemetry: Telemetry,
+        idempotent: bool = False,
     ) -> None:
         self.name = name
+        self.idempotent = idempotent
         self.fallback = fallback
         self.breaker = breaker
         self.policy = retry
@@ -192,7 +212,7 @@ class _Guard:
     # -- policy steps (no I/O) ---------------------------------------------------------
     def record(self, ticket: int, exc: BaseException, kind: ErrorKind, attempt: int) -> None:
         """Tell the breaker about a failed attempt and log it."""
-        if kind is ErrorKind.REJECTED:
+        if kind is ErrorKind.REJECTED or kind is ErrorKind.WRITE_REFUSED:
             self.breaker._on_neutral(ticket)
         else:
             self.breaker._on_failure(ticket, exc)
@@ -203,6 +223,8 @@ class _Guard:
                 level,
                 "Redis rejected the configuration (not retried): %s"
                 if misconfigured
+                else "Redis refused a write (not retried): %s"
+                if kind is ErrorKind.WRITE_REFUSED
                 else "Redis operation failed: %s",
                 _describe(exc),
                 extra={
@@ -215,6 +237,33 @@ class _Guard:
                     "attempt": attempt,
                 },
             )
+
+    def misclassified(self, exc: BaseException) -> ErrorKind:
+        """``classify`` raised: log it, and classify ``exc`` the default way instead.
+
+        A broken classifier must neither leak a half-open trial slot nor change what the
+        caller sees: a Redis outage still falls back, a data error still propagates.
+        """
+        logger.exception(
+            "classify %r failed on %s; using redisguard.classify_error",
+            self.classify,
+            _qualname(exc),
+            extra={"category": "config", "breaker": self.breaker.name, "operation": self.name},
+        )
+        return classify_error(exc)
+
+    def excluded(self, ticket: int, exc: BaseException, started: float) -> bool:
+        """Whether the breaker excludes ``exc`` (a business error): then it is a success.
+
+        pybreaker semantics: an excluded exception resets the failure count and closes a
+        half-open circuit. The caller re-raises ``exc`` unchanged.
+        """
+        if self.breaker.is_system_error(exc):
+            return False
+        self.breaker._on_success(ticket, True)
+        self.stats.error.add()
+        record_propagated(self, ticket, started, exc)
+        return True
 
     def propagated(self, ticket: int, exc: BaseException, started: float) -> None:
         """The first attempt raised an error the guard does not handle (it is re-raised)."""
@@ -232,9 +281,10 @@ class _Guard:
             or self.policy is None
             or self._sync_template is None
             or self.breaker.state_code == OPEN
+            or not (self.idempotent or not_applied(exc))
         ):
             return None
-        return _CallState(self.breaker, self.policy, started, exc, kind)
+        return _CallState(self.breaker, self.policy, started, exc, kind, self.idempotent)
 
     def admit_retry(
         self,
@@ -262,8 +312,14 @@ class _Guard:
     ) -> None:
         """Classify and record a failed retry attempt (the caller re-raises ``exc``)."""
         state.slowest = max(state.slowest, time.perf_counter() - began)
-        kind = self.classify(exc)
+        try:
+            kind = self.classify(exc)
+        except Exception:
+            kind = self.misclassified(exc)
         state.last, state.kind = exc, kind
+        if kind is not ErrorKind.PROPAGATE and self.excluded(ticket, exc, began):
+            state.kind = ErrorKind.PROPAGATE  # re-raised unchanged by the retry loop
+            return
         if kind is ErrorKind.PROPAGATE:
             self.breaker._on_neutral(ticket)
             if isinstance(exc, Exception):
@@ -289,11 +345,16 @@ class _Guard:
         span.finish("error", state.attempts, err if isinstance(err, Exception) else None)
         return True
 
-    def failure(self, state: _CallState | None, exc: BaseException | None) -> Failure:
+    def failure(
+        self,
+        state: _CallState | None,
+        exc: BaseException | None,
+        kind: ErrorKind | None = None,
+    ) -> Failure:
         """Describe why the fallback is used (exc None: short-circuited by an open circuit)."""
         if exc is None and state is None:
             return self.open_failure
-        kind, attempts = (None, 0) if exc is None else (self.classify(exc), 1)
+        attempts = 0 if exc is None else 1
         if state is not None:
             exc, kind, attempts = state.last, state.kind, state.attempts
         return Failure(
@@ -303,6 +364,7 @@ class _Guard:
             kind=kind,
             circuit_open=exc is None,
             attempts=attempts,
+            may_have_run=exc is not None and not not_applied(exc),
         )
 
     def give_up(self, failure: Failure, span: GuardSpan | None) -> None:
@@ -320,11 +382,21 @@ class _Guard:
             record_short_circuit(self, error)
         else:
             if logger.isEnabledFor(logging.WARNING):
+                held_back = (
+                    failure.may_have_run
+                    and failure.kind is ErrorKind.TRANSIENT
+                    and not self.idempotent
+                    and self._sync_template is not None
+                )
                 logger.warning(
-                    "Using fallback for Redis operation %s" if error is None
-                    else "Redis operation %s failed and has no fallback",
+                    (
+                        "Using fallback for Redis operation %s"
+                        if error is None
+                        else "Redis operation %s failed and has no fallback"
+                    )
+                    + (" (not retried: the command may have run)" if held_back else ""),
                     self.name,
-                    extra=self._extra(failure),
+                    extra={**self._extra(failure), "retry_skipped": held_back},
                 )
             if span is not None:
                 span.finish(
@@ -406,7 +478,7 @@ class _Guard:
                 except BaseException as err:
                     if self.escaped(state, err, span):
                         raise
-            return self.fall_back(args, kwargs, self.failure(state, exc), span)
+            return self.fall_back(args, kwargs, self.failure(state, exc, kind), span)
         finally:
             span.close()
 
@@ -462,7 +534,7 @@ class _Guard:
                 except BaseException as err:
                     if self.escaped(state, err, span):
                         raise
-            return await self.afall_back(args, kwargs, self.failure(state, exc), span)
+            return await self.afall_back(args, kwargs, self.failure(state, exc, kind), span)
         finally:
             span.close()
 
@@ -534,6 +606,7 @@ def redis_guarded(
     breaker: str | Breaker | BreakerSelector = ...,
     retry: RetryPolicy | None = ...,
     classify: Classifier = ...,
+    idempotent: bool | None = ...,
     trace_success: bool | None = ...,
     tracer_provider: TracerProvider | None = ...,
     meter_provider: MeterProvider | None = ...,
@@ -548,6 +621,7 @@ def redis_guarded(
     breaker: str | Breaker | BreakerSelector = ...,
     retry: RetryPolicy | None = ...,
     classify: Classifier = ...,
+    idempotent: bool | None = ...,
     trace_success: bool | None = ...,
     tracer_provider: TracerProvider | None = ...,
     meter_provider: MeterProvider | None = ...,
@@ -562,6 +636,7 @@ def redis_guarded(
     breaker: str | Breaker | BreakerSelector = ...,
     retry: RetryPolicy | None = ...,
     classify: Classifier = ...,
+    idempotent: bool | None = ...,
     trace_success: bool | None = ...,
     tracer_provider: TracerProvider | None = ...,
     meter_provider: MeterProvider | None = ...,
@@ -576,6 +651,7 @@ def redis_guarded(
     breaker: str | Breaker | BreakerSelector = ...,
     retry: RetryPolicy | None = ...,
     classify: Classifier = ...,
+    idempotent: bool | None = ...,
     trace_success: bool | None = ...,
     tracer_provider: TracerProvider | None = ...,
     meter_provider: MeterProvider | None = ...,
@@ -589,6 +665,7 @@ def redis_guarded(
     breaker: str | Breaker | BreakerSelector = "redis",
     retry: RetryPolicy | None = _DEFAULT,
     classify: Classifier = classify_error,
+    idempotent: bool | None = None,
     trace_success: bool | None = None,
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
@@ -610,7 +687,16 @@ def redis_guarded(
         retry: A :class:`RetryPolicy`; ``None`` for a single attempt. Defaults to
             ``RetryPolicy()`` (3 attempts, 25 ms jittered exponential backoff, 0.5 s deadline).
         classify: Maps an exception to an :class:`ErrorKind`; defaults to
-            :func:`classify_error`.
+            :func:`classify_error`. If it raises, the error is logged and the default
+            classification is used. Then the breaker's ``exclude`` applies: an error the guard
+            would handle (not ``PROPAGATE``) that the breaker excludes is a business error,
+            re-raised unchanged and recorded as a breaker success (as pybreaker does);
+            ``PROPAGATE`` errors stay neutral.
+        idempotent: Whether running the function twice is as good as once. ``None``
+            (undeclared) is treated as False: the guard then retries only errors that prove
+            the command never ran (:func:`redisguard._classify.not_applied`: a refused
+            connection, a connect timeout, LOADING, BUSY...), never a timeout or a reset
+            while waiting for the reply. ``True`` retries every ``TRANSIENT`` error.
         trace_success: Also trace calls that succeed at once (off by default, so the happy
             path stays cheap and does not double the redis instrumentation's command spans).
             ``None`` reads ``REDISGUARD_TRACE_SUCCESS``.
@@ -656,30 +742,59 @@ def redis_guarded(
                 f"@redis_guarded cannot guard generator {fn.__qualname__}: results would "
                 "escape the guard; guard the function that does the Redis calls instead"
             )
-        is_async = inspect.iscoroutinefunction(fn)
+        is_async = _is_async(fn)
         if not is_async and inspect.iscoroutinefunction(fallback):
-            raise TypeError(
-                f"fallback {fallback.__qualname__} is async but {fn.__qualname__} is not"
-            )
+            raise TypeError(f"fallback {_name(fallback)} is async but {_name(fn)} is not")
         wrap = _async_wrapper if is_async else _sync_wrapper
 
         def build(breaker: Breaker) -> Callable[..., Any]:
-            guard = _Guard(name, fallback, breaker, retry, classify, telemetry)
+            guard = _Guard(name, fallback, breaker, retry, classify, telemetry, bool(idempotent))
             guard.trace_success = trace_default if trace_success is None else trace_success
             return wrap(fn, guard)
 
         if selector is None:
             assert breaker_obj is not None
             return build(breaker_obj)
-        return _selecting_wrapper(fn, selector, build)
+        return _selecting_wrapper(fn, selector, build, is_async)
 
     return decorate
+
+
+def _name(fn: Any) -> str:
+    return str(getattr(fn, "__qualname__", None) or type(fn).__qualname__)
+
+
+def _is_async(fn: Any) -> bool:
+    """Whether calling ``fn`` returns a coroutine, decided once, at decoration.
+
+    Besides ``async def`` functions and methods: a ``functools.partial`` of one; a plain
+    function whose ``__wrapped__`` chain (``functools.wraps``) ends at one, such as an
+    ``async def`` under a sync decorator; and an object whose class has ``async def
+    __call__``. A callable *object* is judged by its own ``__call__`` only, so a sync adapter
+    that sets ``__wrapped__`` to an async function (asgiref's ``async_to_sync``) stays sync.
+    """
+    for _ in range(64):  # a partial of a partial...; bounded against cycles
+        if inspect.iscoroutinefunction(fn):
+            return True
+        if isinstance(fn, functools.partial):
+            fn = fn.func
+        elif inspect.isfunction(fn) or inspect.ismethod(fn):
+            wrapped = getattr(fn, "__wrapped__", None)
+            if wrapped is None:
+                return False
+            fn = wrapped
+        elif isinstance(fn, type):
+            return False
+        else:
+            return inspect.iscoroutinefunction(type(fn).__call__)
+    return False
 
 
 def _selecting_wrapper(
     fn: Callable[..., Any],
     selector: BreakerSelector,
     build: Callable[[Breaker], Callable[..., Any]],
+    is_async: bool,
 ) -> Callable[..., Any]:
     """Pick the breaker per call (e.g. the Cluster node owning the key), one guard per breaker."""
     wrappers: dict[Breaker, Callable[..., Any]] = {}
@@ -693,7 +808,7 @@ def _selecting_wrapper(
             wrapper = wrappers.setdefault(breaker, build(breaker))
         return wrapper
 
-    if inspect.iscoroutinefunction(fn):
+    if is_async:
 
         @functools.wraps(fn)
         async def aselected(*args: Any, **kwargs: Any) -> Any:
@@ -727,9 +842,14 @@ def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            kind = classify(exc)
+            try:
+                kind = classify(exc)
+            except Exception:
+                kind = guard.misclassified(exc)
             if kind is propagate:
                 guard.propagated(ticket, exc, started)
+                raise
+            if guard.excluded(ticket, exc, started):
                 raise
             return guard.recover(fn, args, kwargs, ticket, exc, kind, started)
         if ticket or failures or breaker._wants_call_events:
@@ -776,9 +896,14 @@ def _async_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            kind = classify(exc)
+            try:
+                kind = classify(exc)
+            except Exception:
+                kind = guard.misclassified(exc)
             if kind is propagate:
                 guard.propagated(ticket, exc, started)
+                raise
+            if guard.excluded(ticket, exc, started):
                 raise
             return await guard.arecover(fn, args, kwargs, ticket, exc, kind, started)
         if ticket or failures or breaker._wants_call_events:

@@ -15,6 +15,7 @@ sending one Redis command, so a flow never sees a connection and never does I/O 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Awaitable, Callable, Generator, Mapping
@@ -90,13 +91,15 @@ class OpSpec:
         suffix: Appended to the store's name for the guard (``"get"`` -> ``"session.get"``).
         command: The Redis command sent with the step's arguments.
         degrade: When Redis is unavailable, return :class:`Outage` instead of raising.
-        retry: False for non-idempotent commands (no retry at all).
+        idempotent: Whether sending the command twice is as good as once, *reply included*
+            (passed to ``redis_guarded(idempotent=...)``). Required: every op declares it.
+            A non-idempotent op is retried only for errors that prove it never ran.
     """
 
     suffix: str
     command: str
     degrade: bool = False
-    retry: bool = True
+    idempotent: bool = dataclasses.field(kw_only=True)
 
 
 _DEFAULT: Any = object()
@@ -120,7 +123,8 @@ def _guard_options(
     options: dict[str, Any] = {
         "name": f"{name}.{spec.suffix}",
         "breaker": breaker,
-        "retry": retry if spec.retry else None,
+        "retry": retry,
+        "idempotent": spec.idempotent,
         **telemetry,
     }
     if spec.degrade:

@@ -228,9 +228,11 @@ class _LimiterCore:
     """Everything the twins share: validation, the flow, the degraded policies."""
 
     SPECS: ClassVar[Mapping[str, OpSpec]] = {
-        # Retrying a timed-out EVALSHA could count the request twice; fail fast instead.
-        "hit": OpSpec("hit", "EVALSHA", degrade=True, retry=False),
-        "load": OpSpec("load", "SCRIPT LOAD", degrade=True, retry=False),
+        # A replayed EVALSHA after a lost reply would count the request twice: it is retried
+        # only for errors that prove it never ran (refused connection, BUSY, LOADING...).
+        "hit": OpSpec("hit", "EVALSHA", degrade=True, idempotent=False),
+        # SCRIPT LOAD of the same script returns the same SHA every time.
+        "load": OpSpec("load", "SCRIPT LOAD", degrade=True, idempotent=True),
     }
 
     def __init__(

@@ -161,10 +161,14 @@ class _Core:
 # -- sessions -------------------------------------------------------------------------------
 class _SessionCore(_Core):
     SPECS: ClassVar[Mapping[str, OpSpec]] = {
-        "get": OpSpec("get", "GET", degrade=True),
-        "set": OpSpec("set", "SET"),
-        "touch": OpSpec("touch", "PEXPIRE"),
-        "delete": OpSpec("delete", "DEL"),
+        "get": OpSpec("get", "GET", degrade=True, idempotent=True),
+        # SET key value PX ttl: a replay writes the same value (its TTL restarts, harmless).
+        "set": OpSpec("set", "SET", idempotent=True),
+        # PEXPIRE with a fixed TTL: the reply (key exists) is the same on a replay.
+        "touch": OpSpec("touch", "PEXPIRE", idempotent=True),
+        # DEL is idempotent for the data but not for its reply: a replay after a lost reply
+        # answers 0, and delete() would report "did not exist". The reply is our contract.
+        "delete": OpSpec("delete", "DEL", idempotent=False),
     }
     KIND = "session-store"
 
@@ -338,9 +342,9 @@ class Token:
 
 class _TokenCore(_Core):
     SPECS: ClassVar[Mapping[str, OpSpec]] = {
-        "save": OpSpec("save", "SET"),
-        "get": OpSpec("get", "GET"),
-        "revoke": OpSpec("revoke", "DEL"),
+        "save": OpSpec("save", "SET", idempotent=True),  # fixed value and PX: same result
+        "get": OpSpec("get", "GET", idempotent=True),
+        "revoke": OpSpec("revoke", "DEL", idempotent=False),  # the reply says "was there"
     }
     KIND = "token-store"
 
@@ -488,9 +492,9 @@ class AsyncTokenStore(_TokenCore):
 class _RegistryCore(_Core):
     SPECS: ClassVar[Mapping[str, OpSpec]] = {
         # SET NX is not idempotent under retry (a retried success reads as "exists").
-        "register": OpSpec("register", "SET", retry=False),
-        "get": OpSpec("get", "GET"),
-        "delete": OpSpec("delete", "DEL"),
+        "register": OpSpec("register", "SET", idempotent=False),
+        "get": OpSpec("get", "GET", idempotent=True),
+        "delete": OpSpec("delete", "DEL", idempotent=False),  # the reply says "was there"
     }
     KIND = "client-registry"
 
@@ -554,7 +558,8 @@ class ClientRegistry(_RegistryCore):
         ttl: Optional lifetime of a registration, in seconds.
         breaker: Breaker name or object guarding the calls.
         name: Operation name prefix (``client_registry.register``...).
-        retry: Retry policy for ``get`` and ``delete`` (``register`` is never retried).
+        retry: Retry policy. ``get`` retries every transient error; ``register`` and
+            ``delete`` (not idempotent) only errors that prove the command never ran.
         tracer_provider, meter_provider: Where this component's spans and metrics go
             (the global providers when None).
         new_id: Generates client ids.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import itertools
 import logging
 import threading
@@ -10,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
+import pybreaker
 import pytest
 import redis
 from opentelemetry.sdk.trace import TracerProvider
@@ -80,9 +83,15 @@ def always(exc_factory: Any, n: int = 50) -> Flaky:
 
 
 def guard(fn: Any, **options: Any) -> Any:
-    """Apply ``redis_guarded`` to a fresh function that delegates to ``fn``."""
+    """Apply ``redis_guarded`` to a fresh function that delegates to ``fn``.
+
+    Declared idempotent unless told otherwise: these tests drive the retry machinery with
+    synthetic errors, which cannot prove that a command never ran (see test_guard_redis.py
+    for the non-idempotent default against a real server).
+    """
     options.setdefault("name", "op")
     options.setdefault("retry", FAST)
+    options.setdefault("idempotent", True)
 
     def get(*args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
@@ -91,9 +100,10 @@ def guard(fn: Any, **options: Any) -> Any:
 
 
 def aguard(fn: Any, **options: Any) -> Any:
-    """Apply ``redis_guarded`` to a fresh coroutine function that awaits ``fn``."""
+    """Apply ``redis_guarded`` to a fresh coroutine function that awaits ``fn`` (idempotent)."""
     options.setdefault("name", "op")
     options.setdefault("retry", FAST)
+    options.setdefault("idempotent", True)
 
     async def get(*args: Any, **kwargs: Any) -> Any:
         return await fn(*args, **kwargs)
@@ -1133,3 +1143,206 @@ def test_open_circuit_fallbacks_log_at_debug_only(
         (logging.DEBUG, "Circuit breaker open, using fallback for const"),
         (logging.DEBUG, "Circuit breaker open, using fallback for call"),
     ]
+
+
+# -- async callables that do not look async ---------------------------------------------------
+class AsyncCallable:
+    """An object whose ``__call__`` is a coroutine function."""
+
+    def __init__(self, *errors: BaseException) -> None:
+        self.flaky = AsyncFlaky(*errors)
+
+    async def __call__(self) -> Any:
+        return await self.flaky()
+
+
+def sync_decorator(fn: Any) -> Any:
+    """A plain sync decorator (functools.wraps) around whatever it gets."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+async def _lookup(flaky: AsyncFlaky, key: str) -> Any:
+    return await flaky(key)
+
+
+def _async_shapes() -> list[tuple[str, Any, AsyncFlaky]]:
+    shapes: list[tuple[str, Any, AsyncFlaky]] = []
+    obj = AsyncCallable(*(refused() for _ in range(5)))
+    shapes.append(("async __call__", obj, obj.flaky))
+    flaky = AsyncFlaky(*(refused() for _ in range(5)))
+
+    @sync_decorator
+    async def decorated() -> Any:
+        return await flaky()
+
+    shapes.append(("wraps(async def)", decorated, flaky))
+    flaky2 = AsyncFlaky(*(refused() for _ in range(5)))
+    shapes.append(("partial(async def)", functools.partial(_lookup, flaky2, "k"), flaky2))
+    return shapes
+
+
+@pytest.mark.parametrize("shape", range(3), ids=["async-call", "wraps", "partial"])
+async def test_async_callables_that_do_not_look_async_are_guarded(
+    make_breaker: BreakerFactory, shape: int
+) -> None:
+    """An async __call__, a wrapped async def and a partial get the async guard."""
+    _, fn, flaky = _async_shapes()[shape]
+    breaker = make_breaker(failure_threshold=10)
+    guarded: Any = redis_guarded(
+        name="op", fallback="FB", breaker=breaker, retry=FAST, idempotent=True
+    )(fn)
+    assert await guarded() == "FB"  # the coroutine's error reached the guard
+    assert inspect.iscoroutinefunction(guarded)
+    assert len(flaky.calls) == 3  # retried: errors raised by the coroutine are seen
+    assert breaker.stats().failure_count == 3
+
+
+def test_a_sync_adapter_around_an_async_function_stays_sync(make_breaker: BreakerFactory) -> None:
+    """A callable object with a sync __call__ is sync, whatever its __wrapped__ says."""
+
+    async def coro() -> str:
+        return "async"
+
+    class RunsToCompletion:
+        __wrapped__ = coro
+
+        def __call__(self) -> str:
+            return "sync"
+
+    guarded = redis_guarded(name="op", breaker=make_breaker())(RunsToCompletion())
+    assert not inspect.iscoroutinefunction(guarded)
+    assert guarded() == "sync"
+
+
+# -- a classify that raises -----------------------------------------------------------------
+def _raising_once() -> Any:
+    calls = 0
+
+    def classify(exc: BaseException) -> ErrorKind:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("classifier bug")
+        return redisguard.classify_error(exc)
+
+    return classify
+
+
+def test_a_raising_classify_releases_the_half_open_trial(
+    make_breaker: BreakerFactory, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """half_open_max_attempts=1, classify raises on the trial: later calls still reach Redis."""
+    breaker = make_breaker(failure_threshold=1, reset_timeout=1.0, half_open_max_attempts=1)
+    breaker.open()
+    clock.advance(1.5)
+    fn = Flaky(wrongtype(), value="ok")
+    guarded = guard(fn, breaker=breaker, fallback="FB", classify=_raising_once())
+    with pytest.raises(rx.ResponseError, match="WRONGTYPE"):  # the original error, unchanged
+        guarded()
+    assert "classifier bug" in caplog.text
+    assert guarded() == "ok"  # the slot was released: this trial reached the function
+    assert breaker.current_state == "closed"
+    assert len(fn.calls) == 2
+
+
+async def test_a_raising_classify_falls_back_to_the_default_classification(
+    make_breaker: BreakerFactory, clock: FakeClock
+) -> None:
+    """An outage stays an outage when classify raises: fallback, and the trial is recorded."""
+    breaker = make_breaker(failure_threshold=1, reset_timeout=1.0, half_open_max_attempts=1)
+    breaker.open()
+    clock.advance(1.5)
+    fn = AsyncFlaky(refused(), value="ok")
+    guarded = aguard(fn, breaker=breaker, fallback="FB", classify=_raising_once(), retry=None)
+    assert await guarded() == "FB"
+    assert breaker.current_state == "open"  # the failed trial re-opened it
+    clock.advance(1.5)
+    assert await guarded() == "ok"
+    assert breaker.current_state == "closed"
+
+
+# -- the breaker's exclude -------------------------------------------------------------------
+class QuotaExceeded(rx.ConnectionError):
+    """A handled (TRANSIENT) error class that an application treats as a business error."""
+
+
+def test_an_excluded_error_propagates_and_counts_as_a_success(
+    make_breaker: BreakerFactory, clock: FakeClock
+) -> None:
+    """exclude: an error the guard would handle propagates unchanged and closes a trial."""
+    breaker = make_breaker(failure_threshold=3, reset_timeout=1.0, half_open_max_attempts=1)
+    breaker.add_excluded_exception(QuotaExceeded)
+    guard(always(refused, 2), breaker=breaker, fallback="FB", retry=None)()
+    guard(always(refused, 2), breaker=breaker, fallback="FB", retry=None)()
+    assert breaker.stats().failure_count == 2
+    quota = QuotaExceeded("quota")
+    fn = Flaky(quota)
+    guarded = guard(fn, breaker=breaker, fallback="FB")
+    with pytest.raises(QuotaExceeded) as info:
+        guarded()
+    assert info.value is quota
+    assert len(fn.calls) == 1  # not retried
+    assert breaker.stats().failure_count == 0  # a success resets the count
+    breaker.open()
+    clock.advance(1.5)
+    with pytest.raises(QuotaExceeded):
+        guard(Flaky(QuotaExceeded("again")), breaker=breaker, fallback="FB")()
+    assert breaker.current_state == "closed"
+
+
+async def test_an_excluded_error_during_a_retry_propagates(make_breaker: BreakerFactory) -> None:
+    """An excluded error on a retry attempt ends the loop and reaches the caller unchanged."""
+    breaker = make_breaker(failure_threshold=10)
+    # pybreaker accepts predicates too (its annotation says classes only).
+    is_quota: Any = lambda exc: isinstance(exc, QuotaExceeded)  # noqa: E731
+    breaker.add_excluded_exception(is_quota)
+    fn = AsyncFlaky(refused(), QuotaExceeded("quota"), value="ok")
+    with pytest.raises(QuotaExceeded):
+        await aguard(fn, breaker=breaker, fallback="FB")()
+    assert len(fn.calls) == 2
+    assert breaker.stats().failure_count == 0
+
+
+def test_an_excluded_propagating_error_stays_neutral(make_breaker: BreakerFactory) -> None:
+    """PROPAGATE errors are neutral even when excluded: the failure count is untouched."""
+    breaker = make_breaker(failure_threshold=5)
+    breaker.add_excluded_exception(rx.ResponseError)
+    guard(always(refused, 2), breaker=breaker, fallback="FB", retry=None)()
+    with pytest.raises(rx.ResponseError):
+        guard(Flaky(wrongtype()), breaker=breaker, fallback="FB")()
+    assert breaker.stats().failure_count == 1
+
+
+def test_raising_listeners_never_hold_the_half_open_trial(
+    make_breaker: BreakerFactory, clock: FakeClock
+) -> None:
+    """Listeners that raise in every hook: a trial's slot is still released, later calls run."""
+
+    class Broken(pybreaker.CircuitBreakerListener):
+        def before_call(self, cb: Any, func: Any, *args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("before_call")
+
+        def failure(self, cb: Any, exc: BaseException) -> None:
+            raise RuntimeError("failure")
+
+        def success(self, cb: Any) -> None:
+            raise RuntimeError("success")
+
+        def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
+            raise RuntimeError("state_change")
+
+    breaker = make_breaker(failure_threshold=1, reset_timeout=1.0, half_open_max_attempts=1)
+    breaker.add_listener(Broken())
+    breaker.open()
+    clock.advance(1.5)
+    fn = Flaky(wrongtype(), value="ok")
+    guarded = guard(fn, breaker=breaker, fallback="FB")
+    with pytest.raises(rx.ResponseError):
+        guarded()
+    assert guarded() == "ok"
+    assert breaker.current_state == "closed"

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
 import redis.asyncio
+import redis.asyncio.retry
+from _refusals import admin, fill_memory, free_memory, slow_script
+from redis import exceptions as rx
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 import redisguard
-from redisguard import Breaker, BreakerConfig, RetryPolicy, redis_guarded
+from redisguard import Breaker, BreakerConfig, ErrorKind, Failure, RetryPolicy, redis_guarded
 from redisguard._observe import operations
-from redisguard.testing import RedisServer
+from redisguard.testing import FaultProxy, RedisServer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -236,3 +242,230 @@ async def test_async_wrongtype_propagates(aclient: redis.asyncio.Redis) -> None:
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         await push()
     assert breaker.current_state == "closed"
+
+
+# -- retries never apply a write twice ---------------------------------------------------------
+def plain_client(kwargs: dict[str, object], timeout: float) -> redis.Redis:
+    """A plain redis-py client that never retries by itself (only the guard may)."""
+    return redis.Redis(
+        **kwargs,  # type: ignore[arg-type]
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def warm(client: redis.Redis, connections: int) -> None:
+    """Open ``connections`` pooled connections now, so a retry would not need a new one."""
+    pool = client.connection_pool
+    held = [pool.get_connection() for _ in range(connections)]
+    for conn in held:
+        pool.release(conn)
+
+
+def test_incr_whose_reply_is_lost_to_a_reset_runs_once(
+    redis_server: RedisServer, fault_proxy: FaultProxy, breaker: Breaker
+) -> None:
+    """An INCR that reached Redis but lost its reply to a reset is not replayed."""
+    direct = admin(redis_server)
+    client = plain_client(fault_proxy.client_kwargs(), 5.0)
+    assert client.ping() is True
+    fault_proxy.latency(2000)  # INCR reaches Redis; its reply waits in the proxy
+
+    def cut() -> None:
+        deadline = time.monotonic() + 10
+        while direct.get("counter") != b"1" and time.monotonic() < deadline:
+            time.sleep(0.002)
+        fault_proxy.latency(0)
+        fault_proxy.reset()  # the reply is lost: the client sees ECONNRESET
+
+    failures: list[Failure | None] = []
+
+    def fallback() -> str:
+        failures.append(redisguard.current_failure())
+        return "FB"
+
+    @redis_guarded(name="it.incr", fallback=fallback, breaker=breaker, retry=RETRY)
+    def incr() -> object:
+        return client.incr("counter")
+
+    cutter = threading.Thread(target=cut)
+    cutter.start()
+    result = incr()
+    cutter.join()
+    assert direct.get("counter") == b"1"
+    assert result == "FB"
+    (failure,) = failures
+    assert failure is not None
+    assert failure.attempts == 1
+    assert failure.may_have_run
+    assert isinstance(failure.exception, rx.ConnectionError)
+    client.close()
+    direct.close()
+
+
+def test_lpush_timed_out_behind_a_slow_script_is_queued_once(
+    redis_server: RedisServer, breaker: Breaker
+) -> None:
+    """An LPUSH that timed out behind another client's script runs once, not per attempt."""
+    direct = admin(redis_server)
+    client = plain_client(redis_server.client_kwargs(), SOCKET_TIMEOUT)
+    warm(client, 3)
+    failures: list[Failure | None] = []
+
+    def fallback() -> str:
+        failures.append(redisguard.current_failure())
+        return "FB"
+
+    @redis_guarded(name="it.lpush", fallback=fallback, breaker=breaker, retry=RETRY)
+    def enqueue() -> object:
+        return client.lpush("jobs", "job-1")
+
+    with slow_script(redis_server, 1.5):
+        assert enqueue() == "FB"
+    (failure,) = failures
+    assert failure is not None
+    assert isinstance(failure.exception, rx.TimeoutError)
+    assert failure.attempts == 1
+    assert direct.lrange("jobs", 0, -1) == [b"job-1"]
+    client.close()
+    direct.close()
+
+
+async def test_async_incr_whose_reply_is_lost_to_a_reset_runs_once(
+    redis_server: RedisServer, fault_proxy: FaultProxy, breaker: Breaker
+) -> None:
+    """The asyncio twin: an INCR whose reply a reset lost is not sent again."""
+    direct = admin(redis_server)
+    client = redis.asyncio.Redis(
+        **fault_proxy.client_kwargs(),
+        socket_timeout=5.0,
+        retry=redis.asyncio.retry.Retry(NoBackoff(), 0),
+    )
+    assert await client.ping() is True
+    fault_proxy.latency(2000)
+
+    def cut() -> None:
+        deadline = time.monotonic() + 10
+        while direct.get("counter") != b"1" and time.monotonic() < deadline:
+            time.sleep(0.002)
+        fault_proxy.latency(0)
+        fault_proxy.reset()
+
+    @redis_guarded(name="it.aincr", fallback="FB", breaker=breaker, retry=RETRY)
+    async def incr() -> object:
+        return await client.incr("counter")
+
+    cutter = threading.Thread(target=cut)
+    cutter.start()
+    result = await incr()
+    cutter.join()
+    assert direct.get("counter") == b"1"
+    assert result == "FB"
+    await client.aclose()
+    direct.close()
+
+
+def test_refused_connection_is_retried_for_a_non_idempotent_guard(
+    redis_server: RedisServer, breaker: Breaker
+) -> None:
+    """A refused connection proves INCR never ran, so even a non-idempotent guard retries it."""
+    client = plain_client(redis_server.client_kwargs(), SOCKET_TIMEOUT)
+    redis_server.kill()
+    calls = 0
+
+    @redis_guarded(name="it.incr-down", fallback="FB", breaker=breaker, retry=RETRY)
+    def incr() -> object:
+        nonlocal calls
+        calls += 1
+        return client.incr("counter")
+
+    assert incr() == "FB"
+    assert calls == RETRY.attempts
+    client.close()
+
+
+def test_idempotent_guard_retries_a_timeout(redis_server: RedisServer, breaker: Breaker) -> None:
+    """idempotent=True: a read that timed out behind a slow script is retried."""
+    client = plain_client(redis_server.client_kwargs(), SOCKET_TIMEOUT)
+    warm(client, 3)
+    calls = 0
+
+    @redis_guarded(
+        name="it.get-idem", fallback="FB", breaker=breaker, retry=RETRY, idempotent=True
+    )
+    def read() -> object:
+        nonlocal calls
+        calls += 1
+        return client.get("k")
+
+    with slow_script(redis_server, 1.5):
+        assert read() == "FB"
+    assert calls >= 2
+    client.close()
+
+
+def test_busy_reply_is_retried_by_a_non_idempotent_guard_and_counted(
+    redis_server: RedisServer, breaker: Breaker
+) -> None:
+    """BUSY proves the command was refused: a non-idempotent INCR retries, then falls back."""
+    client = plain_client(redis_server.client_kwargs(), 2.0)
+    calls = 0
+    failures: list[Failure | None] = []
+
+    def fallback() -> str:
+        failures.append(redisguard.current_failure())
+        return "FB"
+
+    @redis_guarded(name="it.incr-busy", fallback=fallback, breaker=breaker, retry=RETRY)
+    def incr() -> object:
+        nonlocal calls
+        calls += 1
+        return client.incr("counter")
+
+    with slow_script(redis_server, 5.0, busy_after_ms=20):
+        assert incr() == "FB"
+    (failure,) = failures
+    assert failure is not None
+    assert failure.kind is ErrorKind.TRANSIENT
+    assert not failure.may_have_run
+    assert calls >= 2
+    assert breaker.stats().failure_count == calls
+    assert admin(redis_server).get("counter") is None
+    client.close()
+
+
+def test_oom_falls_back_without_retry_or_counting(
+    redis_server: RedisServer, breaker: Breaker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OOM is WRITE_REFUSED: fallback at once, no retry, the breaker not told, a WARNING."""
+    client = plain_client(redis_server.client_kwargs(), 2.0)
+    failures: list[Failure | None] = []
+    calls = 0
+
+    def fallback() -> str:
+        failures.append(redisguard.current_failure())
+        return "FB"
+
+    @redis_guarded(
+        name="it.set-oom", fallback=fallback, breaker=breaker, retry=RETRY, idempotent=True
+    )
+    def write() -> object:
+        nonlocal calls
+        calls += 1
+        return client.set("k", "v")
+
+    fill_memory(redis_server)
+    try:
+        results = [write() for _ in range(5)]
+    finally:
+        free_memory(redis_server)
+    assert results == ["FB"] * 5
+    assert calls == 5
+    assert failures[0] is not None
+    assert failures[0].kind is ErrorKind.WRITE_REFUSED
+    assert breaker.stats().failure_count == 0
+    assert breaker.current_state == "closed"
+    assert "Redis refused a write (not retried)" in caplog.text
+    assert write() is True
+    client.close()

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from _refusals import fill_memory, free_memory, slow_script
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -254,3 +255,26 @@ def test_gcra_allows_a_fresh_key_whatever_the_clock_rounding() -> None:
     decision, new_tat = gcra(None, now, 1, 60.0)
     assert decision.allowed is True
     assert new_tat is not None
+
+
+def test_limiter_degrades_while_a_script_is_busy(client: GuardedRedis, server: RedisServer) -> None:
+    """BUSY: decisions follow the outage policy instead of raising."""
+    limiter = RateLimiter(client, 5, 60, on_unavailable="closed", name="busy")
+    assert limiter.hit("k").allowed
+    with slow_script(server, 5.0, busy_after_ms=20):
+        decision = limiter.hit("k")
+    assert decision.degraded
+    assert not decision.allowed
+
+
+def test_limiter_degrades_when_out_of_memory(client: GuardedRedis, server: RedisServer) -> None:
+    """OOM refuses the script's write: decisions follow the outage policy, nothing counted."""
+    limiter = RateLimiter(client, 5, 60, on_unavailable="open", name="oom")
+    assert limiter.hit("k").allowed
+    fill_memory(server)
+    try:
+        decisions = [limiter.hit("k") for _ in range(4)]
+    finally:
+        free_memory(server)
+    assert all(d.degraded and d.allowed for d in decisions)
+    assert limiter.breaker.current_state == "closed"

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
+from _refusals import failed_save, fill_memory, free_memory, slow_script
 
 from redisguard import BreakerConfig, RetryPolicy, StoreUnavailableError, get_breaker
 from redisguard._client import AsyncGuardedRedis, GuardedRedis, aconnect, connect
@@ -210,12 +211,13 @@ def test_client_registry_roundtrip(client: GuardedRedis) -> None:
 
 
 def test_registration_outage_carries_retry_after(client: GuardedRedis, server: RedisServer) -> None:
-    """Down: register raises a typed error with retry_after, after one attempt (no retry)."""
+    """Down: register raises a typed error with retry_after; a refused connect is retried."""
     registry = ClientRegistry(client)
     server.kill()
     with pytest.raises(TemporarilyUnavailableError) as info:
         registry.register({"redirect_uris": ["https://x"]})
-    assert info.value.attempts == 1
+    # SET NX is not idempotent, but a refused connection proves it never ran.
+    assert info.value.attempts == 3
     assert 1 <= info.value.retry_after <= 30
     with pytest.raises(TemporarilyUnavailableError):
         registry.get("any")
@@ -283,3 +285,59 @@ def test_strict_session_read_chains_the_redis_error(
     with pytest.raises(TemporarilyUnavailableError) as info:
         store.get("s", strict=True)
     assert isinstance(info.value.__cause__, redis_py.ConnectionError)
+
+
+# -- "cannot serve now" replies from a real server ---------------------------------------------
+def test_session_get_answers_none_while_a_script_is_busy(
+    client: GuardedRedis, server: RedisServer
+) -> None:
+    """BUSY (a script past busy-reply-threshold): get answers None, set raises, both count."""
+    store = SessionStore(client, retry=FAST)
+    store.set("s1", {"user": 1})
+    with slow_script(server, 5.0, busy_after_ms=20):
+        assert store.get("s1") is None
+        with pytest.raises(TemporarilyUnavailableError):
+            store.set("s2", {"user": 2})
+    assert store.breaker.stats().failure_count == 3  # 2 attempts of get, 1 of set: opened
+    assert store.breaker.current_state == "open"
+
+
+async def test_async_session_get_answers_none_while_a_script_is_busy(
+    aclient: AsyncGuardedRedis, server: RedisServer
+) -> None:
+    """The asyncio store degrades the same way under BUSY."""
+    store = AsyncSessionStore(aclient, retry=FAST)
+    with slow_script(server, 5.0, busy_after_ms=20):
+        assert await store.get("s1") is None
+
+
+def test_session_set_raises_temporarily_unavailable_when_out_of_memory(
+    client: GuardedRedis, server: RedisServer
+) -> None:
+    """OOM: set raises TemporarilyUnavailableError; reads still work; the breaker stays closed."""
+    store = SessionStore(client, retry=FAST)
+    store.set("s1", {"user": 1})
+    fill_memory(server)
+    try:
+        for _ in range(5):  # more than the breaker's failure threshold
+            with pytest.raises(TemporarilyUnavailableError):
+                store.set("s2", {"user": 2})
+        assert store.get("s1") == {"user": 1}
+        assert store.breaker.current_state == "closed"
+    finally:
+        free_memory(server)
+    store.set("s2", {"user": 2})
+
+
+def test_session_set_raises_temporarily_unavailable_after_a_failed_save() -> None:
+    """MISCONF (a failed RDB save stops writes): set raises TemporarilyUnavailableError."""
+    with RedisServer(args=["--enable-protected-configs", "yes"]) as server:
+        c = connect(server.url, prober=False)
+        store = SessionStore(c, retry=FAST)
+        store.set("s1", {"user": 1})
+        with failed_save(server):
+            with pytest.raises(TemporarilyUnavailableError) as info:
+                store.set("s2", {"user": 2})
+            assert "MISCONF" in str(info.value.__cause__)
+            assert store.get("s1") == {"user": 1}
+        c.close()

@@ -68,6 +68,7 @@ def by_kind(exc: BaseException) -> ErrorKind:
     breaker=Breaker("typing"),
     retry=RetryPolicy(attempts=2),
     classify=by_kind,
+    idempotent=True,
 )
 def with_options(a: int, b: str = "") -> bool:
     return bool(a) and bool(b)
