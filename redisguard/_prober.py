@@ -10,6 +10,12 @@ built by :func:`redisguard.connect` carries a prober instead:
   ``wait_exponential``) and logs each failed attempt as "Redis reconnecting";
 * as soon as Redis answers it calls ``breaker.half_open()`` on every open breaker, so the
   next real call is a trial call instead of a fallback;
+* it only does this for a breaker opened by a failure that an answered PING proves healed
+  (:func:`ping_proves_recovery`: connectivity, LOADING, BUSY). A PING answers just as well
+  when the command itself cannot run -- an ACL user allowed PING but not SET (NOPERM), a
+  replica refusing writes (READONLY), OOM, MISCONF, MASTERDOWN, CLUSTERDOWN -- and
+  half-opening then would defeat ``reset_timeout``; such a breaker, and one opened by hand
+  (``Breaker.open()``), waits ``reset_timeout`` out;
 * it ends when no breaker is open any more, and is stopped (thread joined, task cancelled)
   when the client is closed.
 
@@ -28,11 +34,12 @@ from typing import Any
 
 import pybreaker
 import tenacity
+from redis import exceptions as rx
 
 from ._breaker import OPEN, Breaker
 from ._guard import _describe
 
-__all__ = ["SEED_BACKOFF", "ProbePlan", "TaskProber", "ThreadProber"]
+__all__ = ["SEED_BACKOFF", "ProbePlan", "TaskProber", "ThreadProber", "ping_proves_recovery"]
 
 logger = logging.getLogger("redisguard")
 
@@ -40,15 +47,48 @@ logger = logging.getLogger("redisguard")
 SEED_BACKOFF = tenacity.wait_exponential(multiplier=0.1, max=10.0)
 
 
+# Connection errors that a PING answering does not disprove: credentials, permissions, and
+# the local pool (Redis may be fine, the client is out of connections).
+_NOT_CONNECTIVITY = (rx.AuthenticationError, rx.AuthorizationError, rx.MaxConnectionsError)
+
+
+def ping_proves_recovery(exc: BaseException | None) -> bool:
+    """Whether an answered PING proves that the failure ``exc`` has healed.
+
+    True for connectivity (a redis ``ConnectionError`` other than authentication,
+    authorization or a full local pool; a redis ``TimeoutError``; the builtin
+    ``TimeoutError``, ``ConnectionError`` and ``OSError``), for LOADING (``BusyLoadingError``,
+    a ``ConnectionError``) and for BUSY (a script past ``lua-time-limit``: PING itself
+    answers BUSY until it ends). False for everything a PING cannot see -- NOPERM, READONLY,
+    OOM, MISCONF, MASTERDOWN, CLUSTERDOWN, TRYAGAIN, data errors -- and for ``None`` (a
+    breaker opened by hand or by a storage).
+    """
+    if exc is None:
+        return False
+    if isinstance(exc, rx.ConnectionError):
+        return not isinstance(exc, _NOT_CONNECTIVITY)
+    if isinstance(exc, rx.ResponseError):
+        # redis-py has no class for BUSY; the reply's error code is its first word.
+        return str(exc).split(" ", 1)[0] == "BUSY"
+    return isinstance(exc, rx.TimeoutError | OSError)  # OSError: builtin Timeout/ConnectionError
+
+
+def _probeable(breaker: Breaker) -> bool:
+    """Open, and opened by a failure that an answered PING proves healed."""
+    return breaker.state_code == OPEN and ping_proves_recovery(breaker.opened_by)
+
+
 class _OpenListener(pybreaker.CircuitBreakerListener):
-    """Wakes the prober when one of its breakers opens."""
+    """Wakes the prober when one of its breakers opens for a reason a PING can disprove."""
 
     def __init__(self, on_open: Callable[[], None]) -> None:
         self._on_open = on_open
 
     def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
-        if new_state.name == pybreaker.STATE_OPEN and getattr(old_state, "name", None) != (
-            pybreaker.STATE_OPEN
+        if (
+            new_state.name == pybreaker.STATE_OPEN
+            and getattr(old_state, "name", None) != pybreaker.STATE_OPEN
+            and ping_proves_recovery(getattr(cb, "opened_by", None))
         ):
             self._on_open()
 
@@ -99,14 +139,14 @@ class ProbePlan:
             self._wake()
 
     def needed(self) -> bool:
-        """True while the client is open for business and some breaker is open."""
-        return not self.stopping and any(b.state_code == OPEN for b in self.breakers)
+        """True while the client is open for business and a breaker a PING can heal is open."""
+        return not self.stopping and any(_probeable(b) for b in self.breakers)
 
     def answered(self) -> bool:
-        """Redis answered: move every open breaker to half-open. Returns True (done)."""
+        """Redis answered: half-open every breaker a PING can heal. Returns True (done)."""
         self._on_answer()
         for breaker in self.breakers:
-            if breaker.state_code == OPEN:
+            if _probeable(breaker):
                 breaker.half_open()
                 logger.info(
                     "Redis answered the recovery probe; breaker %s is half-open",
