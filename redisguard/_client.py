@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast, overload
@@ -33,6 +34,7 @@ import redis
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.asyncio.connection
+import redis.asyncio.retry
 import redis.asyncio.sentinel
 import redis.cluster
 import redis.connection
@@ -43,7 +45,7 @@ from redis.retry import Retry
 
 from ._breaker import Breaker, get_breaker
 from ._classify import ErrorKind, classify_error
-from ._errors import ConfigError, RedisguardError, RedisUnavailableError
+from ._errors import ConfigError, RedisguardError, RedisguardWarning, RedisUnavailableError
 from ._prober import SEED_BACKOFF, ProbePlan, TaskProber, ThreadProber
 from ._redact import redact_text, redact_url
 
@@ -315,7 +317,7 @@ def _sync_connection_class(base: type[Any], life: _Lifecycle) -> type[Any]:
             life.connected()
 
         def disconnect(self, *args: Any, **kwargs: Any) -> None:
-            live = self.is_connected
+            live = self._sock is not None  # redis-py < 8 has no is_connected
             super().disconnect(*args, **kwargs)
             if live:
                 life.disconnected(kwargs.get("error", args[0] if args else None))
@@ -333,7 +335,7 @@ def _async_connection_class(base: type[Any], life: _Lifecycle) -> type[Any]:
             life.connected()
 
         async def disconnect(self, *args: Any, **kwargs: Any) -> None:
-            live = self.is_connected
+            live = getattr(self, "_writer", None) is not None  # no is_connected before 8
             await super().disconnect(*args, **kwargs)
             if live:
                 life.disconnected(kwargs.get("error"))
@@ -421,13 +423,44 @@ class AsyncGuardedRedisCluster(  # type: ignore[misc]
 
 
 # -- building (sync and asyncio differ only in classes and awaits) ---------------------------
+# A user's own redis-py retry (any of these) is honoured, with a RedisguardWarning.
+_USER_RETRY_OPTIONS = ("retry", "retry_on_error", "retry_on_timeout")
+
+
+def _no_retry(asyncio_client: bool) -> Retry | redis.asyncio.retry.Retry:
+    """redis-py's retry switched off, in the class the client's connections call.
+
+    An asyncio connection awaits ``retry.call_with_retry``; given the sync class its
+    failure callback (disconnect, reconnect, resubscribe) never runs.
+    """
+    if asyncio_client:
+        return redis.asyncio.retry.Retry(NoBackoff(), 0)
+    return Retry(NoBackoff(), 0)
+
+
 def _options(
-    target: _Target, socket_timeout: float, socket_connect_timeout: float, kwargs: dict[str, Any]
+    target: _Target,
+    socket_timeout: float,
+    socket_connect_timeout: float,
+    kwargs: dict[str, Any],
+    *,
+    asyncio_client: bool = False,
 ) -> dict[str, Any]:
     options = client_options(
         socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout, **kwargs
     )
-    options["retry"] = Retry(NoBackoff(), 0)
+    given = [name for name in _USER_RETRY_OPTIONS if kwargs.get(name) not in (None, False)]
+    if given:
+        warnings.warn(
+            f"redisguard: {', '.join(given)}= is honoured, but redis-py's retry stacks under "
+            "the guard's retries and multiplies the latency of every failed call "
+            "(a paused server then takes attempts x retries x socket_timeout); "
+            "leave retrying to @redis_guarded(retry=RetryPolicy(...))",
+            RedisguardWarning,
+            stacklevel=4,
+        )
+    else:
+        options["retry"] = _no_retry(asyncio_client)
     if target.kind != "standalone":
         if target.password is not None:
             options.setdefault("password", target.password)
@@ -436,11 +469,13 @@ def _options(
     return options
 
 
-def _sentinel_kwargs(options: dict[str, Any], given: dict[str, Any] | None) -> dict[str, Any]:
+def _sentinel_kwargs(
+    options: dict[str, Any], given: dict[str, Any] | None, *, asyncio_client: bool = False
+) -> dict[str, Any]:
     out = {
         "socket_timeout": options["socket_timeout"],
         "socket_connect_timeout": options["socket_connect_timeout"],
-        "retry": Retry(NoBackoff(), 0),
+        "retry": _no_retry(asyncio_client),
     }
     out.update(given or {})
     return out
@@ -679,7 +714,9 @@ async def aconnect(
     """
     target = _resolve(url, sentinels, service_name, cluster)
     _check_wait(check, wait)
-    options = _options(target, socket_timeout, socket_connect_timeout, kwargs)
+    options = _options(
+        target, socket_timeout, socket_connect_timeout, kwargs, asyncio_client=True
+    )
     life = _Lifecycle(target, _breakers(breakers))
     client: AsyncGuardedRedis | AsyncGuardedRedisCluster
     if target.kind == "cluster":
@@ -691,7 +728,7 @@ async def aconnect(
     elif target.kind == "sentinel":
         sentinel = _untyped(redis.asyncio.sentinel.Sentinel)(
             list(target.nodes),
-            sentinel_kwargs=_sentinel_kwargs(options, sentinel_kwargs),
+            sentinel_kwargs=_sentinel_kwargs(options, sentinel_kwargs, asyncio_client=True),
             **options,
         )
         life.sentinel = sentinel
