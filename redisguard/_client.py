@@ -25,7 +25,7 @@ import asyncio
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast, overload
 from urllib.parse import unquote, urlsplit
@@ -308,10 +308,121 @@ def _breakers(specs: Iterable[BreakerSpec] | BreakerSpec) -> tuple[Breaker, ...]
     return tuple(out)
 
 
+# -- blocking commands (no I/O) ----------------------------------------------------------------
+# How each blocking command gives its server-side timeout: the last argument in seconds, the
+# second in seconds, ``BLOCK <ms>`` before ``STREAMS``, or the n-th argument in milliseconds.
+_LAST_S, _SECOND_S, _BLOCK_MS, _WAIT_MS, _WAITAOF_MS = range(5)
+_BLOCKING_KINDS = {
+    "BLPOP": _LAST_S,
+    "BRPOP": _LAST_S,
+    "BRPOPLPUSH": _LAST_S,
+    "BLMOVE": _LAST_S,
+    "BZPOPMIN": _LAST_S,
+    "BZPOPMAX": _LAST_S,
+    "BLMPOP": _SECOND_S,
+    "BZMPOP": _SECOND_S,
+    "XREAD": _BLOCK_MS,
+    "XREADGROUP": _BLOCK_MS,
+    "WAIT": _WAIT_MS,
+    "WAITAOF": _WAITAOF_MS,
+}
+# Looked up with the command name exactly as given (one dict lookup per command).
+_BLOCKING: dict[str | bytes, int] = {}
+for _name, _kind in _BLOCKING_KINDS.items():
+    for _spelling in (_name, _name.lower()):
+        _BLOCKING[_spelling] = _BLOCKING[_spelling.encode()] = _kind
+
+
+def _word(arg: object) -> str:
+    if isinstance(arg, bytes | bytearray | memoryview):
+        return bytes(arg).decode("latin-1").upper()
+    return str(arg).upper()
+
+
+def _number(arg: object) -> float | None:
+    try:
+        value = float(bytes(arg) if isinstance(arg, bytearray | memoryview) else arg)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if value >= 0 else None
+
+
+def blocking_timeout(args: Sequence[object]) -> float | None:
+    """The server-side timeout, in seconds, of a blocking command; None if it does not block.
+
+    ``0.0`` means the command may block forever. Covers BLPOP, BRPOP, BRPOPLPUSH, BLMOVE,
+    BZPOPMIN, BZPOPMAX, BLMPOP, BZMPOP, XREAD/XREADGROUP with BLOCK, WAIT and WAITAOF.
+    A malformed timeout returns None (the server will refuse the command at once).
+    """
+    if not args:
+        return None
+    kind = _BLOCKING.get(args[0]) if isinstance(args[0], str | bytes) else None
+    if kind is None:
+        kind = _BLOCKING_KINDS.get(_word(args[0]))
+        if kind is None:
+            return None
+    seconds: float | None = None
+    if kind == _LAST_S and len(args) >= 3:
+        seconds = _number(args[-1])
+    elif kind == _SECOND_S and len(args) >= 2:
+        seconds = _number(args[1])
+    elif kind == _WAIT_MS and len(args) >= 3:
+        seconds = _ms(_number(args[2]))
+    elif kind == _WAITAOF_MS and len(args) >= 4:
+        seconds = _ms(_number(args[3]))
+    elif kind == _BLOCK_MS:
+        for i, arg in enumerate(args[1:-1], start=1):
+            word = _word(arg)
+            if word == "STREAMS":
+                break
+            if word == "BLOCK":
+                seconds = _ms(_number(args[i + 1]))
+                break
+    return seconds
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else value / 1000.0
+
+
+def _read_timeout(args: Sequence[object], socket_timeout: float | None) -> object:
+    """The read timeout for the reply to ``args``: ``_NORMAL`` unless the command blocks."""
+    if socket_timeout is None:
+        return _NORMAL
+    seconds = blocking_timeout(args)
+    if seconds is None:
+        return _NORMAL
+    return None if seconds == 0 else seconds + socket_timeout
+
+
+_NORMAL = object()  # read with the connection's own socket_timeout
+
+
+def _pubsub_read(kwargs: dict[str, Any]) -> bool:
+    """A PubSub read that redis-py < 8.1 does with the socket timeout instead of none.
+
+    Only PubSub passes ``push_request=True, disconnect_on_error=False``; redis-py 8.1 also
+    passes a ``timeout`` itself (None/inf to block), older versions pass nothing.
+    """
+    return (
+        kwargs.get("push_request") is True
+        and kwargs.get("disconnect_on_error") is False
+        and kwargs.get("timeout") is None
+    )
+
+
 def _sync_connection_class(base: type[Any], life: _Lifecycle) -> type[Any]:
-    """A subclass of redis-py's connection class ``base`` that reports to ``life``."""
+    """A subclass of redis-py's connection class ``base`` that reports to ``life``.
+
+    Blocking commands (BLPOP, XREAD BLOCK, WAIT ...) read their reply with their own
+    server-side timeout plus ``socket_timeout`` (0: no timeout) instead of
+    ``socket_timeout``, so an idle queue consumer never looks like an outage.
+    """
 
     class GuardedConnection(base):  # type: ignore[misc]
+        _redisguard_wait: object = _NORMAL
+        socket_timeout: float | None  # redis-py's (a property in 8.x sync)
+
         def on_connect_check_health(self, check_health: bool = True) -> None:
             super().on_connect_check_health(check_health)
             life.connected()
@@ -322,6 +433,30 @@ def _sync_connection_class(base: type[Any], life: _Lifecycle) -> type[Any]:
             if live:
                 life.disconnected(kwargs.get("error", args[0] if args else None))
 
+        def send_command(self, *args: Any, **kwargs: Any) -> None:
+            if args and args[0] in _BLOCKING:
+                self._redisguard_wait = _read_timeout(args, self.socket_timeout)
+            super().send_command(*args, **kwargs)
+
+        def read_response(self, *args: Any, **kwargs: Any) -> Any:
+            wait = self._redisguard_wait
+            if wait is _NORMAL:
+                if not (kwargs and "timeout" not in kwargs and _pubsub_read(kwargs)):
+                    return super().read_response(*args, **kwargs)
+                wait = None
+            else:
+                self._redisguard_wait = _NORMAL
+            sock = self._sock
+            if sock is None:
+                return super().read_response(*args, **kwargs)
+            saved = sock.gettimeout()
+            sock.settimeout(wait)
+            try:
+                return super().read_response(*args, **kwargs)
+            finally:
+                if self._sock is sock:  # not disconnected meanwhile
+                    sock.settimeout(saved)
+
     GuardedConnection.__name__ = GuardedConnection.__qualname__ = f"Guarded{base.__name__}"
     return GuardedConnection
 
@@ -330,6 +465,9 @@ def _async_connection_class(base: type[Any], life: _Lifecycle) -> type[Any]:
     """The asyncio twin of :func:`_sync_connection_class`."""
 
     class GuardedConnection(base):  # type: ignore[misc]
+        _redisguard_wait: object = _NORMAL
+        socket_timeout: float | None  # redis-py's (a property in 8.x sync)
+
         async def on_connect_check_health(self, check_health: bool = True) -> None:
             await super().on_connect_check_health(check_health)
             life.connected()
@@ -339,6 +477,29 @@ def _async_connection_class(base: type[Any], life: _Lifecycle) -> type[Any]:
             await super().disconnect(*args, **kwargs)
             if live:
                 life.disconnected(kwargs.get("error"))
+
+        def send_command(self, *args: Any, **kwargs: Any) -> Awaitable[None]:
+            # A plain method returning redis-py's coroutine: no extra frame per command.
+            if args and args[0] in _BLOCKING:
+                self._redisguard_wait = _read_timeout(args, self.socket_timeout)
+            return cast(Awaitable[None], super().send_command(*args, **kwargs))
+
+        async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+            wait = self._redisguard_wait
+            if wait is _NORMAL:
+                if not (kwargs and _pubsub_read(kwargs)):
+                    return await super().read_response(*args, **kwargs)
+                wait = None
+            else:
+                self._redisguard_wait = _NORMAL
+            # redis.asyncio reads with self.socket_timeout; an explicit timeout= would turn a
+            # hung server into a None reply, so the attribute is swapped for this read only.
+            saved = self.socket_timeout
+            self.socket_timeout = cast(float | None, wait)
+            try:
+                return await super().read_response(*args, **kwargs)
+            finally:
+                self.socket_timeout = saved
 
     GuardedConnection.__name__ = GuardedConnection.__qualname__ = f"Guarded{base.__name__}"
     return GuardedConnection
