@@ -25,6 +25,7 @@ import asyncio
 import logging
 import os
 import warnings
+import weakref
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast, overload
@@ -642,6 +643,16 @@ def _sentinel_kwargs(
     return out
 
 
+def _release_when_collected(client: object, prober: ThreadProber | TaskProber) -> None:
+    """When a client is garbage-collected without ``close()``, detach and stop its prober.
+
+    The prober holds the client only weakly, so a dropped client is collected like a plain
+    ``redis.Redis`` (redis-py then closes its pool); this takes its listener off the shared
+    breakers and ends its thread or task.
+    """
+    weakref.finalize(client, prober.abandon).atexit = False
+
+
 def _check_wait(check: bool, wait: float | None) -> None:
     if wait is None:
         return
@@ -814,6 +825,7 @@ def connect(
         logger.info("Redis ready: %s", target.shown, extra={"category": "redis"})
     if prober and life.breakers:
         life.prober = ThreadProber(life.plan(), client.ping)
+        _release_when_collected(client, life.prober)
     return client
 
 
@@ -928,4 +940,5 @@ async def aconnect(
         life.prober = TaskProber(
             life.plan(), client.ping, asyncio.get_running_loop(), timeout=socket_timeout
         )
+        _release_when_collected(client, life.prober)
     return client

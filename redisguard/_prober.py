@@ -27,20 +27,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import pybreaker
 import tenacity
 from redis import exceptions as rx
 
 from ._breaker import OPEN, Breaker
+from ._fork import after_fork
 from ._guard import _describe
 
 __all__ = ["SEED_BACKOFF", "ProbePlan", "TaskProber", "ThreadProber", "ping_proves_recovery"]
 
+T = TypeVar("T")
 logger = logging.getLogger("redisguard")
 
 #: The design document's reconnect strategy: 100 ms, 200 ms, 400 ms ... capped at 10 s.
@@ -188,8 +192,23 @@ class ProbePlan:
         }
 
 
+def _weakly(ping: Callable[[], T]) -> Callable[[], Callable[[], T] | None]:
+    """A reference to ``ping`` that does not keep its client alive.
+
+    The shared breaker holds the prober's listener, and the listener holds the prober. A
+    strong ``client.ping`` there would keep every client ever built alive, with its pool
+    and server connections; a bound method is held through a ``WeakMethod`` instead.
+    """
+    if inspect.ismethod(ping):
+        return weakref.WeakMethod(ping)
+    return lambda: ping
+
+
 class ThreadProber:
     """Runs a :class:`ProbePlan` in a daemon thread (for sync clients).
+
+    It holds the client's ``ping`` weakly, and is fork-safe: in a child made by
+    ``os.fork()`` its thread state is reset, and probing restarts there if a breaker is open.
 
     Args:
         plan: The policy.
@@ -198,11 +217,12 @@ class ThreadProber:
 
     def __init__(self, plan: ProbePlan, ping: Callable[[], object]) -> None:
         self.plan = plan
-        self._ping = ping
+        self._ping = _weakly(ping)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         plan.attach(self.wake)
+        after_fork(self, ThreadProber._after_fork)
 
     @property
     def running(self) -> bool:
@@ -223,10 +243,15 @@ class ThreadProber:
     def _attempt(self) -> bool:
         if not self.plan.needed():
             return True
+        ping = self._ping()
+        if ping is None:  # the client was garbage-collected
+            self.abandon()
+            return True
         self.plan.probes += 1
         try:
-            self._ping()
+            ping()
         except Exception as exc:
+            ping = None  # the traceback must not keep the client alive
             return self.plan.failed(exc)
         return self.plan.answered()
 
@@ -247,18 +272,36 @@ class ThreadProber:
                     self._thread = None
                     return
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop probing and wait for the thread to end."""
+    def abandon(self) -> None:
+        """Stop probing without waiting (the client is gone); safe from any thread."""
         self.plan.detach()
         self._stop.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop probing and wait for the thread to end."""
+        self.abandon()
         with self._lock:
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's thread and lock are not ours; probe afresh."""
+        stopped = self._stop.is_set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
+        if stopped:
+            self._stop.set()
+        elif self.plan.needed():
+            self.wake()
+
 
 class TaskProber:
     """Runs a :class:`ProbePlan` as an asyncio task on the client's event loop.
+
+    It holds the client's ``ping`` weakly. In a child made by ``os.fork()`` the task, which
+    belongs to the parent's loop, is forgotten.
 
     Args:
         plan: The policy.
@@ -275,11 +318,12 @@ class TaskProber:
         timeout: float,
     ) -> None:
         self.plan = plan
-        self._ping = ping
+        self._ping = _weakly(ping)
         self._loop = loop
         self._timeout = timeout
         self._task: asyncio.Task[None] | None = None
         plan.attach(self.wake)
+        after_fork(self, TaskProber._after_fork)
 
     @property
     def running(self) -> bool:
@@ -288,15 +332,18 @@ class TaskProber:
 
     def wake(self) -> None:
         """Start probing (from any thread) unless a probing task already runs."""
+        self._on_loop(self._start)
+
+    def _on_loop(self, fn: Callable[[], object]) -> None:
         try:
             current = asyncio.get_running_loop()
         except RuntimeError:
             current = None
         if current is self._loop:
-            self._start()
+            fn()
         elif not self._loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                self._loop.call_soon_threadsafe(self._start)
+                self._loop.call_soon_threadsafe(fn)
 
     def _start(self) -> None:
         if self.running or self.plan.stopping:
@@ -306,10 +353,15 @@ class TaskProber:
     async def _attempt(self) -> bool:
         if not self.plan.needed():
             return True
+        ping = self._ping()
+        if ping is None:  # the client was garbage-collected
+            self.abandon()
+            return True
         self.plan.probes += 1
         try:
-            await asyncio.wait_for(self._ping(), self._timeout)
+            await asyncio.wait_for(ping(), self._timeout)
         except Exception as exc:
+            ping = None  # the traceback must not keep the client alive
             return self.plan.failed(exc)
         return self.plan.answered()
 
@@ -320,6 +372,13 @@ class TaskProber:
             if not self.plan.needed():
                 return
 
+    def abandon(self) -> None:
+        """Stop probing without waiting (the client is gone); safe from any thread."""
+        self.plan.detach()
+        task = self._task
+        if task is not None and not task.done():
+            self._on_loop(task.cancel)
+
     async def stop(self) -> None:
         """Stop probing: cancel the task and wait for it."""
         self.plan.detach()
@@ -328,3 +387,7 @@ class TaskProber:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    def _after_fork(self) -> None:
+        """In a forked child: the task runs on the parent's loop; forget it."""
+        self._task = None
