@@ -10,9 +10,10 @@ import time
 from collections.abc import Callable
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
 
 import redisguard
-from redisguard import BreakerConfig, get_breaker
+from redisguard import Breaker, BreakerConfig, OpenTelemetryListener, _telemetry, get_breaker
 from redisguard._tally import Tally, TallyGroup
 from redisguard.testing import RedisServer
 
@@ -134,3 +135,29 @@ def test_tallies_count_exactly_in_a_child_forked_while_threads_held_them() -> No
             thread.join()
     assert _exit_code(pid) == 0
     assert tally.value == 45
+
+
+def test_telemetry_locks_held_at_fork_are_free_in_the_child() -> None:
+    """The instrument cache and a listener's counters work in a child forked mid-update."""
+    listener = OpenTelemetryListener()
+    breaker = Breaker("forked-telemetry", BreakerConfig(failure_threshold=1))
+    _telemetry._instruments_lock.acquire()
+    listener._lock.acquire()
+    try:
+
+        def child() -> int:  # pragma: no cover - runs in the child
+            _telemetry._instruments_for(MeterProvider())
+            listener.state_change(breaker, breaker.state, _Named("open"))
+            counts = {(old, new): n for old, new, n in listener.transitions(breaker.name)}
+            return 0 if counts[("closed", "open")] == 1 else 30
+
+        pid = _in_child(child)
+    finally:
+        _telemetry._instruments_lock.release()
+        listener._lock.release()
+    assert _exit_code(pid) == 0
+
+
+class _Named:
+    def __init__(self, name: str) -> None:
+        self.name = name
