@@ -619,7 +619,7 @@ def _options(
             "(a paused server then takes attempts x retries x socket_timeout); "
             "leave retrying to @redis_guarded(retry=RetryPolicy(...))",
             RedisguardWarning,
-            stacklevel=4,
+            stacklevel=3,
         )
     else:
         options["retry"] = _no_retry(asyncio_client)
