@@ -14,6 +14,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 
 import redisguard
 from redisguard import Breaker, BreakerConfig, OpenTelemetryListener, _telemetry, get_breaker
+from redisguard._prober import TaskProber
 from redisguard._tally import Tally, TallyGroup
 from redisguard.testing import RedisServer
 
@@ -161,3 +162,25 @@ def test_telemetry_locks_held_at_fork_are_free_in_the_child() -> None:
 class _Named:
     def __init__(self, name: str) -> None:
         self.name = name
+
+
+async def test_child_forgets_the_parents_prober_task(redis_server: RedisServer) -> None:
+    """An aconnect() prober task belongs to the parent's loop: the child does not see it run."""
+    breaker = get_breaker("redis", BreakerConfig(failure_threshold=1, reset_timeout=600))
+    client = await redisguard.aconnect(redis_server.url)
+    try:
+        redis_server.kill()
+        with pytest.raises(redisguard.CircuitOpenError):
+            await breaker.acall(client.get, "k")
+        prober = client.prober
+        assert isinstance(prober, TaskProber)
+        assert prober.running
+
+        def child() -> int:  # pragma: no cover - runs in the child
+            return 0 if not prober.running and prober._task is None else 40
+
+        pid = _in_child(child)
+        assert _exit_code(pid) == 0
+        assert prober.running  # the parent's task is untouched
+    finally:
+        await client.aclose()
