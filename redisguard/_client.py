@@ -24,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Iterable, Sequence
+import warnings
+import weakref
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast, overload
 from urllib.parse import unquote, urlsplit
@@ -33,6 +35,7 @@ import redis
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.asyncio.connection
+import redis.asyncio.retry
 import redis.asyncio.sentinel
 import redis.cluster
 import redis.connection
@@ -43,7 +46,7 @@ from redis.retry import Retry
 
 from ._breaker import Breaker, get_breaker
 from ._classify import ErrorKind, classify_error
-from ._errors import ConfigError, RedisguardError, RedisUnavailableError
+from ._errors import ConfigError, RedisguardError, RedisguardWarning, RedisUnavailableError
 from ._prober import SEED_BACKOFF, ProbePlan, TaskProber, ThreadProber
 from ._redact import redact_text, redact_url
 
@@ -306,19 +309,154 @@ def _breakers(specs: Iterable[BreakerSpec] | BreakerSpec) -> tuple[Breaker, ...]
     return tuple(out)
 
 
+# -- blocking commands (no I/O) ----------------------------------------------------------------
+# How each blocking command gives its server-side timeout: the last argument in seconds, the
+# second in seconds, ``BLOCK <ms>`` before ``STREAMS``, or the n-th argument in milliseconds.
+_LAST_S, _SECOND_S, _BLOCK_MS, _WAIT_MS, _WAITAOF_MS = range(5)
+_BLOCKING_KINDS = {
+    "BLPOP": _LAST_S,
+    "BRPOP": _LAST_S,
+    "BRPOPLPUSH": _LAST_S,
+    "BLMOVE": _LAST_S,
+    "BZPOPMIN": _LAST_S,
+    "BZPOPMAX": _LAST_S,
+    "BLMPOP": _SECOND_S,
+    "BZMPOP": _SECOND_S,
+    "XREAD": _BLOCK_MS,
+    "XREADGROUP": _BLOCK_MS,
+    "WAIT": _WAIT_MS,
+    "WAITAOF": _WAITAOF_MS,
+}
+# Looked up with the command name exactly as given (one dict lookup per command).
+_BLOCKING: dict[str | bytes, int] = {}
+for _name, _kind in _BLOCKING_KINDS.items():
+    for _spelling in (_name, _name.lower()):
+        _BLOCKING[_spelling] = _BLOCKING[_spelling.encode()] = _kind
+
+
+def _word(arg: object) -> str:
+    if isinstance(arg, bytes | bytearray | memoryview):
+        return bytes(arg).decode("latin-1").upper()
+    return str(arg).upper()
+
+
+def _number(arg: object) -> float | None:
+    try:
+        value = float(bytes(arg) if isinstance(arg, bytearray | memoryview) else arg)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if value >= 0 else None
+
+
+def blocking_timeout(args: Sequence[object]) -> float | None:
+    """The server-side timeout, in seconds, of a blocking command; None if it does not block.
+
+    ``0.0`` means the command may block forever. Covers BLPOP, BRPOP, BRPOPLPUSH, BLMOVE,
+    BZPOPMIN, BZPOPMAX, BLMPOP, BZMPOP, XREAD/XREADGROUP with BLOCK, WAIT and WAITAOF.
+    A malformed timeout returns None (the server will refuse the command at once).
+    """
+    if not args:
+        return None
+    kind = _BLOCKING.get(args[0]) if isinstance(args[0], str | bytes) else None
+    if kind is None:
+        kind = _BLOCKING_KINDS.get(_word(args[0]))
+        if kind is None:
+            return None
+    seconds: float | None = None
+    if kind == _LAST_S and len(args) >= 3:
+        seconds = _number(args[-1])
+    elif kind == _SECOND_S and len(args) >= 2:
+        seconds = _number(args[1])
+    elif kind == _WAIT_MS and len(args) >= 3:
+        seconds = _ms(_number(args[2]))
+    elif kind == _WAITAOF_MS and len(args) >= 4:
+        seconds = _ms(_number(args[3]))
+    elif kind == _BLOCK_MS:
+        for i, arg in enumerate(args[1:-1], start=1):
+            word = _word(arg)
+            if word == "STREAMS":
+                break
+            if word == "BLOCK":
+                seconds = _ms(_number(args[i + 1]))
+                break
+    return seconds
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else value / 1000.0
+
+
+def _read_timeout(args: Sequence[object], socket_timeout: float | None) -> object:
+    """The read timeout for the reply to ``args``: ``_NORMAL`` unless the command blocks."""
+    if socket_timeout is None:
+        return _NORMAL
+    seconds = blocking_timeout(args)
+    if seconds is None:
+        return _NORMAL
+    return None if seconds == 0 else seconds + socket_timeout
+
+
+_NORMAL = object()  # read with the connection's own socket_timeout
+
+
+def _pubsub_read(kwargs: dict[str, Any]) -> bool:
+    """A PubSub read that redis-py < 8.1 does with the socket timeout instead of none.
+
+    Only PubSub passes ``push_request=True, disconnect_on_error=False``; redis-py 8.1 also
+    passes a ``timeout`` itself (None/inf to block), older versions pass nothing.
+    """
+    return (
+        kwargs.get("push_request") is True
+        and kwargs.get("disconnect_on_error") is False
+        and kwargs.get("timeout") is None
+    )
+
+
 def _sync_connection_class(base: type[Any], life: _Lifecycle) -> type[Any]:
-    """A subclass of redis-py's connection class ``base`` that reports to ``life``."""
+    """A subclass of redis-py's connection class ``base`` that reports to ``life``.
+
+    Blocking commands (BLPOP, XREAD BLOCK, WAIT ...) read their reply with their own
+    server-side timeout plus ``socket_timeout`` (0: no timeout) instead of
+    ``socket_timeout``, so an idle queue consumer never looks like an outage.
+    """
 
     class GuardedConnection(base):  # type: ignore[misc]
+        _redisguard_wait: object = _NORMAL
+        socket_timeout: float | None  # redis-py's (a property in 8.x sync)
+
         def on_connect_check_health(self, check_health: bool = True) -> None:
             super().on_connect_check_health(check_health)
             life.connected()
 
         def disconnect(self, *args: Any, **kwargs: Any) -> None:
-            live = self.is_connected
+            live = self._sock is not None  # redis-py < 8 has no is_connected
             super().disconnect(*args, **kwargs)
             if live:
                 life.disconnected(kwargs.get("error", args[0] if args else None))
+
+        def send_command(self, *args: Any, **kwargs: Any) -> None:
+            if args and args[0] in _BLOCKING:
+                self._redisguard_wait = _read_timeout(args, self.socket_timeout)
+            super().send_command(*args, **kwargs)
+
+        def read_response(self, *args: Any, **kwargs: Any) -> Any:
+            wait = self._redisguard_wait
+            if wait is _NORMAL:
+                if not (kwargs and "timeout" not in kwargs and _pubsub_read(kwargs)):
+                    return super().read_response(*args, **kwargs)
+                wait = None
+            else:
+                self._redisguard_wait = _NORMAL
+            sock = self._sock
+            if sock is None:
+                return super().read_response(*args, **kwargs)
+            saved = sock.gettimeout()
+            sock.settimeout(wait)
+            try:
+                return super().read_response(*args, **kwargs)
+            finally:
+                if self._sock is sock:  # not disconnected meanwhile
+                    sock.settimeout(saved)
 
     GuardedConnection.__name__ = GuardedConnection.__qualname__ = f"Guarded{base.__name__}"
     return GuardedConnection
@@ -328,15 +466,41 @@ def _async_connection_class(base: type[Any], life: _Lifecycle) -> type[Any]:
     """The asyncio twin of :func:`_sync_connection_class`."""
 
     class GuardedConnection(base):  # type: ignore[misc]
+        _redisguard_wait: object = _NORMAL
+        socket_timeout: float | None  # redis-py's (a property in 8.x sync)
+
         async def on_connect_check_health(self, check_health: bool = True) -> None:
             await super().on_connect_check_health(check_health)
             life.connected()
 
         async def disconnect(self, *args: Any, **kwargs: Any) -> None:
-            live = self.is_connected
+            live = getattr(self, "_writer", None) is not None  # no is_connected before 8
             await super().disconnect(*args, **kwargs)
             if live:
                 life.disconnected(kwargs.get("error"))
+
+        def send_command(self, *args: Any, **kwargs: Any) -> Awaitable[None]:
+            # A plain method returning redis-py's coroutine: no extra frame per command.
+            if args and args[0] in _BLOCKING:
+                self._redisguard_wait = _read_timeout(args, self.socket_timeout)
+            return cast(Awaitable[None], super().send_command(*args, **kwargs))
+
+        async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+            wait = self._redisguard_wait
+            if wait is _NORMAL:
+                if not (kwargs and _pubsub_read(kwargs)):
+                    return await super().read_response(*args, **kwargs)
+                wait = None
+            else:
+                self._redisguard_wait = _NORMAL
+            # redis.asyncio reads with self.socket_timeout; an explicit timeout= would turn a
+            # hung server into a None reply, so the attribute is swapped for this read only.
+            saved = self.socket_timeout
+            self.socket_timeout = cast(float | None, wait)
+            try:
+                return await super().read_response(*args, **kwargs)
+            finally:
+                self.socket_timeout = saved
 
     GuardedConnection.__name__ = GuardedConnection.__qualname__ = f"Guarded{base.__name__}"
     return GuardedConnection
@@ -421,13 +585,44 @@ class AsyncGuardedRedisCluster(  # type: ignore[misc]
 
 
 # -- building (sync and asyncio differ only in classes and awaits) ---------------------------
+# A user's own redis-py retry (any of these) is honoured, with a RedisguardWarning.
+_USER_RETRY_OPTIONS = ("retry", "retry_on_error", "retry_on_timeout")
+
+
+def _no_retry(asyncio_client: bool) -> Retry | redis.asyncio.retry.Retry:
+    """redis-py's retry switched off, in the class the client's connections call.
+
+    An asyncio connection awaits ``retry.call_with_retry``; given the sync class its
+    failure callback (disconnect, reconnect, resubscribe) never runs.
+    """
+    if asyncio_client:
+        return redis.asyncio.retry.Retry(NoBackoff(), 0)
+    return Retry(NoBackoff(), 0)
+
+
 def _options(
-    target: _Target, socket_timeout: float, socket_connect_timeout: float, kwargs: dict[str, Any]
+    target: _Target,
+    socket_timeout: float,
+    socket_connect_timeout: float,
+    kwargs: dict[str, Any],
+    *,
+    asyncio_client: bool = False,
 ) -> dict[str, Any]:
     options = client_options(
         socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout, **kwargs
     )
-    options["retry"] = Retry(NoBackoff(), 0)
+    given = [name for name in _USER_RETRY_OPTIONS if kwargs.get(name) not in (None, False)]
+    if given:
+        warnings.warn(
+            f"redisguard: {', '.join(given)}= is honoured, but redis-py's retry stacks under "
+            "the guard's retries and multiplies the latency of every failed call "
+            "(a paused server then takes attempts x retries x socket_timeout); "
+            "leave retrying to @redis_guarded(retry=RetryPolicy(...))",
+            RedisguardWarning,
+            stacklevel=3,
+        )
+    else:
+        options["retry"] = _no_retry(asyncio_client)
     if target.kind != "standalone":
         if target.password is not None:
             options.setdefault("password", target.password)
@@ -436,14 +631,26 @@ def _options(
     return options
 
 
-def _sentinel_kwargs(options: dict[str, Any], given: dict[str, Any] | None) -> dict[str, Any]:
+def _sentinel_kwargs(
+    options: dict[str, Any], given: dict[str, Any] | None, *, asyncio_client: bool = False
+) -> dict[str, Any]:
     out = {
         "socket_timeout": options["socket_timeout"],
         "socket_connect_timeout": options["socket_connect_timeout"],
-        "retry": Retry(NoBackoff(), 0),
+        "retry": _no_retry(asyncio_client),
     }
     out.update(given or {})
     return out
+
+
+def _release_when_collected(client: object, prober: ThreadProber | TaskProber) -> None:
+    """When a client is garbage-collected without ``close()``, detach and stop its prober.
+
+    The prober holds the client only weakly, so a dropped client is collected like a plain
+    ``redis.Redis`` (redis-py then closes its pool); this takes its listener off the shared
+    breakers and ends its thread or task.
+    """
+    weakref.finalize(client, prober.abandon).atexit = False
 
 
 def _check_wait(check: bool, wait: float | None) -> None:
@@ -618,6 +825,7 @@ def connect(
         logger.info("Redis ready: %s", target.shown, extra={"category": "redis"})
     if prober and life.breakers:
         life.prober = ThreadProber(life.plan(), client.ping)
+        _release_when_collected(client, life.prober)
     return client
 
 
@@ -679,7 +887,9 @@ async def aconnect(
     """
     target = _resolve(url, sentinels, service_name, cluster)
     _check_wait(check, wait)
-    options = _options(target, socket_timeout, socket_connect_timeout, kwargs)
+    options = _options(
+        target, socket_timeout, socket_connect_timeout, kwargs, asyncio_client=True
+    )
     life = _Lifecycle(target, _breakers(breakers))
     client: AsyncGuardedRedis | AsyncGuardedRedisCluster
     if target.kind == "cluster":
@@ -691,7 +901,7 @@ async def aconnect(
     elif target.kind == "sentinel":
         sentinel = _untyped(redis.asyncio.sentinel.Sentinel)(
             list(target.nodes),
-            sentinel_kwargs=_sentinel_kwargs(options, sentinel_kwargs),
+            sentinel_kwargs=_sentinel_kwargs(options, sentinel_kwargs, asyncio_client=True),
             **options,
         )
         life.sentinel = sentinel
@@ -730,4 +940,5 @@ async def aconnect(
         life.prober = TaskProber(
             life.plan(), client.ping, asyncio.get_running_loop(), timeout=socket_timeout
         )
+        _release_when_collected(client, life.prober)
     return client

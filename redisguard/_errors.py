@@ -11,6 +11,9 @@ The tree is shallow on purpose::
           |         +-- TemporarilyUnavailableError  ... retry after ``retry_after`` seconds
           +-- ConfigError (also ValueError)  bad configuration: env var, URL, argument
 
+    UserWarning
+     +-- RedisguardWarning               a setting that works, but not as you may expect
+
 Data errors from Redis (``WRONGTYPE``, ``DataError``, ``NoScriptError``...) and exceptions raised
 by the guarded function's own logic are never wrapped: they reach the caller unchanged.
 """
@@ -24,6 +27,7 @@ __all__ = [
     "ConfigError",
     "RedisUnavailableError",
     "RedisguardError",
+    "RedisguardWarning",
     "StoreUnavailableError",
     "TemporarilyUnavailableError",
 ]
@@ -31,6 +35,14 @@ __all__ = [
 
 class RedisguardError(Exception):
     """Base class of every exception raised by redisguard itself."""
+
+
+class RedisguardWarning(UserWarning):
+    """A setting redisguard honours although it probably does not do what you want.
+
+    For example a ``retry=`` given to :func:`redisguard.connect`: it runs under the guard's
+    own retries, so the attempts multiply.
+    """
 
 
 class RedisUnavailableError(RedisguardError):

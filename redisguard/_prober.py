@@ -10,6 +10,12 @@ built by :func:`redisguard.connect` carries a prober instead:
   ``wait_exponential``) and logs each failed attempt as "Redis reconnecting";
 * as soon as Redis answers it calls ``breaker.half_open()`` on every open breaker, so the
   next real call is a trial call instead of a fallback;
+* it only does this for a breaker opened by a failure that an answered PING proves healed
+  (:func:`ping_proves_recovery`: connectivity, LOADING, BUSY). A PING answers just as well
+  when the command itself cannot run -- an ACL user allowed PING but not SET (NOPERM), a
+  replica refusing writes (READONLY), OOM, MISCONF, MASTERDOWN, CLUSTERDOWN -- and
+  half-opening then would defeat ``reset_timeout``; such a breaker, and one opened by hand
+  (``Breaker.open()``), waits ``reset_timeout`` out;
 * it ends when no breaker is open any more, and is stopped (thread joined, task cancelled)
   when the client is closed.
 
@@ -21,34 +27,72 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import pybreaker
 import tenacity
+from redis import exceptions as rx
 
 from ._breaker import OPEN, Breaker
+from ._fork import after_fork
 from ._guard import _describe
 
-__all__ = ["SEED_BACKOFF", "ProbePlan", "TaskProber", "ThreadProber"]
+__all__ = ["SEED_BACKOFF", "ProbePlan", "TaskProber", "ThreadProber", "ping_proves_recovery"]
 
+T = TypeVar("T")
 logger = logging.getLogger("redisguard")
 
 #: The design document's reconnect strategy: 100 ms, 200 ms, 400 ms ... capped at 10 s.
 SEED_BACKOFF = tenacity.wait_exponential(multiplier=0.1, max=10.0)
 
 
+# Connection errors that a PING answering does not disprove: credentials, permissions, and
+# the local pool (Redis may be fine, the client is out of connections).
+_NOT_CONNECTIVITY = (rx.AuthenticationError, rx.AuthorizationError, rx.MaxConnectionsError)
+
+
+def ping_proves_recovery(exc: BaseException | None) -> bool:
+    """Whether an answered PING proves that the failure ``exc`` has healed.
+
+    True for connectivity (a redis ``ConnectionError`` other than authentication,
+    authorization or a full local pool; a redis ``TimeoutError``; the builtin
+    ``TimeoutError``, ``ConnectionError`` and ``OSError``), for LOADING (``BusyLoadingError``,
+    a ``ConnectionError``) and for BUSY (a script past ``lua-time-limit``: PING itself
+    answers BUSY until it ends). False for everything a PING cannot see -- NOPERM, READONLY,
+    OOM, MISCONF, MASTERDOWN, CLUSTERDOWN, TRYAGAIN, data errors -- and for ``None`` (a
+    breaker opened by hand or by a storage).
+    """
+    if exc is None:
+        return False
+    if isinstance(exc, rx.ConnectionError):
+        return not isinstance(exc, _NOT_CONNECTIVITY)
+    if isinstance(exc, rx.ResponseError):
+        # redis-py has no class for BUSY; the reply's error code is its first word.
+        return str(exc).split(" ", 1)[0] == "BUSY"
+    return isinstance(exc, rx.TimeoutError | OSError)  # OSError: builtin Timeout/ConnectionError
+
+
+def _probeable(breaker: Breaker) -> bool:
+    """Open, and opened by a failure that an answered PING proves healed."""
+    return breaker.state_code == OPEN and ping_proves_recovery(breaker.opened_by)
+
+
 class _OpenListener(pybreaker.CircuitBreakerListener):
-    """Wakes the prober when one of its breakers opens."""
+    """Wakes the prober when one of its breakers opens for a reason a PING can disprove."""
 
     def __init__(self, on_open: Callable[[], None]) -> None:
         self._on_open = on_open
 
     def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
-        if new_state.name == pybreaker.STATE_OPEN and getattr(old_state, "name", None) != (
-            pybreaker.STATE_OPEN
+        if (
+            new_state.name == pybreaker.STATE_OPEN
+            and getattr(old_state, "name", None) != pybreaker.STATE_OPEN
+            and ping_proves_recovery(getattr(cb, "opened_by", None))
         ):
             self._on_open()
 
@@ -99,14 +143,14 @@ class ProbePlan:
             self._wake()
 
     def needed(self) -> bool:
-        """True while the client is open for business and some breaker is open."""
-        return not self.stopping and any(b.state_code == OPEN for b in self.breakers)
+        """True while the client is open for business and a breaker a PING can heal is open."""
+        return not self.stopping and any(_probeable(b) for b in self.breakers)
 
     def answered(self) -> bool:
-        """Redis answered: move every open breaker to half-open. Returns True (done)."""
+        """Redis answered: half-open every breaker a PING can heal. Returns True (done)."""
         self._on_answer()
         for breaker in self.breakers:
-            if breaker.state_code == OPEN:
+            if _probeable(breaker):
                 breaker.half_open()
                 logger.info(
                     "Redis answered the recovery probe; breaker %s is half-open",
@@ -148,8 +192,23 @@ class ProbePlan:
         }
 
 
+def _weakly(ping: Callable[[], T]) -> Callable[[], Callable[[], T] | None]:
+    """A reference to ``ping`` that does not keep its client alive.
+
+    The shared breaker holds the prober's listener, and the listener holds the prober. A
+    strong ``client.ping`` there would keep every client ever built alive, with its pool
+    and server connections; a bound method is held through a ``WeakMethod`` instead.
+    """
+    if inspect.ismethod(ping):
+        return weakref.WeakMethod(ping)
+    return lambda: ping
+
+
 class ThreadProber:
     """Runs a :class:`ProbePlan` in a daemon thread (for sync clients).
+
+    It holds the client's ``ping`` weakly, and is fork-safe: in a child made by
+    ``os.fork()`` its thread state is reset, and probing restarts there if a breaker is open.
 
     Args:
         plan: The policy.
@@ -158,11 +217,12 @@ class ThreadProber:
 
     def __init__(self, plan: ProbePlan, ping: Callable[[], object]) -> None:
         self.plan = plan
-        self._ping = ping
+        self._ping = _weakly(ping)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         plan.attach(self.wake)
+        after_fork(self, ThreadProber._after_fork)
 
     @property
     def running(self) -> bool:
@@ -183,10 +243,15 @@ class ThreadProber:
     def _attempt(self) -> bool:
         if not self.plan.needed():
             return True
+        ping = self._ping()
+        if ping is None:  # the client was garbage-collected
+            self.abandon()
+            return True
         self.plan.probes += 1
         try:
-            self._ping()
+            ping()
         except Exception as exc:
+            ping = None  # the traceback must not keep the client alive
             return self.plan.failed(exc)
         return self.plan.answered()
 
@@ -207,18 +272,36 @@ class ThreadProber:
                     self._thread = None
                     return
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop probing and wait for the thread to end."""
+    def abandon(self) -> None:
+        """Stop probing without waiting (the client is gone); safe from any thread."""
         self.plan.detach()
         self._stop.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop probing and wait for the thread to end."""
+        self.abandon()
         with self._lock:
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's thread and lock are not ours; probe afresh."""
+        stopped = self._stop.is_set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
+        if stopped:
+            self._stop.set()
+        elif self.plan.needed():
+            self.wake()
+
 
 class TaskProber:
     """Runs a :class:`ProbePlan` as an asyncio task on the client's event loop.
+
+    It holds the client's ``ping`` weakly. In a child made by ``os.fork()`` the task, which
+    belongs to the parent's loop, is forgotten.
 
     Args:
         plan: The policy.
@@ -235,11 +318,12 @@ class TaskProber:
         timeout: float,
     ) -> None:
         self.plan = plan
-        self._ping = ping
+        self._ping = _weakly(ping)
         self._loop = loop
         self._timeout = timeout
         self._task: asyncio.Task[None] | None = None
         plan.attach(self.wake)
+        after_fork(self, TaskProber._after_fork)
 
     @property
     def running(self) -> bool:
@@ -248,15 +332,18 @@ class TaskProber:
 
     def wake(self) -> None:
         """Start probing (from any thread) unless a probing task already runs."""
+        self._on_loop(self._start)
+
+    def _on_loop(self, fn: Callable[[], object]) -> None:
         try:
             current = asyncio.get_running_loop()
         except RuntimeError:
             current = None
         if current is self._loop:
-            self._start()
+            fn()
         elif not self._loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                self._loop.call_soon_threadsafe(self._start)
+                self._loop.call_soon_threadsafe(fn)
 
     def _start(self) -> None:
         if self.running or self.plan.stopping:
@@ -266,10 +353,15 @@ class TaskProber:
     async def _attempt(self) -> bool:
         if not self.plan.needed():
             return True
+        ping = self._ping()
+        if ping is None:  # the client was garbage-collected
+            self.abandon()
+            return True
         self.plan.probes += 1
         try:
-            await asyncio.wait_for(self._ping(), self._timeout)
+            await asyncio.wait_for(ping(), self._timeout)
         except Exception as exc:
+            ping = None  # the traceback must not keep the client alive
             return self.plan.failed(exc)
         return self.plan.answered()
 
@@ -280,6 +372,13 @@ class TaskProber:
             if not self.plan.needed():
                 return
 
+    def abandon(self) -> None:
+        """Stop probing without waiting (the client is gone); safe from any thread."""
+        self.plan.detach()
+        task = self._task
+        if task is not None and not task.done():
+            self._on_loop(task.cancel)
+
     async def stop(self) -> None:
         """Stop probing: cancel the task and wait for it."""
         self.plan.detach()
@@ -288,3 +387,7 @@ class TaskProber:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    def _after_fork(self) -> None:
+        """In a forked child: the task runs on the parent's loop; forget it."""
+        self._task = None

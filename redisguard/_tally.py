@@ -4,12 +4,19 @@
 more than the rest of the happy path. Each thread increments its own cell; readers (metric
 exporters, ``stats()``) sum the cells under a lock. When a thread ends, its cell is folded into
 a base total, so memory stays bounded however many threads come and go.
+
+Fork-safe: a thread's end is noted without taking the lock (in a child made by
+``os.fork()`` the other threads' cells are retired while the child is being set up, and a
+lock another thread held at that moment is never released), and each tally resets its
+lock in the child and folds the cells of threads the child does not have into its base.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
+
+from ._fork import after_fork
 
 __all__ = ["Tally", "TallyGroup"]
 
@@ -33,13 +40,15 @@ class _Owner:
 class Tally:
     """A counter that is cheap and exact under threads and asyncio."""
 
-    __slots__ = ("__weakref__", "_base", "_cells", "_local", "_lock")
+    __slots__ = ("__weakref__", "_base", "_cells", "_local", "_lock", "_retired")
 
     def __init__(self) -> None:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._cells: list[_Cell] = []
+        self._retired: list[_Cell] = []  # cells of ended threads, not yet folded
         self._base = 0
+        after_fork(self, Tally._after_fork)
 
     def add(self, amount: int = 1) -> None:
         """Add ``amount`` (default 1) from the calling thread."""
@@ -53,6 +62,7 @@ class Tally:
         cell = _Cell()
         owner = _Owner(cell)
         with self._lock:
+            self._fold_retired()
             self._cells.append(cell)
         # The finalizer holds the cell itself, so its final count is still readable, and only
         # a weak reference to the tally, so a dropped tally is freed even if threads live on.
@@ -61,15 +71,34 @@ class Tally:
         return cell
 
     def _retire(self, cell: _Cell) -> None:
-        with self._lock:
-            self._base += cell.n
-            self._cells.remove(cell)
+        self._retired.append(cell)  # atomic; the cell still counts until folded
+
+    def _fold_retired(self) -> None:
+        """Fold the cells of ended threads into the base (caller holds the lock)."""
+        retired = self._retired
+        while retired:
+            cell = retired.pop()
+            if any(c is cell for c in self._cells):  # not folded already (after a fork)
+                self._base += cell.n
+                self._cells.remove(cell)
 
     @property
     def value(self) -> int:
         """The total added so far, from every thread."""
         with self._lock:
+            self._fold_retired()
             return self._base + sum(cell.n for cell in self._cells)
+
+    def _after_fork(self) -> None:
+        """In a forked child only the forking thread lives: keep its cell, fold the rest."""
+        self._lock = threading.Lock()
+        owner = getattr(self._local, "owner", None)
+        mine = None if owner is None else owner.cell
+        self._fold_retired()
+        for cell in self._cells:
+            if cell is not mine:
+                self._base += cell.n
+        self._cells = [] if mine is None else [mine]
 
 
 def _retire(tally_ref: weakref.ref[Tally], cell: _Cell) -> None:
@@ -86,11 +115,15 @@ class TallyGroup:
     are groups that include it.
     """
 
-    __slots__ = ("_lock", "_members")
+    __slots__ = ("__weakref__", "_lock", "_members")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._members: list[Tally] = []
+        after_fork(self, TallyGroup._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()  # another thread may have held it at the fork
 
     def attach(self, tally: Tally) -> Tally:
         """Include ``tally`` in this group's total (idempotent); return it."""

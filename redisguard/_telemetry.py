@@ -38,6 +38,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ._breaker import NORMAL, STATE_NAMES, Breaker, _default_listener_factories, breakers
+from ._fork import after_fork
 from ._observe import operations
 from ._redact import redact_text
 from ._tally import Tally
@@ -87,6 +88,10 @@ class OpenTelemetryListener(pybreaker.CircuitBreakerListener):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, str, str], Tally] = {}
+        after_fork(self, OpenTelemetryListener._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()  # another thread may have held it at the fork
 
     def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
         old = getattr(old_state, "name", None)
@@ -226,6 +231,14 @@ _instruments: weakref.WeakKeyDictionary[metrics.MeterProvider, _Instruments] = (
     weakref.WeakKeyDictionary()
 )
 _instruments_lock = threading.Lock()
+
+
+def _after_fork(module: Any) -> None:
+    """In a forked child: the instruments stay valid, the lock guarding them is renewed."""
+    module._instruments_lock = threading.Lock()
+
+
+after_fork(sys.modules[__name__], _after_fork)
 
 
 def _instruments_for(meter_provider: metrics.MeterProvider | None) -> _Instruments:

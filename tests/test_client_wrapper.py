@@ -259,7 +259,7 @@ def test_close_stops_a_running_prober(server: RedisServer) -> None:
     assert not _prober_threads()
     pool = client.connection_pool
     assert not pool._in_use_connections
-    assert not any(c.is_connected for c in pool._available_connections)
+    assert not any(c._sock is not None for c in pool._available_connections)
 
 
 # -- asyncio ----------------------------------------------------------------------------------
