@@ -342,7 +342,9 @@ class Breaker(pybreaker.CircuitBreaker):
     def opened_by(self) -> BaseException | None:
         """The failure that opened the circuit, while it is open.
 
-        None when the circuit is not open, or was opened by :meth:`open` or by its storage.
+        A copy with the same class and arguments but no traceback, so that the failed call's
+        frames (and the client they hold) are not kept alive by the breaker. None when the
+        circuit is not open, or was opened by :meth:`open` or by its storage.
         """
         return self._opened_by
 
@@ -661,7 +663,7 @@ class Breaker(pybreaker.CircuitBreaker):
         """
         if code == OPEN:
             self._opened_at = self._clock() if opened_at is None else opened_at
-            self._opened_by = cause
+            self._opened_by = None if cause is None else _without_traceback(cause)
         if code == self._code:
             if code == OPEN and not from_storage:  # re-opening restarts the timeout
                 self._write_state(code)
@@ -802,6 +804,20 @@ class Breaker(pybreaker.CircuitBreaker):
             last_state_change=_utc(last_change) or datetime.now(timezone.utc),
             next_retry_time=None if wait is None else _utc(self._wall() + wait),
         )
+
+
+def _without_traceback(exc: BaseException) -> BaseException:
+    """A copy of ``exc`` (same class and args) that holds no traceback, cause or context.
+
+    The original's frames would keep whatever the failed call touched -- the client, its
+    pool and connections -- alive for as long as the breaker remembers the failure.
+    """
+    try:
+        clone = type(exc).__new__(type(exc), *exc.args)
+        clone.args = exc.args
+    except Exception:
+        return exc
+    return clone
 
 
 def _code_of(state: str) -> int:
