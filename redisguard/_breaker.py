@@ -36,7 +36,6 @@ import contextlib
 import functools
 import inspect
 import logging
-import sys
 import threading
 import time
 import types
@@ -50,7 +49,7 @@ import pybreaker
 
 from ._config import BreakerConfig, replace_pybreaker_keyword, with_pybreaker_keywords
 from ._errors import CircuitOpenError, ConfigError
-from ._fork import after_fork
+from ._fork import after_fork, renew_lock_after_fork
 from ._storage import Snapshot, StorageLink, WindowStorage
 from ._tally import Tally, TallyGroup
 
@@ -847,6 +846,7 @@ def _dispatch(listener: Any, method: str, *args: Any, **kwargs: Any) -> None:
 # -- the registry -----------------------------------------------------------------------------
 _registry: dict[str, Breaker] = {}
 _registry_lock = threading.Lock()
+renew_lock_after_fork(__name__, "_registry_lock")
 _default_listener_factories: list[Callable[[], pybreaker.CircuitBreakerListener]] = []
 
 
@@ -892,13 +892,6 @@ def forget_breaker(name: str) -> bool:
     """
     with _registry_lock:
         return _registry.pop(name, None) is not None
-
-
-def _fresh_registry_lock(module: types.ModuleType) -> None:
-    module._registry_lock = threading.Lock()  # type: ignore[attr-defined]
-
-
-after_fork(sys.modules[__name__], _fresh_registry_lock)
 
 
 def _clear_registry() -> None:

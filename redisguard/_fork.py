@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["after_fork"]
+__all__ = ["after_fork", "renew_lock_after_fork"]
 
 T = TypeVar("T")
 logger = logging.getLogger("redisguard")
@@ -58,6 +59,15 @@ _registry = _Registry()
 def after_fork(obj: T, reset: Callable[[T], None]) -> None:
     """Call ``reset(obj)`` in every child forked from now on, while ``obj`` is alive."""
     _registry.add(obj, reset)
+
+
+def renew_lock_after_fork(module_name: str, attribute: str) -> None:
+    """Give the module-level lock ``module_name.attribute`` a fresh ``threading.Lock`` in a child.
+
+    Call it right after the lock's definition, with ``__name__``.
+    """
+    module = sys.modules[module_name]
+    after_fork(module, lambda m: setattr(m, attribute, threading.Lock()))
 
 
 if hasattr(os, "register_at_fork"):  # pragma: no branch - absent only on Windows

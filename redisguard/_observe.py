@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ._fork import renew_lock_after_fork
 from ._tally import Tally, TallyGroup
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class OperationStats:
 
 _operations: dict[str, OperationStats] = {}
 _lock = threading.Lock()
+renew_lock_after_fork(__name__, "_lock")
 
 
 def operation_stats(name: str, breaker: Breaker) -> OperationStats:

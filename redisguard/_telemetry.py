@@ -38,7 +38,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ._breaker import NORMAL, STATE_NAMES, Breaker, _default_listener_factories, breakers
-from ._fork import after_fork
+from ._fork import after_fork, renew_lock_after_fork
 from ._observe import operations
 from ._redact import redact_text
 from ._tally import Tally
@@ -231,14 +231,7 @@ _instruments: weakref.WeakKeyDictionary[metrics.MeterProvider, _Instruments] = (
     weakref.WeakKeyDictionary()
 )
 _instruments_lock = threading.Lock()
-
-
-def _after_fork(module: Any) -> None:
-    """In a forked child: the instruments stay valid, the lock guarding them is renewed."""
-    module._instruments_lock = threading.Lock()
-
-
-after_fork(sys.modules[__name__], _after_fork)
+renew_lock_after_fork(__name__, "_instruments_lock")  # the instruments stay valid in a child
 
 
 def _instruments_for(meter_provider: metrics.MeterProvider | None) -> _Instruments:

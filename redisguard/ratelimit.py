@@ -41,6 +41,7 @@ from redis.exceptions import NoScriptError
 
 from ._breaker import Breaker
 from ._errors import ConfigError
+from ._fork import after_fork, renew_lock_after_fork
 from ._stores_core import (
     AsyncCommands,
     Flow,
@@ -160,6 +161,10 @@ class LocalLimiter:
         self._clock = clock
         self._tats: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
+        after_fork(self, LocalLimiter._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()  # another thread may have held it at the fork
 
     def __len__(self) -> int:
         return len(self._tats)
@@ -205,6 +210,7 @@ class LimiterStats:
 
 _stats: dict[str, LimiterStats] = {}
 _stats_lock = threading.Lock()
+renew_lock_after_fork(__name__, "_stats_lock")
 
 
 def _limiter_stats(name: str) -> LimiterStats:

@@ -61,3 +61,45 @@ def test_a_failing_reset_is_logged_and_the_others_still_run(
     _fork._registry.run_in_child()
     assert good.reset_in == 1
     assert "resetting" in caplog.text
+
+
+@pytest.mark.filterwarnings("ignore:This process.*multi-threaded:DeprecationWarning")
+@pytest.mark.parametrize(
+    ("module", "attribute"),
+    [
+        ("redisguard._breaker", "_registry_lock"),
+        ("redisguard._observe", "_lock"),
+        ("redisguard._telemetry", "_instruments_lock"),
+        ("redisguard.ratelimit", "_stats_lock"),
+    ],
+)
+def test_module_locks_held_by_another_thread_are_renewed_in_the_child(
+    module: str, attribute: str
+) -> None:
+    """A registry lock another thread held at the fork is usable in the child."""
+    import importlib
+    import signal
+    import threading
+
+    mod = importlib.import_module(module)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with getattr(mod, attribute):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(5)
+    try:
+
+        def child() -> int:
+            signal.alarm(5)  # a deadlock ends the child with SIGALRM instead of hanging
+            with getattr(mod, attribute):
+                return 7
+
+        assert _fork_and_report(child) == 7
+    finally:
+        release.set()
+        thread.join()
