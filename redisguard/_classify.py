@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import enum
 import ssl
@@ -55,6 +56,7 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     rx.ConnectionError,  # includes BusyLoadingError, MasterNotFoundError, SlaveNotFoundError
     rx.TimeoutError,
     builtins.TimeoutError,  # asyncio.wait_for / asyncio.timeout
+    asyncio.TimeoutError,  # the same class from 3.11; wait_for's own class on 3.10
     builtins.ConnectionError,  # raw socket errors that escaped redis-py
     rx.ReadOnlyError,  # writing to a master that was demoted by a failover
     rx.TryAgainError,  # cluster resharding
