@@ -11,6 +11,7 @@ from collections.abc import Callable
 from redis import exceptions as rx
 
 from ._errors import RedisUnavailableError
+from ._transport import closed_transport_error
 
 __all__ = ["Classifier", "ErrorKind", "classify_error"]
 
@@ -72,8 +73,10 @@ def classify_error(exc: BaseException) -> ErrorKind:
     Connection-level failures are ``TRANSIENT``; authentication and permission errors are
     ``MISCONFIGURED`` (a retry cannot fix them, but the service should still degrade rather
     than fail); a full local connection pool is ``REJECTED`` (Redis itself may be fine, so the
-    breaker is not told). Everything else, including every other ``ResponseError`` and
-    every non-Redis exception, propagates unchanged.
+    breaker is not told). asyncio's internal ``AttributeError``/``TypeError`` from writing to
+    a transport the peer already closed (CPython 3.12+, redis-py #4287) is a failed connection
+    too: ``TRANSIENT`` (see :func:`closed_transport_error`). Everything else, including every
+    other ``ResponseError`` and every non-Redis exception, propagates unchanged.
     """
     if not isinstance(exc, Exception):
         # CancelledError, KeyboardInterrupt, SystemExit: never retried, counted or swallowed.
@@ -82,7 +85,7 @@ def classify_error(exc: BaseException) -> ErrorKind:
         return ErrorKind.MISCONFIGURED
     if isinstance(exc, _REJECTED):
         return ErrorKind.REJECTED
-    if isinstance(exc, _TRANSIENT):
+    if isinstance(exc, _TRANSIENT) or closed_transport_error(exc):
         return ErrorKind.TRANSIENT
     return ErrorKind.PROPAGATE
 
