@@ -15,6 +15,7 @@ raised and the state of the transport it was raised on, never by its message.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 from types import FrameType, TracebackType
 
@@ -51,8 +52,8 @@ def closed_transport_error(exc: BaseException) -> bool:
 
 def _innermost_asyncio_frames(tb: TracebackType | None) -> list[FrameType]:
     """The frames from the innermost one outwards while they are asyncio's own."""
-    chain: list[FrameType] = []
-    while tb is not None and len(chain) < _MAX_FRAMES:
+    chain: collections.deque[FrameType] = collections.deque(maxlen=_MAX_FRAMES)
+    while tb is not None:  # keeps the innermost frames of a deep traceback
         chain.append(tb.tb_frame)
         tb = tb.tb_next
     run: list[FrameType] = []

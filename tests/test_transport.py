@@ -100,6 +100,26 @@ async def test_writelines_after_a_peer_reset_is_a_closed_transport_error(tcp: _S
 
 
 @needs_writelines_bug
+async def test_closed_transport_error_raised_deep_in_a_call_stack_is_recognised(
+    tcp: _Server,
+) -> None:
+    """The innermost frames decide, however deep the caller's stack is."""
+    reader, writer, peer = await tcp.connect()
+    _reset(peer)
+    await _lost(reader, writer)
+
+    def nested(depth: int) -> None:
+        if depth:
+            nested(depth - 1)
+        else:
+            writer.writelines([b"PING\r\n"])
+
+    exc = _raised(lambda: nested(200))
+    assert isinstance(exc, AttributeError)
+    assert closed_transport_error(exc)
+
+
+@needs_writelines_bug
 async def test_writelines_after_close_is_a_closed_transport_error(tcp: _Server) -> None:
     """The TypeError asyncio raises writing to a transport being closed is recognised as one."""
     _, writer, _ = await tcp.connect()
