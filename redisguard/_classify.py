@@ -13,6 +13,7 @@ from types import TracebackType
 from redis import exceptions as rx
 
 from ._errors import CircuitOpenError, RedisUnavailableError
+from ._transport import closed_transport_error
 
 __all__ = ["Classifier", "ErrorKind", "classify_error", "not_applied"]
 
@@ -78,6 +79,7 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     rx.ConnectionError,  # includes BusyLoadingError, MasterNotFoundError, SlaveNotFoundError
     rx.TimeoutError,
     builtins.TimeoutError,  # asyncio.wait_for / asyncio.timeout
+    asyncio.TimeoutError,  # the same class from 3.11; wait_for's own class on 3.10
     builtins.ConnectionError,  # raw socket errors that escaped redis-py
     rx.ReadOnlyError,  # writing to a master that was demoted by a failover
     rx.TryAgainError,  # cluster resharding
@@ -94,9 +96,12 @@ def classify_error(exc: BaseException) -> ErrorKind:
     TRYAGAIN, CLUSTERDOWN, READONLY) are ``TRANSIENT``; authentication and permission errors
     are ``MISCONFIGURED`` (a retry cannot fix them, but the service should still degrade
     rather than fail); OOM and MISCONF are ``WRITE_REFUSED``; a full local connection pool is
-    ``REJECTED`` (Redis itself may be fine, so the breaker is not told). Everything else,
-    including every other ``ResponseError`` and every non-Redis exception, propagates
-    unchanged. Error codes redis-py has no class for are matched on the reply's first word.
+    ``REJECTED`` (Redis itself may be fine, so the breaker is not told). asyncio's internal
+    ``AttributeError``/``TypeError`` from writing to a transport the peer already closed
+    (CPython 3.12+, redis-py #4287) is a failed connection too: ``TRANSIENT`` (see
+    :func:`closed_transport_error`). Everything else, including every other ``ResponseError``
+    and every non-Redis exception, propagates unchanged. Error codes redis-py has no class for
+    are matched on the reply's first word.
     """
     if not isinstance(exc, Exception):
         # CancelledError, KeyboardInterrupt, SystemExit: never retried, counted or swallowed.
@@ -107,7 +112,7 @@ def classify_error(exc: BaseException) -> ErrorKind:
         return ErrorKind.REJECTED
     if isinstance(exc, _WRITE_REFUSED):
         return ErrorKind.WRITE_REFUSED
-    if isinstance(exc, _TRANSIENT):
+    if isinstance(exc, _TRANSIENT) or closed_transport_error(exc):
         return ErrorKind.TRANSIENT
     if type(exc) is rx.ResponseError:
         # Replies whose error code redis-py has no class for (or had none for before 6.x):
@@ -217,14 +222,16 @@ def not_applied(exc: BaseException) -> bool:
     * a reply by which the server refused the command: LOADING, BUSY, OOM, MISCONF,
       READONLY, MASTERDOWN, TRYAGAIN, CLUSTERDOWN, NOPERM, NOAUTH -- unless it came out of a
       pipeline or transaction, where earlier commands may have run;
-    * :class:`~redisguard.CircuitOpenError` (a breaker refused the call).
+    * :class:`~redisguard.CircuitOpenError` (a breaker refused the call);
+    * asyncio's error from writing to a transport the peer already closed
+      (:func:`closed_transport_error`): the bytes never left the process.
 
     False for everything else, in particular a timeout or a reset while waiting for the
     reply: the command may have run. This assumes the client does not resend commands
     itself: when redis-py's own ``Retry`` already resent one and then failed to reconnect,
     the answer is False (read from its retry loop's failure count).
     """
-    if isinstance(exc, rx.MaxConnectionsError | CircuitOpenError):
+    if isinstance(exc, rx.MaxConnectionsError | CircuitOpenError) or closed_transport_error(exc):
         return True
     tb = exc.__traceback__
     if isinstance(exc, builtins.TimeoutError) and not isinstance(exc, rx.RedisError):

@@ -567,7 +567,41 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
 
     async def _within(awaitable: Awaitable[R], seconds: float) -> R:
-        return await asyncio.wait_for(awaitable, max(seconds, 0.0))
+        """Python 3.10's stand-in for ``asyncio.timeout``: the builtin TimeoutError at the deadline.
+
+        ``asyncio.wait_for`` raises ``asyncio.TimeoutError`` there, which is not the builtin
+        until 3.11, and it can swallow the caller's cancellation when the attempt finishes at
+        the same moment. The attempt runs in its own task, so the deadline cancels only that
+        task: a cancellation of the caller is never mistaken for the deadline, and the
+        attempt has ended (its ``finally`` blocks run) before this returns or raises.
+        """
+        attempt = asyncio.ensure_future(awaitable)
+        try:
+            await asyncio.wait((attempt,), timeout=max(seconds, 0.0))
+        except asyncio.CancelledError:
+            attempt.cancel()
+            await _settled(attempt)
+            raise
+        if not attempt.done():
+            attempt.cancel()
+            if await _settled(attempt):
+                raise asyncio.CancelledError
+            if attempt.cancelled():
+                raise TimeoutError
+        return attempt.result()
+
+    async def _settled(attempt: asyncio.Future[Any]) -> bool:
+        """Wait until ``attempt`` has ended; True if the caller was cancelled meanwhile."""
+        cancelled = False
+        while not attempt.done():
+            try:
+                await asyncio.wait((attempt,))
+            except asyncio.CancelledError:
+                attempt.cancel()  # as if the attempt ran in the caller's task (3.11+)
+                cancelled = True
+        if not attempt.cancelled():
+            attempt.exception()  # retrieved: the caller reads result() or drops it on purpose
+        return cancelled
 
 
 def _backoff(policy: RetryPolicy) -> tenacity.wait.wait_base:

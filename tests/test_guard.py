@@ -840,6 +840,49 @@ async def test_async_retry_attempt_is_cancelled_at_the_deadline(
     assert breaker.stats().failure_count == 2  # the cut attempt is a timeout: it counts
 
 
+async def test_cancelling_the_caller_while_the_deadline_cuts_an_attempt_propagates(
+    make_breaker: BreakerFactory,
+) -> None:
+    """A caller cancelled while the deadline is cutting a retry attempt gets CancelledError."""
+    cleaning = asyncio.Event()
+    calls = 0
+
+    async def fn() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise refused()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cleaning.set()
+            await asyncio.sleep(0.2)  # slow cleanup: the caller is cancelled meanwhile
+            raise
+        return "late"
+
+    policy = RetryPolicy(attempts=3, backoff=0.001, max_backoff=0.001, jitter=0.0, deadline=0.2)
+    task = asyncio.create_task(
+        aguard(fn, breaker=make_breaker(failure_threshold=10), retry=policy, fallback="fb")()
+    )
+    await asyncio.wait_for(cleaning.wait(), 2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_asyncio_wait_for_timeout_in_the_guarded_coroutine_falls_back(
+    make_breaker: BreakerFactory,
+) -> None:
+    """A guarded coroutine's own asyncio.wait_for timeout is transient on every Python."""
+
+    async def fn() -> str:
+        return await asyncio.wait_for(asyncio.sleep(10, "late"), 0.01)
+
+    breaker = make_breaker(failure_threshold=10)
+    assert await aguard(fn, breaker=breaker, fallback="fb")() == "fb"
+    assert breaker.failure_total >= 1
+
+
 async def test_async_success_after_a_retry(make_breaker: BreakerFactory) -> None:
     """An async retry that succeeds returns its result."""
     fn = AsyncFlaky(refused(), value="late")

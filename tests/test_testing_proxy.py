@@ -71,6 +71,14 @@ def test_forwards_commands_and_counts_connections(proxy: FaultProxy) -> None:
     assert _wait_for(lambda: proxy.connections == 0)
 
 
+def test_forwards_bytes_sent_before_the_upstream_is_connected(proxy: FaultProxy) -> None:
+    """A request sent the instant the client connects reaches the server (Python 3.10 too)."""
+    for _ in range(20):
+        with _raw(proxy.port) as sock:
+            sock.sendall(b"PING\r\n")
+            assert sock.recv(64) == b"+PONG\r\n"
+
+
 def test_blackhole_times_out_and_heal_recovers(proxy: FaultProxy) -> None:
     """Under blackhole() a client with socket_timeout times out; after heal() it works again."""
     client = _client(proxy, socket_timeout=0.3)

@@ -323,6 +323,7 @@ class _Pair:
         "_timer",
         "client",
         "client_closed",
+        "early",
         "loop",
         "pending",
         "proxy",
@@ -337,6 +338,10 @@ class _Pair:
         self.upstream: asyncio.Transport | None = None
         self.client_closed = False
         self.upstream_closed = False
+        # Client bytes that arrived before the upstream connection existed. connection_made
+        # pauses reading, but Python 3.10's transport re-adds its reader right after
+        # connection_made (3.11 made _add_reader honour pause_reading), so bytes can come.
+        self.early: list[bytes] | None = []
         # Delayed replies as (due time, chunk); a None chunk means "then close".
         self.pending: collections.deque[tuple[float, bytes | None]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
@@ -357,13 +362,19 @@ class _Pair:
             transport.close()
             return
         self.upstream = transport
+        early, self.early = self.early, None
+        for data in early or ():
+            self.from_client(data)
         self.client.resume_reading()
 
     # -- data path (kept short: it runs for every chunk) --
 
     def from_client(self, data: bytes) -> None:
         upstream = self.upstream
-        if upstream is not None and not self.proxy._blackholed:
+        if upstream is None:
+            if self.early is not None:
+                self.early.append(data)  # forwarded (or blackholed) once connected
+        elif not self.proxy._blackholed:
             upstream.write(data)
 
     def from_upstream(self, data: bytes) -> None:
@@ -411,6 +422,7 @@ class _Pair:
     def client_gone(self) -> None:
         """The client closed or was reset: drop the pair and close the upstream side."""
         self.client_closed = True
+        self.early = None
         self.proxy._pairs.discard(self)
         if self._timer is not None:
             self._timer.cancel()

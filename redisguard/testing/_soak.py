@@ -96,6 +96,10 @@ SECONDS_ENV = "REDISGUARD_SOAK_SECONDS"
 REPORT_ENV = "REDISGUARD_SOAK_REPORT"
 DEFAULT_SECONDS = 75.0
 
+#: How long the soak's clients wait for their first PING: a loaded machine can take more than
+#: one 0.25 s connect timeout for a TLS handshake, and the run has not started yet.
+STARTUP_WAIT = 10.0
+
 FAULT_KINDS: tuple[str, ...] = ("kill", "pause", "blackhole", "reset", "latency", "loading")
 #: Faults after which Redis answers nothing: the breaker must open and recover.
 #: ``reset`` is a blip (each connection fails once, a retry on a new one succeeds).
@@ -962,7 +966,7 @@ class _AsyncSide:
         soak = self._soak
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        client = await aconnect(soak.url, **soak.client_options())
+        client = await aconnect(soak.url, wait=STARTUP_WAIT, **soak.client_options())
         try:
             stores = soak.stores(client, asynchronous=True)
             self._ready.set()
@@ -1112,7 +1116,7 @@ class _Soak:
             for i in range(count)
         ]
         self.plans = plans
-        client = connect(self.url, **self.client_options())
+        client = connect(self.url, wait=STARTUP_WAIT, **self.client_options())
         threads: list[threading.Thread] = []
         async_side = _AsyncSide(self, plans[config.sync_workers :])
         try:
