@@ -21,6 +21,7 @@ Metric names are chosen so a Prometheus exporter shows exactly the design docume
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -55,6 +56,7 @@ __all__ = [
 ]
 
 SCOPE = "redisguard"
+logger = logging.getLogger("redisguard")
 DURATION_BUCKETS: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
@@ -350,6 +352,20 @@ class GuardSpan:
         if self.finished:
             return
         self.finished = True
+        try:
+            self._record(outcome, attempts, exc, short_circuited, record_duration)
+        except Exception:
+            _telemetry_failed("GuardSpan.finish")
+        self.close()
+
+    def _record(
+        self,
+        outcome: str,
+        attempts: int,
+        exc: BaseException | None,
+        short_circuited: bool,
+        record_duration: bool,
+    ) -> None:
         if record_duration:
             self.guard.telemetry.instruments.duration.record(
                 time.perf_counter() - self.started,
@@ -368,7 +384,6 @@ class GuardSpan:
                 span.set_status(Status(StatusCode.ERROR, _short(description)))
             if outcome == "fallback":
                 span.add_event("redisguard.fallback", {"redisguard.attempts": attempts})
-        self.close()
 
     def close(self, *, force: bool = False) -> None:
         """Detach and end the span (idempotent); an outer span only when forced."""
@@ -377,10 +392,27 @@ class GuardSpan:
         span, self.span = self.span, None
         if span is None:
             return
-        if self._token is not None:
-            otel_context.detach(self._token)  # type: ignore[arg-type]
-            self._token = None
-        span.end()
+        try:
+            if self._token is not None:
+                token, self._token = self._token, None
+                otel_context.detach(token)  # type: ignore[arg-type]
+            span.end()
+        except Exception:
+            _telemetry_failed("GuardSpan.close")
+
+
+_last_failure_log = [0.0]
+
+
+def _telemetry_failed(where: str) -> None:
+    """A tracer or meter raised: log it (at most once a minute), never fail the call."""
+    now = time.monotonic()
+    if now >= _last_failure_log[0]:
+        _last_failure_log[0] = now + 60.0
+        logger.exception(
+            "redisguard telemetry failed in %s; the call goes on without it", where,
+            extra={"category": "telemetry"},
+        )
 
 
 def _short(text: str, limit: int = 200) -> str:
@@ -402,13 +434,17 @@ def start_degraded(guard: _Guard, ticket: int, started: float) -> GuardSpan:
         return GuardSpan(guard, None, started)
     circuit_state = "closed" if ticket == NORMAL else "half-open"
     start_ns = time.time_ns() - int((time.perf_counter() - started) * 1e9)
-    span = tracer.start_span(
-        guard.span_name,
-        kind=SpanKind.INTERNAL,
-        attributes=_base_attributes(guard, circuit_state),
-        start_time=start_ns,
-    )
-    return GuardSpan(guard, span, started)
+    try:
+        span = tracer.start_span(
+            guard.span_name,
+            kind=SpanKind.INTERNAL,
+            attributes=_base_attributes(guard, circuit_state),
+            start_time=start_ns,
+        )
+        return GuardSpan(guard, span, started)
+    except Exception:
+        _telemetry_failed("start_degraded")
+        return GuardSpan(guard, None, started)
 
 
 _CIRCUIT_OPEN = Status(StatusCode.ERROR, "circuit open")
@@ -427,12 +463,15 @@ def record_short_circuit(guard: _Guard, exc: BaseException | None) -> None:
     if tracer is None:
         return
     # One start/end with every attribute given up front: the cheapest complete span.
-    span = tracer.start_span(guard.span_name, attributes=_short_circuit_attributes(guard, exc))
-    if span.is_recording():
-        if exc is not None:
-            _record_exception(span, exc)
-        span.set_status(_CIRCUIT_OPEN)
-    span.end()
+    try:
+        span = tracer.start_span(guard.span_name, attributes=_short_circuit_attributes(guard, exc))
+        if span.is_recording():
+            if exc is not None:
+                _record_exception(span, exc)
+            span.set_status(_CIRCUIT_OPEN)
+        span.end()
+    except Exception:
+        _telemetry_failed("record_short_circuit")
 
 
 def _short_circuit_attributes(guard: _Guard, exc: BaseException | None) -> dict[str, Any]:
@@ -460,12 +499,16 @@ def begin_traced(guard: _Guard, started: float) -> tuple[GuardSpan, object] | No
     tracer = guard.telemetry.tracer()
     if tracer is None:
         return None
-    span = tracer.start_span(
-        guard.span_name,
-        kind=SpanKind.INTERNAL,
-        attributes=_base_attributes(guard, guard.breaker.current_state),
-    )
-    outer = GuardSpan(guard, span, started, outer=True)
+    try:
+        span = tracer.start_span(
+            guard.span_name,
+            kind=SpanKind.INTERNAL,
+            attributes=_base_attributes(guard, guard.breaker.current_state),
+        )
+        outer = GuardSpan(guard, span, started, outer=True)
+    except Exception:
+        _telemetry_failed("begin_traced")
+        return None
     return outer, _active_guard_span.set(outer)
 
 

@@ -26,7 +26,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import redisguard
-from redisguard import BreakerConfig, RetryPolicy, get_breaker, redis_guarded
+from redisguard import BreakerConfig, RetryPolicy, _telemetry, get_breaker, redis_guarded
 from redisguard._telemetry import DURATION_BUCKETS, TRACE_SUCCESS_ENV
 from redisguard.testing import RedisServer, free_port
 
@@ -672,3 +672,64 @@ async def test_async_fallbacks_and_successes_are_counted_and_traced(
     spans = otel.spans()
     assert len(spans) == 3
     assert {s.attributes["redisguard.outcome"] for s in spans if s.attributes} == {"fallback"}
+
+
+class _BrokenProcessor(SimpleSpanProcessor):
+    """A span processor whose exporter path raises on every span start and end."""
+
+    def __init__(self) -> None:
+        super().__init__(InMemorySpanExporter())
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        raise RuntimeError("tracing backend broke")
+
+    def on_end(self, span: ReadableSpan) -> None:
+        raise RuntimeError("tracing backend broke")
+
+
+class _RaisingTracerProvider(TracerProvider):
+    """A real SDK provider whose tracers raise from start_span (a broken instrumentation)."""
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> Any:
+        real = super().get_tracer(*args, **kwargs)
+
+        class _Tracer:
+            def start_span(self, *a: Any, **k: Any) -> Any:
+                raise RuntimeError("tracer broke")
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+        return _Tracer()
+
+
+@pytest.mark.parametrize("provider", [_RaisingTracerProvider, "broken-processor"])
+def test_a_raising_tracer_never_turns_a_fallback_into_an_error(
+    provider: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tracer that raises is logged; degraded, short-circuited and traced calls still answer."""
+    monkeypatch.setattr(_telemetry, "_last_failure_log", [0.0])  # log this test's first failure
+    if provider == "broken-processor":
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(_BrokenProcessor())
+    else:
+        tracer_provider = provider()
+    breaker = redisguard.Breaker("broken-otel", BreakerConfig(failure_threshold=1))
+    port = free_port()
+    client = redis.Redis(port=port, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+
+    @redis_guarded(
+        name="get", breaker=breaker, fallback="FB", retry=NO_RETRY, trace_success=True,
+        tracer_provider=tracer_provider,
+    )
+    def get() -> Any:
+        return client.get("k")
+
+    try:
+        assert get() == "FB"  # degraded: refused, opens the breaker
+        assert breaker.current_state == "open"
+        assert get() == "FB"  # short-circuited
+    finally:
+        client.close()
+        tracer_provider.shutdown()
+    assert "telemetry failed" in caplog.text
