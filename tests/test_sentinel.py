@@ -186,6 +186,11 @@ def test_sync_calls_fall_back_during_failover_and_recover_on_promoted_replica(
         observe()
         if write("after", "2"):
             timeline.recovered_after = time.monotonic() - timeline.killed_at
+            # Sentinel may name the promoted replica between this iteration's PING (refused
+            # by the dead master) and the write; aconnect()/connect()'s recovery prober makes
+            # that likely by admitting the write as soon as the new master answers it.
+            # The client now writes to the new master: PING it too.
+            observe()
             break
         time.sleep(POLL)
     timeline.report(f"sync {type(client).__name__}")
@@ -238,6 +243,11 @@ async def test_async_calls_fall_back_during_failover_and_recover_on_promoted_rep
         await observe()
         if await write("after", "2"):
             timeline.recovered_after = time.monotonic() - timeline.killed_at
+            # Sentinel may name the promoted replica between this iteration's PING (refused
+            # by the dead master) and the write; aconnect()/connect()'s recovery prober makes
+            # that likely by admitting the write as soon as the new master answers it.
+            # The client now writes to the new master: PING it too.
+            await observe()
             break
         await asyncio.sleep(POLL)
     timeline.report(f"async {type(client).__name__}")
