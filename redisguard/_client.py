@@ -43,6 +43,7 @@ from redis.retry import Retry
 
 from ._breaker import Breaker, get_breaker
 from ._classify import ErrorKind, classify_error
+from ._compat import CLUSTER_OPTIONS, connect_outside_pool_lock
 from ._errors import ConfigError, RedisguardError, RedisUnavailableError
 from ._prober import SEED_BACKOFF, ProbePlan, TaskProber, ThreadProber
 from ._redact import redact_text, redact_url
@@ -310,9 +311,17 @@ def _sync_connection_class(base: type[Any], life: _Lifecycle) -> type[Any]:
     """A subclass of redis-py's connection class ``base`` that reports to ``life``."""
 
     class GuardedConnection(base):  # type: ignore[misc]
-        def on_connect_check_health(self, check_health: bool = True) -> None:
-            super().on_connect_check_health(check_health)
-            life.connected()
+        if hasattr(base, "on_connect_check_health"):
+
+            def on_connect_check_health(self, check_health: bool = True) -> None:
+                super().on_connect_check_health(check_health)
+                life.connected()
+
+        else:  # redis-py 5.x: the handshake hook is on_connect()
+
+            def on_connect(self) -> None:
+                super().on_connect()
+                life.connected()
 
         def disconnect(self, *args: Any, **kwargs: Any) -> None:
             live = self.is_connected
@@ -328,9 +337,17 @@ def _async_connection_class(base: type[Any], life: _Lifecycle) -> type[Any]:
     """The asyncio twin of :func:`_sync_connection_class`."""
 
     class GuardedConnection(base):  # type: ignore[misc]
-        async def on_connect_check_health(self, check_health: bool = True) -> None:
-            await super().on_connect_check_health(check_health)
-            life.connected()
+        if hasattr(base, "on_connect_check_health"):
+
+            async def on_connect_check_health(self, check_health: bool = True) -> None:
+                await super().on_connect_check_health(check_health)
+                life.connected()
+
+        else:  # redis-py 5.x: the handshake hook is on_connect()
+
+            async def on_connect(self) -> None:
+                await super().on_connect()
+                life.connected()
 
         async def disconnect(self, *args: Any, **kwargs: Any) -> None:
             live = self.is_connected
@@ -362,6 +379,10 @@ class _GuardedInfo:
     def prober(self) -> ThreadProber | TaskProber | None:
         """The background recovery prober, or None when disabled."""
         return self._redisguard.prober if self._redisguard else None
+
+    def __repr__(self) -> str:
+        # redis-py < 7.4 shows the pool's connection kwargs, password included.
+        return f"<{type(self).__module__}.{type(self).__qualname__}({self.target})>"
 
 
 class GuardedRedis(_GuardedInfo, redis.Redis):
@@ -584,6 +605,7 @@ def connect(
         nodes = [_untyped(redis.cluster.ClusterNode)(h, p) for h, p in target.nodes]
         if target.url.startswith("rediss"):
             options.setdefault("ssl", True)
+        options = {**CLUSTER_OPTIONS, **options}
         client = GuardedRedisCluster(startup_nodes=nodes, **options)
     elif target.kind == "sentinel":
         sentinel = _untyped(redis.sentinel.Sentinel)(
@@ -687,6 +709,7 @@ async def aconnect(
         if target.url.startswith("rediss"):
             options.setdefault("ssl", True)
         options.pop("socket_keepalive", None)
+        options = {**CLUSTER_OPTIONS, **options}
         client = AsyncGuardedRedisCluster(startup_nodes=nodes, **options)
     elif target.kind == "sentinel":
         sentinel = _untyped(redis.asyncio.sentinel.Sentinel)(
@@ -711,6 +734,7 @@ async def aconnect(
         options["connection_class"] = _async_connection_class(base, life)
         client = cast(AsyncGuardedRedis, AsyncGuardedRedis.from_url(target.url, **options))
     client._redisguard = life
+    connect_outside_pool_lock(getattr(client, "connection_pool", None))
     if check:
         try:
             if wait is None:
