@@ -40,8 +40,8 @@ COVERED_BY = {
 def read_pins(path: Path) -> dict[str, Version]:
     """The ``name==version`` lines of a constraints file."""
     pins = {}
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
         if line:
             name, _, version = line.partition("==")
             if not version:
