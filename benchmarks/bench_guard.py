@@ -50,6 +50,7 @@ from opentelemetry.trace import Status, StatusCode
 
 import redisguard
 from redisguard import Breaker, BreakerConfig, RetryPolicy, redis_guarded
+from redisguard._compat import wait_exponential_jitter
 
 __all__ = [
     "SCENARIOS",
@@ -263,7 +264,7 @@ def _naive_retrying() -> tenacity.Retrying:
     """What a hand-written composition builds per call: tenacity with jittered backoff."""
     return tenacity.Retrying(
         stop=tenacity.stop_after_attempt(3),
-        wait=tenacity.wait_exponential_jitter(multiplier=0.025, max=0.2, jitter=0.025),
+        wait=wait_exponential_jitter(multiplier=0.025, maximum=0.2, jitter=0.025),
         retry=tenacity.retry_if_exception_type(_RETRYABLE),
         reraise=True,
     )
@@ -386,7 +387,7 @@ def _async_naive(env: Env) -> ThroughputRound:
 
     @tenacity.retry(
         stop=tenacity.stop_after_attempt(3),
-        wait=tenacity.wait_exponential_jitter(multiplier=0.025, max=0.2, jitter=0.025),
+        wait=wait_exponential_jitter(multiplier=0.025, maximum=0.2, jitter=0.025),
         retry=tenacity.retry_if_exception_type(_RETRYABLE),
         reraise=True,
     )
@@ -755,7 +756,7 @@ def _async_naive_sdk(env: Env) -> ThroughputRound:
 
     @tenacity.retry(
         stop=tenacity.stop_after_attempt(3),
-        wait=tenacity.wait_exponential_jitter(multiplier=0.025, max=0.2, jitter=0.025),
+        wait=wait_exponential_jitter(multiplier=0.025, maximum=0.2, jitter=0.025),
         retry=tenacity.retry_if_exception_type(_RETRYABLE),
         reraise=True,
     )

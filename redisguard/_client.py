@@ -46,6 +46,7 @@ from redis.retry import Retry
 
 from ._breaker import Breaker, get_breaker
 from ._classify import ErrorKind, classify_error
+from ._compat import CLUSTER_OPTIONS, connect_outside_pool_lock
 from ._errors import ConfigError, RedisguardError, RedisguardWarning, RedisUnavailableError
 from ._prober import SEED_BACKOFF, ProbePlan, TaskProber, ThreadProber
 from ._redact import redact_text, redact_url
@@ -424,9 +425,17 @@ def _sync_connection_class(base: type[Any], life: _Lifecycle) -> type[Any]:
         _redisguard_wait: object = _NORMAL
         socket_timeout: float | None  # redis-py's (a property in 8.x sync)
 
-        def on_connect_check_health(self, check_health: bool = True) -> None:
-            super().on_connect_check_health(check_health)
-            life.connected()
+        if hasattr(base, "on_connect_check_health"):
+
+            def on_connect_check_health(self, check_health: bool = True) -> None:
+                super().on_connect_check_health(check_health)
+                life.connected()
+
+        else:  # redis-py 5.x: the handshake hook is on_connect()
+
+            def on_connect(self) -> None:
+                super().on_connect()
+                life.connected()
 
         def disconnect(self, *args: Any, **kwargs: Any) -> None:
             live = self._sock is not None  # redis-py < 8 has no is_connected
@@ -469,9 +478,17 @@ def _async_connection_class(base: type[Any], life: _Lifecycle) -> type[Any]:
         _redisguard_wait: object = _NORMAL
         socket_timeout: float | None  # redis-py's (a property in 8.x sync)
 
-        async def on_connect_check_health(self, check_health: bool = True) -> None:
-            await super().on_connect_check_health(check_health)
-            life.connected()
+        if hasattr(base, "on_connect_check_health"):
+
+            async def on_connect_check_health(self, check_health: bool = True) -> None:
+                await super().on_connect_check_health(check_health)
+                life.connected()
+
+        else:  # redis-py 5.x: the handshake hook is on_connect()
+
+            async def on_connect(self) -> None:
+                await super().on_connect()
+                life.connected()
 
         async def disconnect(self, *args: Any, **kwargs: Any) -> None:
             live = getattr(self, "_writer", None) is not None  # no is_connected before 8
@@ -526,6 +543,10 @@ class _GuardedInfo:
     def prober(self) -> ThreadProber | TaskProber | None:
         """The background recovery prober, or None when disabled."""
         return self._redisguard.prober if self._redisguard else None
+
+    def __repr__(self) -> str:
+        # redis-py < 7.4 shows the pool's connection kwargs, password included.
+        return f"<{type(self).__module__}.{type(self).__qualname__}({self.target})>"
 
 
 class GuardedRedis(_GuardedInfo, redis.Redis):
@@ -791,6 +812,7 @@ def connect(
         nodes = [_untyped(redis.cluster.ClusterNode)(h, p) for h, p in target.nodes]
         if target.url.startswith("rediss"):
             options.setdefault("ssl", True)
+        options = {**CLUSTER_OPTIONS, **options}
         client = GuardedRedisCluster(startup_nodes=nodes, **options)
     elif target.kind == "sentinel":
         sentinel = _untyped(redis.sentinel.Sentinel)(
@@ -897,6 +919,7 @@ async def aconnect(
         if target.url.startswith("rediss"):
             options.setdefault("ssl", True)
         options.pop("socket_keepalive", None)
+        options = {**CLUSTER_OPTIONS, **options}
         client = AsyncGuardedRedisCluster(startup_nodes=nodes, **options)
     elif target.kind == "sentinel":
         sentinel = _untyped(redis.asyncio.sentinel.Sentinel)(
@@ -921,6 +944,7 @@ async def aconnect(
         options["connection_class"] = _async_connection_class(base, life)
         client = cast(AsyncGuardedRedis, AsyncGuardedRedis.from_url(target.url, **options))
     client._redisguard = life
+    connect_outside_pool_lock(getattr(client, "connection_pool", None))
     if check:
         try:
             if wait is None:

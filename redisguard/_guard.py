@@ -25,6 +25,7 @@ from opentelemetry.trace import TracerProvider
 
 from ._breaker import CLOSED, NORMAL, OPEN, REJECT, Breaker, get_breaker
 from ._classify import Classifier, ErrorKind, classify_error, not_applied
+from ._compat import wait_exponential_jitter
 from ._config import RetryPolicy
 from ._errors import CircuitOpenError, ConfigError, RedisUnavailableError
 from ._observe import OperationStats, operation_stats
@@ -610,8 +611,8 @@ def _backoff(policy: RetryPolicy) -> tenacity.wait.wait_base:
     tenacity counts the replayed first failure as attempt 1, so the wait before the first
     real retry is ``backoff + U(0, jitter)``.
     """
-    return tenacity.wait_exponential_jitter(
-        multiplier=policy.backoff, max=policy.max_backoff, jitter=policy.jitter
+    return wait_exponential_jitter(
+        multiplier=policy.backoff, maximum=policy.max_backoff, jitter=policy.jitter
     )
 
 

@@ -32,6 +32,7 @@ from redis.retry import Retry
 
 import redisguard
 from redisguard import BreakerConfig, breakers, get_breaker, redis_guarded
+from redisguard._compat import CLUSTER_OPTIONS
 from redisguard.cluster import (
     master_breakers,
     node_breaker,
@@ -56,6 +57,7 @@ def _client_kwargs() -> dict[str, Any]:
         "socket_timeout": TIMEOUT,
         "socket_connect_timeout": TIMEOUT,
         "retry": Retry(NoBackoff(), 0),
+        **CLUSTER_OPTIONS,  # redis-py 5: its own cluster retries off too
     }
 
 
