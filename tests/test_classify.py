@@ -9,6 +9,7 @@ import pytest
 import redis
 import redis.asyncio
 import redis.asyncio.retry
+from _pools import acheckout, checkout
 from _refusals import fill_memory, free_memory
 from redis import exceptions as rx
 from redis.backoff import NoBackoff
@@ -211,7 +212,7 @@ def test_redis_py_resending_before_a_failed_reconnect_may_have_run(
 def test_a_full_pool_proves_nothing_ran(redis_server: RedisServer) -> None:
     """MaxConnectionsError and BlockingConnectionPool's timeout happen before any send."""
     client = _client(redis_server.port, max_connections=1, **_auth(redis_server))
-    held = client.connection_pool.get_connection()
+    held = checkout(client.connection_pool)
     with pytest.raises(rx.ConnectionError) as info:
         client.incr("k")
     assert not_applied(info.value)
@@ -221,7 +222,7 @@ def test_a_full_pool_proves_nothing_ran(redis_server: RedisServer) -> None:
         **_auth(redis_server),
     )
     blocking = redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
-    held = pool.get_connection()  # type: ignore[no-untyped-call]
+    held = checkout(pool)
     with pytest.raises(rx.ConnectionError, match="No connection available") as info:
         blocking.incr("k")
     assert not_applied(info.value)
@@ -241,7 +242,7 @@ async def test_an_async_blocking_pool_timeout_is_a_local_rejection(
     client = redis.asyncio.Redis(
         connection_pool=pool, retry=redis.asyncio.retry.Retry(NoBackoff(), 0)
     )
-    held = await pool.get_connection()
+    held = await acheckout(pool)
     with pytest.raises(rx.ConnectionError, match="No connection available") as info:
         await client.incr("k")
     assert classify_error(info.value) is REJECTED

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
+from _pools import retries
 
 import redisguard
 from redisguard import ConfigError, RedisUnavailableError
@@ -73,10 +74,6 @@ def test_timeouts_must_be_positive_numbers(name: str, value: Any) -> None:
         redisguard.connect("redis://127.0.0.1:6380/0", check=False, **{name: value})
 
 
-def _retries(retry: Any) -> int:
-    """How many times a redis-py ``Retry`` retries (``get_retries()`` is new in redis-py 6)."""
-    get_retries = getattr(retry, "get_retries", None)
-    return int(get_retries() if get_retries is not None else retry._retries)
 
 
 def test_explicit_timeouts_and_no_client_retry() -> None:
@@ -88,7 +85,7 @@ def test_explicit_timeouts_and_no_client_retry() -> None:
         kwargs = client.connection_pool.connection_kwargs
         assert kwargs["socket_timeout"] == 0.7
         assert kwargs["socket_connect_timeout"] == 0.3
-        assert _retries(kwargs["retry"]) == 0
+        assert retries(kwargs["retry"]) == 0
     finally:
         client.close()
 
@@ -191,7 +188,7 @@ async def test_aconnect_works_and_is_async(redis_server: RedisServer) -> None:
         assert isinstance(client, redis.asyncio.Redis)
         await client.set("k", "v")
         assert await client.get("k") == "v"
-        assert _retries(client.connection_pool.connection_kwargs["retry"]) == 0
+        assert retries(client.connection_pool.connection_kwargs["retry"]) == 0
     finally:
         await client.aclose()
 

@@ -11,6 +11,7 @@ import redis
 import redis.asyncio
 import redis.asyncio.retry
 import redis.retry
+from _pools import acheckout, checkout, retries
 from redis.backoff import ExponentialBackoff
 
 import redisguard
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.timeout(30)
 def _connection_retry(client: redis.Redis) -> Any:
     """The Retry object of a connection the client's pool hands out."""
     pool: Any = client.connection_pool
-    conn = pool.get_connection()
+    conn = checkout(pool)
     try:
         return conn.retry
     finally:
@@ -33,7 +34,7 @@ def _connection_retry(client: redis.Redis) -> Any:
 
 async def _async_connection_retry(client: redis.asyncio.Redis) -> Any:
     pool: Any = client.connection_pool
-    conn = await pool.get_connection()
+    conn = await acheckout(pool)
     try:
         return conn.retry
     finally:
@@ -45,7 +46,7 @@ def test_default_client_retry_is_off_and_silent(redis_server: RedisServer) -> No
     """Without a user retry, redis-py's own retry is off and no warning is given."""
     client = redisguard.connect(redis_server.url, prober=False)
     try:
-        assert _connection_retry(client).get_retries() == 0
+        assert retries(_connection_retry(client)) == 0
     finally:
         client.close()
 
@@ -58,7 +59,7 @@ def test_explicit_retry_is_honoured_with_a_warning(redis_server: RedisServer) ->
         )
     try:
         retry = _connection_retry(client)
-        assert retry.get_retries() == 3
+        assert retries(retry) == 3
         assert isinstance(retry._backoff, ExponentialBackoff)
     finally:
         client.close()
@@ -73,7 +74,7 @@ def test_retry_on_options_are_not_no_ops(redis_server: RedisServer, option: Any)
         client = redisguard.connect(redis_server.url, prober=False, **option)
     try:
         retry = _connection_retry(client)
-        assert retry.get_retries() >= 1
+        assert retries(retry) >= 1
         assert redis.TimeoutError in retry._supported_errors
     finally:
         client.close()
@@ -88,7 +89,7 @@ async def test_async_explicit_retry_is_honoured_with_a_warning(redis_server: Red
             retry=redis.asyncio.retry.Retry(ExponentialBackoff(), 2),
         )
     try:
-        assert (await _async_connection_retry(client)).get_retries() == 2
+        assert retries(await _async_connection_retry(client)) == 2
     finally:
         await client.aclose()
 
@@ -100,7 +101,7 @@ async def test_aconnect_uses_the_asyncio_retry_class(redis_server: RedisServer) 
     try:
         retry = await _async_connection_retry(client)
         assert isinstance(retry, redis.asyncio.retry.Retry)
-        assert retry.get_retries() == 0
+        assert retries(retry) == 0
     finally:
         await client.aclose()
 

@@ -12,6 +12,7 @@ import pytest
 import redis
 import redis.asyncio
 import redis.asyncio.retry
+from _pools import checkout
 from _refusals import admin, fill_memory, free_memory, slow_script
 from redis import exceptions as rx
 from redis.backoff import NoBackoff
@@ -258,7 +259,7 @@ def plain_client(kwargs: dict[str, object], timeout: float) -> redis.Redis:
 def warm(client: redis.Redis, connections: int) -> None:
     """Open ``connections`` pooled connections now, so a retry would not need a new one."""
     pool = client.connection_pool
-    held = [pool.get_connection() for _ in range(connections)]
+    held = [checkout(pool) for _ in range(connections)]
     for conn in held:
         pool.release(conn)
 
