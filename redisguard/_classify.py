@@ -234,11 +234,21 @@ def not_applied(exc: BaseException) -> bool:
     if isinstance(exc, rx.MaxConnectionsError | CircuitOpenError) or closed_transport_error(exc):
         return True
     tb = exc.__traceback__
-    if isinstance(exc, builtins.TimeoutError) and not isinstance(exc, rx.RedisError):
-        # asyncio.timeout / wait_for: the cancelled attempt is the cause (or the context).
+    if isinstance(exc, builtins.TimeoutError | asyncio.TimeoutError) and not isinstance(
+        exc, rx.RedisError
+    ):
+        # asyncio.timeout / wait_for: the cancelled attempt is the cause (or the context). On
+        # Python 3.10 wait_for raises from a fresh CancelledError whose context is the one
+        # that went through the attempt's frames, so follow cancellations a few links deep.
         inner = exc.__cause__ or exc.__context__
-        if inner is not None and _before_send(inner.__traceback__):
-            return True
+        for _ in range(3):
+            if inner is None:
+                break
+            if _before_send(inner.__traceback__):
+                return True
+            if not isinstance(inner, asyncio.CancelledError):
+                break
+            inner = inner.__cause__ or inner.__context__
     if _before_send(tb):
         return True
     if isinstance(exc, _REFUSED) or (

@@ -588,7 +588,12 @@ else:  # pragma: no cover - exercised on Python 3.10 only
             if await _settled(attempt):
                 raise asyncio.CancelledError
             if attempt.cancelled():
-                raise TimeoutError
+                try:
+                    attempt.result()
+                except asyncio.CancelledError as cut:
+                    # As asyncio.timeout does on 3.11+: the cancellation that went through
+                    # the attempt's frames stays reachable (not_applied() reads them).
+                    raise TimeoutError from cut
         return attempt.result()
 
     async def _settled(attempt: asyncio.Future[Any]) -> bool:
