@@ -814,6 +814,9 @@ def _without_traceback(exc: BaseException) -> BaseException:
     try:
         clone = type(exc).__new__(type(exc), *exc.args)
         clone.args = exc.args
+        # Attributes __init__ set (redis-py's error_type, our operation/breaker...): repr()
+        # and str() of some exceptions need them.
+        clone.__dict__.update(exc.__dict__)
     except Exception:
         return exc
     return clone

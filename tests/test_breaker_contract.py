@@ -815,3 +815,18 @@ def test_circuit_redis_storage_crashes_with_decoded_responses(redis_server: Redi
     with pytest.raises(AttributeError, match="decode"):
         Breaker(state_storage=pybreaker.CircuitRedisStorage("closed", client))
     client.close()
+
+
+def test_opened_by_keeps_the_errors_attributes() -> None:
+    """The copy in opened_by keeps what __init__ set, so repr() and str() still work."""
+    import redis
+
+    cb = Breaker(fail_max=1)
+    error = redis.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
+    outcome(cb, _raise, error)
+    seen = cb.opened_by
+    assert seen is not None
+    assert seen.__traceback__ is None
+    assert repr(seen) == repr(error)
+    assert str(seen) == str(error)
+    assert seen.__dict__ == error.__dict__
