@@ -52,6 +52,7 @@ from ._errors import CircuitOpenError, ConfigError
 from ._fork import after_fork, renew_lock_after_fork
 from ._storage import Snapshot, StorageLink, WindowStorage
 from ._tally import Tally, TallyGroup
+from ._transport import closed_transport_error
 
 __all__ = [
     "Breaker",
@@ -809,8 +810,14 @@ def _without_traceback(exc: BaseException) -> BaseException:
     """A copy of ``exc`` (same class and args) that holds no traceback, cause or context.
 
     The original's frames would keep whatever the failed call touched -- the client, its
-    pool and connections -- alive for as long as the breaker remembers the failure.
+    pool and connections -- alive for as long as the breaker remembers the failure. asyncio's
+    internal error from writing to a closed transport (Python 3.12+) is only recognisable by
+    its traceback, so it is remembered as what it means: a connection the peer reset.
     """
+    if closed_transport_error(exc):
+        return ConnectionResetError(
+            f"the peer closed the connection (asyncio transport: {type(exc).__name__})"
+        )
     try:
         clone = type(exc).__new__(type(exc), *exc.args)
         clone.args = exc.args

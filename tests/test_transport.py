@@ -207,3 +207,21 @@ async def test_guarded_write_on_a_reset_pooled_connection_retries(
         assert await client.get("k0") == b"v"
     finally:
         await client.aclose()
+
+
+@needs_writelines_bug
+async def test_a_breaker_opened_by_a_closed_transport_can_be_healed_by_a_ping(tcp: _Server) -> None:
+    """opened_by remembers a closed-transport error as a reset connection, which a PING heals."""
+    from redisguard import Breaker
+    from redisguard._prober import ping_proves_recovery
+
+    reader, writer, peer = await tcp.connect()
+    _reset(peer)
+    await _lost(reader, writer)
+    exc = _raised(lambda: writer.writelines([b"PING\r\n"]))
+    assert closed_transport_error(exc)
+    breaker = Breaker(fail_max=1)
+    breaker._on_failure(breaker._admit(), exc)
+    assert breaker.current_state == "open"
+    assert isinstance(breaker.opened_by, ConnectionResetError)
+    assert ping_proves_recovery(breaker.opened_by)
