@@ -234,11 +234,19 @@ def not_applied(exc: BaseException) -> bool:
     if isinstance(exc, rx.MaxConnectionsError | CircuitOpenError) or closed_transport_error(exc):
         return True
     tb = exc.__traceback__
-    if isinstance(exc, builtins.TimeoutError) and not isinstance(exc, rx.RedisError):
+    if isinstance(exc, builtins.TimeoutError | asyncio.TimeoutError) and not isinstance(
+        exc, rx.RedisError
+    ):
         # asyncio.timeout / wait_for: the cancelled attempt is the cause (or the context).
+        # wait_for's asyncio.TimeoutError is the builtin only from Python 3.11, and 3.10's
+        # cause is a fresh CancelledError whose context is the one that left the attempt.
         inner = exc.__cause__ or exc.__context__
-        if inner is not None and _before_send(inner.__traceback__):
-            return True
+        for _ in range(2):
+            if inner is None:
+                break
+            if _before_send(inner.__traceback__):
+                return True
+            inner = inner.__context__ if isinstance(inner, asyncio.CancelledError) else None
     if _before_send(tb):
         return True
     if isinstance(exc, _REFUSED) or (
