@@ -46,7 +46,12 @@ from redis.retry import Retry
 
 from ._breaker import Breaker, get_breaker
 from ._classify import ErrorKind, classify_error
-from ._compat import CLUSTER_OPTIONS, connect_outside_pool_lock
+from ._compat import (
+    ASYNC_CONNECTION_CLOSES_ON_GC,
+    CLUSTER_OPTIONS,
+    close_dropped_connection,
+    connect_outside_pool_lock,
+)
 from ._errors import ConfigError, RedisguardError, RedisguardWarning, RedisUnavailableError
 from ._prober import SEED_BACKOFF, ProbePlan, TaskProber, ThreadProber
 from ._redact import redact_text, redact_url
@@ -489,6 +494,11 @@ def _async_connection_class(base: type[Any], life: _Lifecycle) -> type[Any]:
             async def on_connect(self) -> None:
                 await super().on_connect()
                 life.connected()
+
+        if not ASYNC_CONNECTION_CLOSES_ON_GC:  # redis-py 5.0.1: see _compat
+
+            def __del__(self) -> None:
+                close_dropped_connection(self)
 
         async def disconnect(self, *args: Any, **kwargs: Any) -> None:
             live = getattr(self, "_writer", None) is not None  # no is_connected before 8

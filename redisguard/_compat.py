@@ -8,17 +8,22 @@ bound in setup.cfg passes that release.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import re
+import warnings
 from typing import Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.connection
 import tenacity
 
 __all__ = [
+    "ASYNC_CONNECTION_CLOSES_ON_GC",
     "CLUSTER_OPTIONS",
     "REDIS_VERSION",
+    "close_dropped_connection",
     "connect_outside_pool_lock",
     "wait_exponential_jitter",
 ]
@@ -85,6 +90,48 @@ def connect_outside_pool_lock(pool: Any) -> None:
         fixed = _fixed[cls] = type(cls.__name__, (_ConnectOutsideLock, cls), {})
         fixed.__module__ = cls.__module__
     pool.__class__ = fixed
+
+
+# redis-py 5.0.1's asyncio connections have no ``__del__``: a client dropped without
+# ``aclose()`` is collected with its pool and connections, but each connection's transport stays
+# registered with the event loop (the selector holds its read callback), so its socket stays open
+# until the loop closes. redis-py PR #2999 (the first release after 5.0.1) gave
+# ``AbstractConnection`` a ``__del__`` that warns and closes the stream; older connections get the
+# same from :func:`close_dropped_connection`.
+ASYNC_CONNECTION_CLOSES_ON_GC: bool = hasattr(
+    redis.asyncio.connection.AbstractConnection, "__del__"
+)
+
+
+def close_dropped_connection(connection: Any, _warn: Any = warnings.warn) -> None:
+    """What newer redis-py does when an open asyncio connection is garbage-collected.
+
+    Warns ``ResourceWarning: unclosed Connection`` (as redis-py does) and closes the stream on
+    its own event loop: directly when that loop runs this thread, else via
+    ``call_soon_threadsafe`` (the collection may happen in any thread). A closed loop has
+    already dropped the transport, which then closes its socket itself.
+
+    Args:
+        connection: A ``redis.asyncio`` connection being finalized.
+    """
+    writer = getattr(connection, "_writer", None)
+    if writer is None:
+        return
+    _warn(f"unclosed Connection {connection!r}", ResourceWarning, source=connection)
+    loop = getattr(writer, "_loop", None)  # asyncio.StreamWriter's loop (3.10 to 3.13)
+    try:
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            writer.close()
+        else:
+            loop.call_soon_threadsafe(writer.close)
+    except Exception:  # a finalizer must not raise; the loop may be closing
+        pass
 
 
 # tenacity 9.2 renamed wait_exponential_jitter's ``initial`` to ``multiplier`` (same meaning:
