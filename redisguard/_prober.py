@@ -39,6 +39,7 @@ import tenacity
 from redis import exceptions as rx
 
 from ._breaker import OPEN, Breaker
+from ._classify import _error_code
 from ._fork import after_fork
 from ._guard import _describe
 
@@ -73,7 +74,7 @@ def ping_proves_recovery(exc: BaseException | None) -> bool:
         return not isinstance(exc, _NOT_CONNECTIVITY)
     if isinstance(exc, rx.ResponseError):
         # redis-py has no class for BUSY; the reply's error code is its first word.
-        return str(exc).split(" ", 1)[0] == "BUSY"
+        return _error_code(exc) == "BUSY"
     return isinstance(exc, rx.TimeoutError | OSError)  # OSError: builtin Timeout/ConnectionError
 
 
