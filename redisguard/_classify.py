@@ -98,16 +98,16 @@ def classify_error(exc: BaseException) -> ErrorKind:
     """The default classification of an exception raised inside a guarded call.
 
     Connection-level failures and "cannot serve now" replies (LOADING, BUSY, MASTERDOWN,
-    TRYAGAIN, CLUSTERDOWN) are ``TRANSIENT``; authentication and permission errors
-    are ``MISCONFIGURED`` (a retry cannot fix them, but the service should still degrade
-    rather than fail); OOM, MISCONF and READONLY are ``WRITE_REFUSED`` (a Sentinel client
-    turns READONLY from a demoted master into a ``ConnectionError`` itself: ``TRANSIENT``); a
-    full local connection pool is ``REJECTED`` (Redis itself may be fine, so the breaker is not
-    told). asyncio's internal ``AttributeError``/``TypeError`` from writing to a transport
-    the peer already closed (CPython 3.12+, redis-py #4287) is a failed connection too:
-    ``TRANSIENT`` (see :func:`closed_transport_error`). Everything else, including every other ``ResponseError``
-    and every non-Redis exception, propagates unchanged. Error codes redis-py has no class for
-    are matched on the reply's first word.
+    TRYAGAIN, CLUSTERDOWN) are ``TRANSIENT``; authentication and permission errors are
+    ``MISCONFIGURED`` (a retry cannot fix them, but the service should still degrade rather than
+    fail); OOM, MISCONF and READONLY are ``WRITE_REFUSED`` (a Sentinel client turns READONLY
+    from a demoted master into a ``ConnectionError`` itself: ``TRANSIENT``); a full local
+    connection pool is ``REJECTED`` (Redis itself may be fine, so the breaker is not told).
+    asyncio's internal ``AttributeError``/``TypeError`` from writing to a transport the peer
+    already closed (CPython 3.12+, redis-py #4287) is a failed connection too: ``TRANSIENT``
+    (see :func:`closed_transport_error`). Everything else, including every other
+    ``ResponseError`` and every non-Redis exception, propagates unchanged. Error codes redis-py
+    has no class for are matched on the reply's first word.
     """
     if not isinstance(exc, Exception):
         # CancelledError, KeyboardInterrupt, SystemExit: never retried, counted or swallowed.
