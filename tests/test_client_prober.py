@@ -138,7 +138,8 @@ def test_prober_keeps_a_readonly_replica_waiting_out_reset_timeout(
     assert 1 <= reached <= 2
     assert breaker.current_state == "closed"
     assert breaker.write_state == "open"
-    assert client.prober is not None and not client.prober.running
+    assert client.prober is not None
+    assert not client.prober.running
 
 
 def test_prober_still_cuts_a_connectivity_outage_short(redis_server: RedisServer) -> None:

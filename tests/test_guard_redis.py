@@ -465,7 +465,8 @@ def test_oom_falls_back_without_retry_or_counting(
     assert calls == 3  # failure_threshold refusals opened the write side: no more I/O
     assert failures[0] is not None
     assert failures[0].kind is ErrorKind.WRITE_REFUSED
-    assert failures[-1] is not None and failures[-1].circuit_open
+    assert failures[-1] is not None
+    assert failures[-1].circuit_open
     assert breaker.stats().failure_count == 0
     assert breaker.current_state == "closed"
     assert breaker.write_state == "open"

@@ -16,9 +16,8 @@ from conftest import BreakerFactory, FakeClock
 from redis import exceptions as rx
 
 import redisguard
-from redisguard import Breaker, ConfigError, Failure, redis_guarded
+from redisguard import Breaker, ConfigError, Failure, _sides, redis_guarded
 from redisguard import _breaker as breaker_module
-from redisguard import _sides
 from redisguard._sides import WriteEvent, refusal_cause
 
 OOM = "OOM command not allowed when used memory > 'maxmemory'."
@@ -119,8 +118,10 @@ def test_write_side_opens_after_the_threshold_and_reads_go_on(
     calls = server.calls
     for access in ("write", "both"):
         failure = g[access]()
-        assert failure.circuit_open and failure.side == "write"
-        assert failure.exception is None and failure.attempts == 0
+        assert failure.circuit_open
+        assert failure.side == "write"
+        assert failure.exception is None
+        assert failure.attempts == 0
     assert server.calls == calls  # no I/O
     assert g["read"]() == "ok"
     assert g["delete"]() == "ok"  # OOM spares deletes
@@ -183,7 +184,8 @@ def test_readonly_and_misconf_block_deletes_too(
     server.error = None
     calls = server.calls
     failure = g["delete"]()
-    assert failure.circuit_open and failure.side == "write"
+    assert failure.circuit_open
+    assert failure.side == "write"
     assert server.calls == calls
     assert g["read"]() == "ok"
 
@@ -225,12 +227,14 @@ def test_half_open_admits_at_most_the_trial_slots(
     breaker.write_side.open(oom())
     clock.advance(5)
     first, second, third = gate._admit(), gate._admit(), gate._admit()
-    assert first < -1 and second < -1
+    assert first < -1
+    assert second < -1
     assert third == breaker_module.REJECT
     assert breaker.write_state == "half-open"
     clock.advance(3)
     fresh = gate._admit()  # both slots held past the trial timeout: a new round
-    assert fresh < -1 and fresh != first
+    assert fresh < -1
+    assert fresh != first
     gate._on_success(first, False)  # a late outcome of the old round is ignored
     assert breaker.write_state == "half-open"
     gate._on_success(fresh, False)
@@ -270,7 +274,8 @@ def test_connectivity_opens_the_main_side_which_blocks_every_access(
     calls = server.calls
     for access in ("read", "write", "delete", "both"):
         failure = g[access]()
-        assert failure.circuit_open and failure.side == "main"
+        assert failure.circuit_open
+        assert failure.side == "main"
     assert server.calls == calls
 
 
@@ -332,7 +337,7 @@ def test_without_a_fallback_the_error_names_the_write_side(make_breaker: Breaker
     server.error = oom
     with pytest.raises(redisguard.RedisUnavailableError):
         write()
-    with pytest.raises(redisguard.CircuitOpenError, match="write side .* is open \\(OOM\\)"):
+    with pytest.raises(redisguard.CircuitOpenError, match=r"write side .* is open \(OOM\)"):
         write()
 
 
