@@ -522,11 +522,16 @@ def record_short_circuit(guard: _Guard, exc: BaseException | None) -> None:
 
 
 def _short_circuit_attributes(guard: _Guard, exc: BaseException | None) -> dict[str, Any]:
-    key = (guard.breaker.state_code, exc is None)
+    breaker = guard.breaker
+    # A write guard short-circuited while the main side is closed: its write side answered.
+    write = guard.side is not breaker and breaker.state_code == 0
+    key = (breaker.write_side.state_code + 3 if write else breaker.state_code, exc is None)
     cache = guard.span_attributes
     attributes = cache.get(key)
     if attributes is None:
-        attributes = _base_attributes(guard, guard.breaker.current_state)
+        state = breaker.write_side.current_state if write else breaker.current_state
+        attributes = _base_attributes(guard, state)
+        attributes["redisguard.side"] = "write" if write else "main"
         attributes["redisguard.outcome"] = "fallback" if exc is None else "error"
         attributes["redisguard.attempts"] = 0
         attributes["redisguard.short_circuited"] = True

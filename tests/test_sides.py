@@ -13,6 +13,11 @@ from typing import Any
 import pybreaker
 import pytest
 from conftest import BreakerFactory, FakeClock
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from redis import exceptions as rx
 
 import redisguard
@@ -447,3 +452,61 @@ def test_manual_open_blocks_deletes(make_breaker: BreakerFactory) -> None:
     breaker.write_side.close()
     assert g["delete"]() == "ok"
     assert server.calls == 2
+
+
+def test_metrics_and_spans_show_the_write_side(
+    make_breaker: BreakerFactory, clock: FakeClock
+) -> None:
+    """A second gauge and two counters carry the write side; the existing series are unchanged;
+    a short-circuit span says which side answered."""
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    breaker = make_breaker("m", failure_threshold=1, reset_timeout=5)
+    server = Server()
+    write = redis_guarded(
+        name="m.w",
+        fallback="FB",
+        breaker=breaker,
+        access="write",
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+    )(server)
+
+    def series() -> dict[str, dict[frozenset[Any], Any]]:
+        out: dict[str, dict[frozenset[Any], Any]] = {}
+        data = reader.get_metrics_data()
+        for rm in data.resource_metrics if data else ():
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    for point in metric.data.data_points:
+                        key = frozenset((point.attributes or {}).items())
+                        out.setdefault(metric.name, {})[key] = getattr(point, "value", None)
+        return out
+
+    name = frozenset({("name", "m")})
+    try:
+        server.error = oom
+        write()
+        write()
+        got = series()
+        assert got["circuit_breaker_state"][name] == 0
+        assert got["circuit_breaker_write_state"][name] == 2
+        assert got["circuit_breaker_write_refusals"][name] == 1
+        assert got["circuit_breaker_write_rejections"][name] == 1
+        assert got["circuit_breaker_rejections"][name] == 0
+        assert got["circuit_breaker_failures"][name] == 0
+        spans = [s for s in exporter.get_finished_spans() if s.attributes]
+        short = [s for s in spans if (s.attributes or {}).get("redisguard.short_circuited")]
+        assert short[-1].attributes is not None
+        assert short[-1].attributes["redisguard.side"] == "write"
+        assert short[-1].attributes["redisguard.circuit_state"] == "open"
+        clock.advance(5)
+        server.error = None
+        write()
+        assert series()["circuit_breaker_write_state"][name] == 0
+    finally:
+        tracer_provider.shutdown()
+        meter_provider.shutdown()
