@@ -56,6 +56,7 @@ The write side lives in the process (a ``state_storage`` shares only the main si
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -136,16 +137,15 @@ class SideGate:
     breaker's signatures and decode write-side trial tickets.
     """
 
-    __slots__ = ("_code", "breaker", "deletes", "side")
+    __slots__ = ("_admit", "_code", "breaker", "deletes", "side")
 
     def __init__(self, side: WriteSide, deletes: bool) -> None:
         self.side = side
         self.breaker = side.breaker
         self.deletes = deletes
         self._code = CLOSED
-
-    def _admit(self) -> int:
-        return self.side.admit(self.deletes)
+        # The slow-path admission, bound once: no extra Python frame on an open circuit.
+        self._admit: Callable[[], int] = functools.partial(side.admit, deletes)
 
     def _on_success(self, ticket: int, count: bool = True) -> None:
         if ticket < REJECT:
@@ -187,6 +187,7 @@ class WriteSide:
         self._copy_error = copy_error  # the breaker's traceback-free copy (opened_by)
         self._code = CLOSED
         self._cause: str | None = None
+        self._spares = False  # the cause lets deletes through (OOM)
         self._opened_by: BaseException | None = None
         self._opened_at = 0.0
         self._last_change = breaker._wall()
@@ -269,7 +270,7 @@ class WriteSide:
         (ignoring the reset timeout)."""
         if access == "read" or self._code == CLOSED:
             return False
-        return access != "delete" or not spares_deletes(self._cause)
+        return access != "delete" or not self._spares
 
     def __repr__(self) -> str:
         cause = f" ({self._cause})" if self._cause else ""
@@ -313,11 +314,26 @@ class WriteSide:
     def admit(self, deletes: bool) -> int:
         """A write (or delete) call's ticket: the main side's, a write trial, or REJECT."""
         b = self.breaker
-        ticket = b._admit() if b._code != CLOSED else NORMAL
-        if ticket == REJECT:
+        main = b._code
+        if main == CLOSED:
+            # The hot path of a write-refusing Redis: answer at once, no lock.
+            if (
+                self._code == OPEN
+                and not (deletes and self._spares)
+                and b._clock() < self._opened_at + b._reset_timeout
+            ):
+                self._rejections.add()
+                return REJECT
+            ticket = NORMAL
+        elif main == OPEN and b._clock() < b._opened_at + b._reset_timeout:
+            b._rejections.add()  # the main side's fast rejection, inlined (hot in an outage)
             return REJECT
+        else:
+            ticket = b._admit()
+            if ticket == REJECT:
+                return REJECT
         code = self._code
-        if code == CLOSED or (deletes and spares_deletes(self._cause)):
+        if code == CLOSED or (deletes and self._spares):
             return ticket
         if code == OPEN and b._clock() < self._opened_at + b._reset_timeout:
             return self._reject(ticket)
@@ -414,6 +430,7 @@ class WriteSide:
             self._opened_at = b._clock()
             if cause is not None or self._code != OPEN:
                 self._cause = refusal_cause(cause)
+                self._spares = spares_deletes(self._cause)
                 self._opened_by = None if cause is None else self._copy_error(cause)
         old = self._code
         if code == old:
@@ -427,6 +444,7 @@ class WriteSide:
         elif code == CLOSED:
             self._run.clear()
             self._cause = None
+            self._spares = False
             self._opened_by = None
         self._refresh()
         b._events.append((EVENT, WriteEvent(STATES[old], STATES[code], self._cause)))
@@ -437,7 +455,7 @@ class WriteSide:
         main = self.breaker._code
         code = self._code
         self.write_gate._code = max(main, code)
-        self.delete_gate._code = main if spares_deletes(self._cause) else max(main, code)
+        self.delete_gate._code = main if self._spares else max(main, code)
 
     def snapshot(self) -> dict[str, Any]:
         """The write side's part of ``Breaker.stats()`` (under the gate)."""
