@@ -830,7 +830,7 @@ class Breaker(pybreaker.CircuitBreaker):
             failures = self._window_storage.counter
             last_failure = self._last_failure
             last_change = self._last_change
-            write = self._write_side.snapshot()
+            write_state, write_cause, write_refusals = self._write_side.snapshot()
         wait = self.seconds_until_retry() if code == OPEN else None
         write_wait = self._write_side.seconds_until_retry()
         return BreakerStats(
@@ -842,9 +842,9 @@ class Breaker(pybreaker.CircuitBreaker):
             last_failure_time=_utc(last_failure),
             last_state_change=_utc(last_change) or datetime.now(timezone.utc),
             next_retry_time=None if wait is None else _utc(self._wall() + wait),
-            write_state=write["state"],
-            write_cause=write["cause"],
-            write_refusal_count=write["refusals"],
+            write_state=write_state,
+            write_cause=write_cause,
+            write_refusal_count=write_refusals,
             write_rejected_count=self._write_side.rejected_count,
             write_next_retry_time=None if write_wait is None else _utc(self._wall() + write_wait),
         )

@@ -61,7 +61,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from redis import exceptions as rx
 
@@ -190,7 +190,6 @@ class WriteSide:
         self._spares = False  # the cause lets deletes through (OOM)
         self._opened_by: BaseException | None = None
         self._opened_at = 0.0
-        self._last_change = breaker._wall()
         self._generation = 0
         self._trials = 0
         self._trial_admitted_at = 0.0
@@ -198,7 +197,6 @@ class WriteSide:
         self._run: deque[float] = deque()  # times of the current run of refusals
         self._mark = 0  # write successes seen at the last refusal
         self._refusal_total = 0
-        self._last_refusal: float | None = None
         #: The success tallies of every write and both guard on this breaker.
         self.successes = TallyGroup()
         self._rejections = Tally()
@@ -248,29 +246,12 @@ class WriteSide:
         """Refusals in the current run (those that count towards opening)."""
         return len(self._run)
 
-    @property
-    def last_refusal(self) -> float | None:
-        """When the last refusal was met (seconds since the epoch), or None."""
-        return self._last_refusal
-
-    @property
-    def last_state_change(self) -> float:
-        """When the write side last changed state (seconds since the epoch)."""
-        return self._last_change
-
     def seconds_until_retry(self) -> float | None:
         """While open, seconds until trial writes are admitted; otherwise None."""
         if self._code != OPEN:
             return None
         b = self.breaker
         return max(0.0, self._opened_at + b._reset_timeout - b._clock())
-
-    def blocks(self, access: str) -> bool:
-        """Whether a guard with this access would be answered by its fallback right now
-        (ignoring the reset timeout)."""
-        if access == "read" or self._code == CLOSED:
-            return False
-        return access != "delete" or not self._spares
 
     def __repr__(self) -> str:
         cause = f" ({self._cause})" if self._cause else ""
@@ -306,7 +287,6 @@ class WriteSide:
         """The breaker's ``reset()``: forget the run and the counts (caller moves it)."""
         with self.breaker._gate:
             self._run.clear()
-            self._last_refusal = None
             self._rejection_offset = self._rejections.value
             self._set(CLOSED, None)
 
@@ -385,7 +365,6 @@ class WriteSide:
         mark = self.successes.value  # outside the gate: tallies take their own locks
         with b._gate:
             self._refusal_total += 1
-            self._last_refusal = b._wall()
             code = self._code
             if code == HALF_OPEN:
                 if trial > 0 and trial == self._generation:
@@ -436,7 +415,6 @@ class WriteSide:
         if code == old:
             return False
         self._code = code
-        self._last_change = b._wall()
         self._trial_successes = 0
         if code == HALF_OPEN:
             self._generation += 1
@@ -457,13 +435,7 @@ class WriteSide:
         self.write_gate._code = max(main, code)
         self.delete_gate._code = main if self._spares else max(main, code)
 
-    def snapshot(self) -> dict[str, Any]:
-        """The write side's part of ``Breaker.stats()`` (under the gate)."""
-        return {
-            "state": STATES[self._code],
-            "cause": self._cause,
-            "refusals": len(self._run),
-            "last_refusal": self._last_refusal,
-            "last_change": self._last_change,
-        }
-
+    def snapshot(self) -> tuple[str, str | None, int]:
+        """State, cause and the current run of refusals, for ``Breaker.stats()`` (under the
+        breaker's gate)."""
+        return STATES[self._code], self._cause, len(self._run)
