@@ -247,7 +247,11 @@ class ProbePlan:
             # The seed's backoff paces the messages: 0.1 s, 0.2 s, 0.4 s ... then every 10 s.
             self._messages += 1
             gap = min(_SEED_FIRST * 2.0 ** (self._messages - 1), _SEED_MAX)
-            self._next_message = now + gap
+            # On the seed's schedule (0, 0.1, 0.3, 0.7 ... s into the outage), not drifting
+            # by a probe each time; a prober that fell behind starts a fresh gap.
+            self._next_message += gap
+            if self._next_message <= now:
+                self._next_message = now + gap
             logger.info(
                 "Redis reconnecting (probe %d, every %.0f ms; next message in %.1f s): %s",
                 self._run_probes,
