@@ -10,7 +10,8 @@ built by :func:`redisguard.connect` carries a prober instead:
   of clients does not probe in step) for as long as the outage lasts, so recovery is
   noticed within one interval however long Redis was gone. Each PING is bounded by the
   client's socket timeout, so a paused Redis holds the prober for at most one interval
-  plus that timeout;
+  plus that timeout. A probe that only found its connection dead (reset or closed by the
+  peer, not refused) is repeated at once on a new connection, once;
 * the seed's backoff (100 ms doubling to 10 s) now only paces the "Redis reconnecting" log
   messages, so a long outage does not flood the logs;
 * as soon as Redis answers it drops the client's idle pooled connections that predate the
@@ -54,6 +55,7 @@ from ._classify import _error_code
 from ._config import _check_number, _env_number
 from ._fork import after_fork
 from ._guard import _describe
+from ._transport import closed_transport_error
 
 __all__ = [
     "DEFAULT_PROBE_INTERVAL",
@@ -62,6 +64,7 @@ __all__ = [
     "ProbePlan",
     "TaskProber",
     "ThreadProber",
+    "connection_dropped",
     "ping_proves_recovery",
     "resolve_probe_interval",
 ]
@@ -110,6 +113,9 @@ def resolve_probe_interval(
 # Connection errors that a PING answering does not disprove: credentials, permissions, and
 # the local pool (Redis may be fine, the client is out of connections).
 _NOT_CONNECTIVITY = (rx.AuthenticationError, rx.AuthorizationError, rx.MaxConnectionsError)
+# What an established connection dies of; redis-py's message when the server sent EOF.
+_DROPPED = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+_SERVER_CLOSED = "Connection closed by server"
 
 
 def ping_proves_recovery(exc: BaseException | None) -> bool:
@@ -131,6 +137,29 @@ def ping_proves_recovery(exc: BaseException | None) -> bool:
         # redis-py has no class for BUSY; the reply's error code is its first word.
         return _error_code(exc) == "BUSY"
     return isinstance(exc, rx.TimeoutError | OSError)  # OSError: builtin Timeout/ConnectionError
+
+
+def connection_dropped(exc: BaseException) -> bool:
+    """Whether a failed PING only proves that *its connection* died, not that Redis is down.
+
+    True when the peer reset or closed a connection that had been established (reset by
+    peer, a broken pipe, redis-py's "Connection closed by server.", a write to a transport
+    the peer closed): a new connection may well be answered. False for a refused or
+    unreachable connect, a timeout, LOADING and the like, which a new connection would meet
+    again.
+    """
+    if not isinstance(exc, rx.ConnectionError) or isinstance(
+        exc, (rx.BusyLoadingError, *_NOT_CONNECTIVITY)
+    ):
+        return False
+    if closed_transport_error(exc) or str(exc).startswith(_SERVER_CLOSED):
+        return True
+    seen: BaseException | None = exc
+    for _ in range(4):  # redis-py raises its error while handling the socket's
+        seen = (seen.__cause__ or seen.__context__) if seen is not None else None
+        if isinstance(seen, _DROPPED):
+            return True
+    return False
 
 
 def _probeable(breaker: Breaker) -> bool:
@@ -189,6 +218,8 @@ class ProbePlan:
         self._rand = rand
         self._listener = _OpenListener(self.wake)
         self._wake: Callable[[], None] = lambda: None
+        self._again_now = False  # the last probe only found a dead connection
+        self._was_again = False  # ... and the probe before it too: back to the interval
         self._run_probes = 0  # probes in the current run
         self._messages = 0  # "Redis reconnecting" messages in the current run
         self._next_message = 0.0
@@ -220,9 +251,18 @@ class ProbePlan:
         self._run_probes = 0
         self._messages = 0
         self._next_message = self._clock()
+        self._again_now = self._was_again = False
 
     def next_delay(self) -> float:
-        """Seconds to sleep before the next PING: the interval, +-10 % jitter."""
+        """Seconds to sleep before the next PING: the interval, +-10 % jitter.
+
+        0 once after a probe that only found its connection dead (:func:`connection_dropped`,
+        e.g. reset by the very heal that brings Redis back): the next PING opens a new one.
+        """
+        if self._again_now and not self._was_again:
+            self._again_now, self._was_again = False, True
+            return 0.0
+        self._again_now = self._was_again = False
         return self.interval * (1.0 + _JITTER * (2.0 * self._rand() - 1.0))
 
     def answered(self) -> bool:
@@ -241,6 +281,7 @@ class ProbePlan:
     def failed(self, exc: BaseException) -> bool:
         """A probe failed: log it if a message is due; True when probing is no longer needed."""
         self.last_error = _describe(exc)
+        self._again_now = connection_dropped(exc)
         self._run_probes += 1
         now = self._clock()
         if now >= self._next_message:
