@@ -9,9 +9,11 @@ answers ``-LOADING`` for the outage) -- and for sync and asyncio callers, each r
    the default settings, and starts 4 callers (threads or tasks), each making a guarded
    ``GET`` every 10 ms with a fallback; a raw redis-py client (retry off, same timeouts)
    makes a plain ``GET`` every 10 ms beside them: the floor;
-2. injects the fault for ``--outage`` seconds (default 2.0 s: the seed's old doubling
-   backoff was then sleeping 1.6 s between probes), then heals it and notes when Redis is
-   ready (``restart()``/``resume()``/``heal()`` returned; for ``loading``, the first PONG);
+2. injects the fault for ``--outage`` seconds (default 2.0 s, plus 0.45 s more on each
+   further repetition, so that the heal meets an old-style backoff prober in different
+   phases; from 1.5 s into an outage the seed's doubling backoff slept 1.6 s between
+   probes), then heals it and notes when Redis is ready (``restart()``/``resume()``/
+   ``heal()`` returned; for ``loading``, the first PONG);
 3. keeps calling for ``--after`` seconds and reports the time from ready to the first
    guarded success, and the share of guarded calls started in the first second after ready
    that got the fallback.
@@ -37,7 +39,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -55,7 +57,7 @@ MODES = ("sync", "asyncio")
 FALLBACK = "fallback"
 TARGET_P50_S = 0.200
 TARGET_FALLBACK_SHARE = 0.10
-_TIMEOUTS = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25}
+_TIMEOUTS: dict[str, Any] = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25}
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Settings:
     modes: tuple[str, ...] = MODES
     reps: int = 3
     outage: float = 2.0
+    stagger: float = 0.45  # added to the outage on each further repetition
     after: float = 1.2
     warmup: float = 0.3
     callers: int = 4
@@ -206,7 +209,7 @@ def _raw_async(url: str) -> redis.asyncio.Redis:
     return redis.asyncio.Redis.from_url(url, retry=retry, **_TIMEOUTS)
 
 
-def run_sync(outage: Outage, settings: Settings, name: str) -> Rep:
+def run_sync(outage: Outage, settings: Settings, name: str, seconds: float) -> Rep:
     breaker = Breaker(name, BreakerConfig())
     client = redisguard.connect(outage.url, breakers=[breaker])
     raw = _raw_sync(outage.url)
@@ -241,8 +244,8 @@ def run_sync(outage: Outage, settings: Settings, name: str) -> Rep:
         for thread in threads:
             thread.start()
         time.sleep(settings.warmup)
-        outage.start(settings.outage)
-        time.sleep(settings.outage)
+        outage.start(seconds)
+        time.sleep(seconds)
         ready = outage.heal()
         time.sleep(max(0.0, ready + settings.after - time.monotonic()))
     finally:
@@ -254,7 +257,7 @@ def run_sync(outage: Outage, settings: Settings, name: str) -> Rep:
     return _summarise(guarded, raw_samples, ready)
 
 
-async def _run_async(outage: Outage, settings: Settings, name: str) -> Rep:
+async def _run_async(outage: Outage, settings: Settings, name: str, seconds: float) -> Rep:
     breaker = Breaker(name, BreakerConfig())
     client = await redisguard.aconnect(outage.url, breakers=[breaker])
     raw = _raw_async(outage.url)
@@ -285,8 +288,8 @@ async def _run_async(outage: Outage, settings: Settings, name: str) -> Rep:
     tasks.append(asyncio.create_task(caller(raw_get, raw_samples)))
     try:
         await asyncio.sleep(settings.warmup)
-        await asyncio.to_thread(outage.start, settings.outage)
-        await asyncio.sleep(settings.outage)
+        await asyncio.to_thread(outage.start, seconds)
+        await asyncio.sleep(seconds)
         ready = await asyncio.to_thread(outage.heal)
         await asyncio.sleep(max(0.0, ready + settings.after - time.monotonic()))
     finally:
@@ -295,6 +298,24 @@ async def _run_async(outage: Outage, settings: Settings, name: str) -> Rep:
         await client.aclose()
         await raw.aclose()
     return _summarise(guarded, raw_samples, ready)
+
+
+def _run_loop(coro: Coroutine[Any, Any, Rep]) -> Rep:
+    """``asyncio.run()`` without touching the thread's current loop.
+
+    ``asyncio.run()`` ends with ``set_event_loop(None)``, which drops a loop that a caller
+    (pytest-asyncio leaves a fresh one after each async test) set and still owns: it is then
+    garbage-collected unclosed, a ResourceWarning in someone else's test.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
 
 
 def run_benchmarks(
@@ -309,10 +330,11 @@ def run_benchmarks(
                 outage = Outage(fault, server, proxy)
                 for rep in range(settings.reps):
                     name = f"bench-{fault}-{mode}-{rep}"
+                    seconds = settings.outage + rep * settings.stagger
                     if mode == "sync":
-                        result = run_sync(outage, settings, name)
+                        result = run_sync(outage, settings, name, seconds)
                     else:
-                        result = asyncio.run(_run_async(outage, settings, name))
+                        result = _run_loop(_run_async(outage, settings, name, seconds))
                     row.reps.append(result)
                     progress(f"  {fault:8} {mode:8} rep {rep + 1}: {_ms(result.first_success)}")
             rows.append(row)
@@ -335,7 +357,8 @@ def format_report(rows: list[Row], settings: Settings) -> str:
     lines = [
         f"redisguard {redisguard.__version__} from {redisguard.__file__}",
         f"redis-py {redis.__version__}, Python {sys.version.split()[0]}; outage "
-        f"{settings.outage:.1f} s, {settings.reps} rep(s), {settings.callers} callers x "
+        f"{settings.outage:.2f} s + {settings.stagger:.2f} s per further rep, "
+        f"{settings.reps} rep(s), {settings.callers} callers x "
         f"1 GET / {settings.period * 1e3:.0f} ms",
         "",
         "| fault | callers | ready -> first success, p50 [min-max] | raw redis-py p50 "
@@ -379,8 +402,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.outage is not None:
         settings = replace(settings, outage=args.outage)
     logging.getLogger("redisguard").setLevel(logging.CRITICAL)  # the outage logs are expected
+    started = time.monotonic()
     rows = run_benchmarks(settings, progress=lambda line: print(line, file=sys.stderr))
     print(format_report(rows, settings))
+    print(f"took {time.monotonic() - started:.0f} s")
     if args.json:
         data = [
             {

@@ -14,7 +14,12 @@ import redis
 
 import redisguard
 from redisguard import Breaker, BreakerConfig, ConfigError, RetryPolicy, redis_guarded
-from redisguard._prober import PROBE_INTERVAL_ENV, SEED_BACKOFF, ProbePlan
+from redisguard._prober import (
+    PROBE_INTERVAL_ENV,
+    SEED_BACKOFF,
+    ProbePlan,
+    connection_dropped,
+)
 from redisguard._stale import EPOCH_ATTRIBUTE, adrop_stale, drop_stale
 from redisguard.testing import FaultProxy, RedisServer
 
@@ -340,3 +345,52 @@ async def test_adrop_stale_keeps_connections_in_use_and_fresh_ones(
         assert await client.get("k") is None
     finally:
         await client.aclose()
+
+
+# -- which failed probes are repeated at once -------------------------------------------------
+def _raised_while(handling: BaseException, exc: BaseException) -> BaseException:
+    """``exc`` as redis-py raises it: inside the handler of the socket's ``handling``."""
+    exc.__context__ = handling
+    return exc
+
+
+def _reset() -> BaseException:
+    return _raised_while(
+        ConnectionResetError(104, "reset"), redis.ConnectionError("Error while reading")
+    )
+
+
+@pytest.mark.parametrize(
+    ("exc", "dropped"),
+    [
+        (_reset(), True),
+        (_raised_while(BrokenPipeError(32, "pipe"), redis.ConnectionError("Error 32")), True),
+        (redis.ConnectionError("Connection closed by server."), True),
+        (_raised_while(ConnectionRefusedError(111, "no"), redis.ConnectionError("E 111")), False),
+        (redis.TimeoutError("Timeout reading from socket"), False),
+        (redis.BusyLoadingError("Connection closed by server."), False),
+        (redis.AuthenticationError("invalid password"), False),
+        (TimeoutError(), False),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
+)
+def test_only_a_dropped_connection_is_probed_again_at_once(
+    exc: BaseException, dropped: bool
+) -> None:
+    """A reset or closed connection proves nothing about Redis; refused and timeouts do."""
+    assert connection_dropped(exc) is dropped
+
+
+def test_a_dropped_connection_is_retried_once_then_the_interval_resumes() -> None:
+    """After a reset probe the next PING goes at once; two in a row fall back to the interval."""
+    plan = ProbePlan([], "t", interval=0.1, rand=lambda: 0.5)
+    reset = redis.ConnectionError("Connection closed by server.")
+    plan.started()
+    plan.failed(reset)
+    assert plan.next_delay() == 0.0
+    plan.failed(reset)
+    assert plan.next_delay() == pytest.approx(0.1)
+    plan.failed(redis.ConnectionError("Error 111 connecting"))
+    assert plan.next_delay() == pytest.approx(0.1)
+    plan.failed(reset)
+    assert plan.next_delay() == 0.0
