@@ -9,8 +9,9 @@ document's Node client had and redis-py lacks:
 * fail-fast startup, or ``wait=`` seconds of wait-for-ready with the seed's backoff;
 * connected / ready / reconnecting / closed logs (a custom ``connection_class`` overriding
   ``on_connect_check_health()`` and ``disconnect()``: redis-py has no such events);
-* a background recovery prober (:mod:`redisguard._prober`) that half-opens the client's
-  breakers as soon as Redis answers again;
+* a background recovery prober (:mod:`redisguard._prober`) that PINGs every
+  ``probe_interval`` while a breaker is open, drops the pooled connections the outage
+  killed, and half-opens the client's breakers as soon as Redis answers again;
 * ``close()`` / ``aclose()`` that stop the prober and drain the pool.
 
 Supported targets: ``redis://``, ``rediss://``, ``unix://``; Sentinel as
@@ -53,8 +54,9 @@ from ._compat import (
     connect_outside_pool_lock,
 )
 from ._errors import ConfigError, RedisguardError, RedisguardWarning, RedisUnavailableError
-from ._prober import SEED_BACKOFF, ProbePlan, TaskProber, ThreadProber
+from ._prober import SEED_BACKOFF, ProbePlan, TaskProber, ThreadProber, resolve_probe_interval
 from ._redact import redact_text, redact_url
+from ._stale import EPOCH_ATTRIBUTE, adrop_stale, drop_stale
 
 __all__ = [
     "DEFAULT_URL",
@@ -260,6 +262,7 @@ class _Lifecycle:
         self.kind = target.kind
         self.breakers = tuple(breakers)
         self.state = "new"
+        self.outages = 0  # grows when a breaker opens; stamps connections (see _stale)
         self.prober: ThreadProber | TaskProber | None = None
         self.sentinel: Any = None  # a Sentinel manager whose own clients we close
 
@@ -290,10 +293,16 @@ class _Lifecycle:
         """A breaker opened: the prober starts and the next connection is a reconnection."""
         if self.state != "lost":
             self.state = "lost"
+            self.outages += 1
             self._log(logging.WARNING, "Redis unavailable, probing for recovery: %s", self.target)
 
-    def plan(self) -> ProbePlan:
-        return ProbePlan(self.breakers, self.target, on_lost=self.lost)
+    def plan(self, interval: float) -> ProbePlan:
+        return ProbePlan(self.breakers, self.target, on_lost=self.lost, interval=interval)
+
+    def stamp(self, connection: object) -> None:
+        """A connection finished its handshake: remember in which outage epoch."""
+        setattr(connection, EPOCH_ATTRIBUTE, self.outages)
+        self.connected()
 
     def closed(self) -> None:
         if self.state != "closed":
@@ -434,13 +443,13 @@ def _sync_connection_class(base: type[Any], life: _Lifecycle) -> type[Any]:
 
             def on_connect_check_health(self, check_health: bool = True) -> None:
                 super().on_connect_check_health(check_health)
-                life.connected()
+                life.stamp(self)
 
         else:  # redis-py 5.x: the handshake hook is on_connect()
 
             def on_connect(self) -> None:
                 super().on_connect()
-                life.connected()
+                life.stamp(self)
 
         def disconnect(self, *args: Any, **kwargs: Any) -> None:
             live = self._sock is not None  # redis-py < 8 has no is_connected
@@ -487,13 +496,13 @@ def _async_connection_class(base: type[Any], life: _Lifecycle) -> type[Any]:
 
             async def on_connect_check_health(self, check_health: bool = True) -> None:
                 await super().on_connect_check_health(check_health)
-                life.connected()
+                life.stamp(self)
 
         else:  # redis-py 5.x: the handshake hook is on_connect()
 
             async def on_connect(self) -> None:
                 await super().on_connect()
-                life.connected()
+                life.stamp(self)
 
         if not ASYNC_CONNECTION_CLOSES_ON_GC:  # redis-py 5.0.1: see _compat
 
@@ -750,6 +759,7 @@ def connect(
     cluster: Literal[True],
     breakers: Iterable[BreakerSpec] | BreakerSpec = ...,
     prober: bool = ...,
+    probe_interval: float | None = ...,
     **kwargs: Any,
 ) -> GuardedRedisCluster: ...
 
@@ -768,6 +778,7 @@ def connect(
     cluster: Literal[False] | None = ...,
     breakers: Iterable[BreakerSpec] | BreakerSpec = ...,
     prober: bool = ...,
+    probe_interval: float | None = ...,
     **kwargs: Any,
 ) -> GuardedRedis: ...
 
@@ -785,6 +796,7 @@ def connect(
     cluster: bool | None = None,
     breakers: Iterable[BreakerSpec] | BreakerSpec = ("redis",),
     prober: bool = True,
+    probe_interval: float | None = None,
     **kwargs: Any,
 ) -> GuardedRedis | GuardedRedisCluster:
     """A sync client for ``url`` (default ``$REDIS_URL``, else ``redis://localhost:6379``).
@@ -807,6 +819,9 @@ def connect(
         breakers: The breakers (names or objects) guarding calls to this Redis; the prober
             half-opens them when Redis answers again.
         prober: Run the background recovery prober (default on).
+        probe_interval: Seconds between the prober's PINGs while a breaker is open (10 ms
+            to 60 s, +-10 % jitter); default ``$REDISGUARD_PROBE_INTERVAL`` (milliseconds),
+            else 0.1. Recovery is noticed within one interval, however long the outage.
         **kwargs: Passed to redis-py (e.g. ``decode_responses=True``, ``max_connections``).
 
     Raises:
@@ -815,6 +830,7 @@ def connect(
     """
     target = _resolve(url, sentinels, service_name, cluster)
     _check_wait(check, wait)
+    interval = resolve_probe_interval(probe_interval)
     options = _options(target, socket_timeout, socket_connect_timeout, kwargs)
     life = _Lifecycle(target, _breakers(breakers))
     client: GuardedRedis | GuardedRedisCluster
@@ -856,7 +872,15 @@ def connect(
             raise _startup_error(target.shown, exc) from exc
         logger.info("Redis ready: %s", target.shown, extra={"category": "redis"})
     if prober and life.breakers:
-        life.prober = ThreadProber(life.plan(), client.ping)
+        found = getattr(client, "connection_pool", None)  # a cluster client has one per node
+        pool = weakref.ref(found) if found is not None else None
+
+        def refresh() -> None:
+            live = pool() if pool is not None else None
+            if live is not None:
+                drop_stale(live, life.outages)
+
+        life.prober = ThreadProber(life.plan(interval), client.ping, refresh)
         _release_when_collected(client, life.prober)
     return client
 
@@ -875,6 +899,7 @@ async def aconnect(
     cluster: Literal[True],
     breakers: Iterable[BreakerSpec] | BreakerSpec = ...,
     prober: bool = ...,
+    probe_interval: float | None = ...,
     **kwargs: Any,
 ) -> AsyncGuardedRedisCluster: ...
 
@@ -893,6 +918,7 @@ async def aconnect(
     cluster: Literal[False] | None = ...,
     breakers: Iterable[BreakerSpec] | BreakerSpec = ...,
     prober: bool = ...,
+    probe_interval: float | None = ...,
     **kwargs: Any,
 ) -> AsyncGuardedRedis: ...
 
@@ -910,6 +936,7 @@ async def aconnect(
     cluster: bool | None = None,
     breakers: Iterable[BreakerSpec] | BreakerSpec = ("redis",),
     prober: bool = True,
+    probe_interval: float | None = None,
     **kwargs: Any,
 ) -> AsyncGuardedRedis | AsyncGuardedRedisCluster:
     """The asyncio twin of :func:`connect`: an :class:`AsyncGuardedRedis` (a
@@ -919,6 +946,7 @@ async def aconnect(
     """
     target = _resolve(url, sentinels, service_name, cluster)
     _check_wait(check, wait)
+    interval = resolve_probe_interval(probe_interval)
     options = _options(
         target, socket_timeout, socket_connect_timeout, kwargs, asyncio_client=True
     )
@@ -971,8 +999,20 @@ async def aconnect(
             raise _startup_error(target.shown, exc) from exc
         logger.info("Redis ready: %s", target.shown, extra={"category": "redis"})
     if prober and life.breakers:
+        afound = getattr(client, "connection_pool", None)  # a cluster client has one per node
+        apool = weakref.ref(afound) if afound is not None else None
+
+        async def arefresh() -> None:
+            live = apool() if apool is not None else None
+            if live is not None:
+                await adrop_stale(live, life.outages)
+
         life.prober = TaskProber(
-            life.plan(), client.ping, asyncio.get_running_loop(), timeout=socket_timeout
+            life.plan(interval),
+            client.ping,
+            asyncio.get_running_loop(),
+            timeout=socket_timeout,
+            refresh=arefresh,
         )
         _release_when_collected(client, life.prober)
     return client

@@ -6,10 +6,18 @@ resets the circuit on the client's "ready" event; redis-py has no such event, so
 built by :func:`redisguard.connect` carries a prober instead:
 
 * it starts lazily, when one of the client's breakers opens (a pybreaker listener);
-* it PINGs Redis with the seed's backoff (100 ms doubling to 10 s, tenacity
-  ``wait_exponential``) and logs each failed attempt as "Redis reconnecting";
-* as soon as Redis answers it calls ``breaker.half_open()`` on every open breaker, so the
-  next real call is a trial call instead of a fallback;
+* it PINGs Redis every ``probe_interval`` (100 ms by default, +-10 % jitter so that a fleet
+  of clients does not probe in step) for as long as the outage lasts, so recovery is
+  noticed within one interval however long Redis was gone. Each PING is bounded by the
+  client's socket timeout, so a paused Redis holds the prober for at most one interval
+  plus that timeout. A probe that only found its connection dead (reset or closed by the
+  peer, not refused) is repeated at once on a new connection, once;
+* the seed's backoff (100 ms doubling to 10 s) now only paces the "Redis reconnecting" log
+  messages, so a long outage does not flood the logs;
+* as soon as Redis answers it drops the client's idle pooled connections that predate the
+  outage (:mod:`redisguard._stale`: a killed or reset server left them dead, and redis.asyncio
+  can hand such a connection to the first call), then calls ``breaker.half_open()`` on
+  every open breaker, so the next real call is a trial call instead of a fallback;
 * it only does this for a breaker opened by a failure that an answered PING proves healed
   (:func:`ping_proves_recovery`: connectivity, LOADING, BUSY). A PING answers just as well
   when the command itself cannot run -- an ACL user allowed PING but not SET (NOPERM), a
@@ -19,8 +27,9 @@ built by :func:`redisguard.connect` carries a prober instead:
 * it ends when no breaker is open any more, and is stopped (thread joined, task cancelled)
   when the client is closed.
 
-The policy (:class:`ProbePlan`) does no I/O; :class:`ThreadProber` and :class:`TaskProber`
-only differ in how they PING and sleep.
+The policy (:class:`ProbePlan`: when to probe, when to log) does no I/O;
+:class:`ThreadProber` and :class:`TaskProber` only differ in how they PING, refresh the pool
+and sleep. The prober is never on the call path: a guarded call does not touch it.
 """
 
 from __future__ import annotations
@@ -29,9 +38,12 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import os
+import random
 import threading
+import time
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import pybreaker
@@ -40,21 +52,70 @@ from redis import exceptions as rx
 
 from ._breaker import OPEN, Breaker
 from ._classify import _error_code
+from ._config import _check_number, _env_number
 from ._fork import after_fork
 from ._guard import _describe
+from ._transport import closed_transport_error
 
-__all__ = ["SEED_BACKOFF", "ProbePlan", "TaskProber", "ThreadProber", "ping_proves_recovery"]
+__all__ = [
+    "DEFAULT_PROBE_INTERVAL",
+    "PROBE_INTERVAL_ENV",
+    "SEED_BACKOFF",
+    "ProbePlan",
+    "TaskProber",
+    "ThreadProber",
+    "connection_dropped",
+    "ping_proves_recovery",
+    "resolve_probe_interval",
+]
 
 T = TypeVar("T")
 logger = logging.getLogger("redisguard")
 
-#: The design document's reconnect strategy: 100 ms, 200 ms, 400 ms ... capped at 10 s.
+#: The design document's reconnect strategy: 100 ms, 200 ms, 400 ms ... capped at 10 s. It
+#: paces wait-for-ready and the prober's "Redis reconnecting" messages, not recovery detection.
 SEED_BACKOFF = tenacity.wait_exponential(multiplier=0.1, max=10.0)
+_SEED_FIRST, _SEED_MAX = 0.1, 10.0  # SEED_BACKOFF's numbers, for the log pacing below
+
+#: Seconds between recovery PINGs while a breaker is open.
+DEFAULT_PROBE_INTERVAL = 0.1
+#: The environment variable (milliseconds) read when ``probe_interval`` is not given.
+PROBE_INTERVAL_ENV = "REDISGUARD_PROBE_INTERVAL"
+_INTERVAL_LOW, _INTERVAL_HIGH = 0.01, 60.0  # seconds
+_JITTER = 0.1  # each sleep is the interval +-10 %
+
+
+def resolve_probe_interval(
+    value: float | None, env: Mapping[str, str] | None = None
+) -> float:
+    """The probe interval in seconds: ``value``, else ``$REDISGUARD_PROBE_INTERVAL`` (ms), else 0.1.
+
+    Raises:
+        ConfigError: naming ``probe_interval`` or the variable, when it is not a number
+            between 10 ms and 60 s.
+    """
+    if value is not None:
+        _check_number(
+            "probe_interval", value, integer=False, low=_INTERVAL_LOW, high=_INTERVAL_HIGH
+        )
+        return float(value)
+    from_env = _env_number(
+        os.environ if env is None else env,
+        PROBE_INTERVAL_ENV,
+        integer=False,
+        low=_INTERVAL_LOW * 1e3,
+        high=_INTERVAL_HIGH * 1e3,
+        scale=1e-3,
+    )
+    return DEFAULT_PROBE_INTERVAL if from_env is None else from_env
 
 
 # Connection errors that a PING answering does not disprove: credentials, permissions, and
 # the local pool (Redis may be fine, the client is out of connections).
 _NOT_CONNECTIVITY = (rx.AuthenticationError, rx.AuthorizationError, rx.MaxConnectionsError)
+# What an established connection dies of; redis-py's message when the server sent EOF.
+_DROPPED = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+_SERVER_CLOSED = "Connection closed by server"
 
 
 def ping_proves_recovery(exc: BaseException | None) -> bool:
@@ -76,6 +137,29 @@ def ping_proves_recovery(exc: BaseException | None) -> bool:
         # redis-py has no class for BUSY; the reply's error code is its first word.
         return _error_code(exc) == "BUSY"
     return isinstance(exc, rx.TimeoutError | OSError)  # OSError: builtin Timeout/ConnectionError
+
+
+def connection_dropped(exc: BaseException) -> bool:
+    """Whether a failed PING only proves that *its connection* died, not that Redis is down.
+
+    True when the peer reset or closed a connection that had been established (reset by
+    peer, a broken pipe, redis-py's "Connection closed by server.", a write to a transport
+    the peer closed): a new connection may well be answered. False for a refused or
+    unreachable connect, a timeout, LOADING and the like, which a new connection would meet
+    again.
+    """
+    if not isinstance(exc, rx.ConnectionError) or isinstance(
+        exc, (rx.BusyLoadingError, *_NOT_CONNECTIVITY)
+    ):
+        return False
+    if closed_transport_error(exc) or str(exc).startswith(_SERVER_CLOSED):
+        return True
+    seen: BaseException | None = exc
+    for _ in range(4):  # redis-py raises its error while handling the socket's
+        seen = (seen.__cause__ or seen.__context__) if seen is not None else None
+        if isinstance(seen, _DROPPED):
+            return True
+    return False
 
 
 def _probeable(breaker: Breaker) -> bool:
@@ -106,6 +190,9 @@ class ProbePlan:
         target: The redacted URL, for log messages.
         on_lost: Called when probing starts (the client marks the connection as lost).
         on_answer: Called when Redis answers a probe.
+        interval: Seconds between PINGs (each sleep is jittered by +-10 %).
+        clock: A monotonic clock (tests pass a fake one).
+        rand: Returns a float in [0, 1) (tests pass a fixed one).
     """
 
     def __init__(
@@ -114,16 +201,28 @@ class ProbePlan:
         target: str,
         on_lost: Callable[[], None] = lambda: None,
         on_answer: Callable[[], None] = lambda: None,
+        *,
+        interval: float = DEFAULT_PROBE_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self.breakers = tuple(breakers)
         self.target = target
+        self.interval = interval
         self.stopping = False
         self.probes = 0
         self.last_error = "no answer"
         self._on_lost = on_lost
         self._on_answer = on_answer
+        self._clock = clock
+        self._rand = rand
         self._listener = _OpenListener(self.wake)
         self._wake: Callable[[], None] = lambda: None
+        self._again_now = False  # the last probe only found a dead connection
+        self._was_again = False  # ... and the probe before it too: back to the interval
+        self._run_probes = 0  # probes in the current run
+        self._messages = 0  # "Redis reconnecting" messages in the current run
+        self._next_message = 0.0
 
     def attach(self, wake: Callable[[], None]) -> None:
         """Listen to the breakers; ``wake`` starts the driver (it must be idempotent)."""
@@ -147,6 +246,25 @@ class ProbePlan:
         """True while the client is open for business and a breaker a PING can heal is open."""
         return not self.stopping and any(_probeable(b) for b in self.breakers)
 
+    def started(self) -> None:
+        """A probing run begins: the log pacing starts over."""
+        self._run_probes = 0
+        self._messages = 0
+        self._next_message = self._clock()
+        self._again_now = self._was_again = False
+
+    def next_delay(self) -> float:
+        """Seconds to sleep before the next PING: the interval, +-10 % jitter.
+
+        0 once after a probe that only found its connection dead (:func:`connection_dropped`,
+        e.g. reset by the very heal that brings Redis back): the next PING opens a new one.
+        """
+        if self._again_now and not self._was_again:
+            self._again_now, self._was_again = False, True
+            return 0.0
+        self._again_now = self._was_again = False
+        return self.interval * (1.0 + _JITTER * (2.0 * self._rand() - 1.0))
+
     def answered(self) -> bool:
         """Redis answered: half-open every breaker a PING can heal. Returns True (done)."""
         self._on_answer()
@@ -161,36 +279,34 @@ class ProbePlan:
         return True
 
     def failed(self, exc: BaseException) -> bool:
-        """A probe failed: keep probing while it is still needed. Returns True when done."""
+        """A probe failed: log it if a message is due; True when probing is no longer needed."""
         self.last_error = _describe(exc)
+        self._again_now = connection_dropped(exc)
+        self._run_probes += 1
+        now = self._clock()
+        if now >= self._next_message:
+            # The seed's backoff paces the messages: 0.1 s, 0.2 s, 0.4 s ... then every 10 s.
+            self._messages += 1
+            gap = min(_SEED_FIRST * 2.0 ** (self._messages - 1), _SEED_MAX)
+            # On the seed's schedule (0, 0.1, 0.3, 0.7 ... s into the outage), not drifting
+            # by a probe each time; a prober that fell behind starts a fresh gap.
+            self._next_message += gap
+            if self._next_message <= now:
+                self._next_message = now + gap
+            logger.info(
+                "Redis reconnecting (probe %d, every %.0f ms; next message in %.1f s): %s",
+                self._run_probes,
+                self.interval * 1e3,
+                gap,
+                self.last_error,
+                extra={
+                    "category": "redis",
+                    "retries": self._run_probes,
+                    "delay": self.interval,
+                    "target": self.target,
+                },
+            )
         return not self.needed()
-
-    def _before_sleep(self, rs: tenacity.RetryCallState) -> None:
-        logger.info(
-            "Redis reconnecting (attempt %d, next in %.1f s): %s",
-            rs.attempt_number,
-            rs.upcoming_sleep,
-            self.last_error,
-            extra={
-                "category": "redis",
-                "retries": rs.attempt_number,
-                "delay": rs.upcoming_sleep,
-                "target": self.target,
-            },
-        )
-
-    def _stop(self, rs: tenacity.RetryCallState) -> bool:
-        return self.stopping
-
-    def retrying_options(self) -> dict[str, Any]:
-        """Keyword arguments for ``tenacity.Retrying`` / ``AsyncRetrying``."""
-        return {
-            "wait": SEED_BACKOFF,
-            "retry": tenacity.retry_if_result(lambda done: not done),
-            "stop": self._stop,
-            "before_sleep": self._before_sleep,
-            "retry_error_callback": lambda rs: True,
-        }
 
 
 def _weakly(ping: Callable[[], T]) -> Callable[[], Callable[[], T] | None]:
@@ -214,11 +330,19 @@ class ThreadProber:
     Args:
         plan: The policy.
         ping: PINGs Redis, raising on failure (bounded by the client's socket timeout).
+        refresh: Called when Redis answers, before the breakers half-open: drops the pool's
+            connections that predate the outage. Its errors are logged, never raised.
     """
 
-    def __init__(self, plan: ProbePlan, ping: Callable[[], object]) -> None:
+    def __init__(
+        self,
+        plan: ProbePlan,
+        ping: Callable[[], object],
+        refresh: Callable[[], object] | None = None,
+    ) -> None:
         self.plan = plan
         self._ping = _weakly(ping)
+        self._refresh = refresh
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -254,18 +378,20 @@ class ThreadProber:
         except Exception as exc:
             ping = None  # the traceback must not keep the client alive
             return self.plan.failed(exc)
+        ping = None
+        if self._refresh is not None:
+            try:
+                self._refresh()
+            except Exception:  # the pool's bookkeeping must not stop recovery
+                logger.exception("redisguard: refreshing the connection pool failed")
         return self.plan.answered()
-
-    def _sleep(self, seconds: float) -> None:
-        self._stop.wait(seconds)  # returns early when the client closes
 
     def _run(self) -> None:
         while True:
-            retrying = tenacity.Retrying(
-                sleep=self._sleep,
-                **self.plan.retrying_options(),
-            )
-            retrying(self._attempt)
+            self.plan.started()
+            # Every interval for as long as it takes; the wait returns early on close().
+            while not self._attempt() and not self._stop.wait(self.plan.next_delay()):
+                pass
             with self._lock:
                 # Decided under the lock, so a breaker that opens right now either sees the
                 # thread still registered (and we loop) or no thread (and starts one).
@@ -309,6 +435,8 @@ class TaskProber:
         ping: Returns an awaitable that PINGs Redis, raising on failure.
         loop: The loop the client lives on.
         timeout: Upper bound on one PING.
+        refresh: Awaited when Redis answers, before the breakers half-open: drops the
+            pool's connections that predate the outage. Its errors are logged, never raised.
     """
 
     def __init__(
@@ -317,9 +445,11 @@ class TaskProber:
         ping: Callable[[], Awaitable[object]],
         loop: asyncio.AbstractEventLoop,
         timeout: float,
+        refresh: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.plan = plan
         self._ping = _weakly(ping)
+        self._refresh = refresh
         self._loop = loop
         self._timeout = timeout
         self._task: asyncio.Task[None] | None = None
@@ -364,12 +494,21 @@ class TaskProber:
         except Exception as exc:
             ping = None  # the traceback must not keep the client alive
             return self.plan.failed(exc)
+        ping = None
+        if self._refresh is not None:
+            try:
+                await self._refresh()
+            except Exception:  # the pool's bookkeeping must not stop recovery
+                logger.exception("redisguard: refreshing the connection pool failed")
         return self.plan.answered()
 
     async def _run(self) -> None:
         while True:
-            retrying = tenacity.AsyncRetrying(**self.plan.retrying_options())
-            await retrying(self._attempt)
+            self.plan.started()
+            done = await self._attempt()
+            while not done:  # every interval for as long as it takes; aclose() cancels
+                await asyncio.sleep(self.plan.next_delay())
+                done = await self._attempt()
             if not self.plan.needed():
                 return
 

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +65,13 @@ def test_config_bounds_follow_the_settings() -> None:
         breaker=BreakerConfig(reset_timeout=30),
     )
     assert config.latency_bound == pytest.approx(1.05)
-    # Open 1 s: the prober's step is at most 1.1 s, plus one PING in flight (0.45 s).
-    assert config.recovery_bound(1.0) == pytest.approx(1.1 + 0.45 + 0.1)
-    # A very long outage is capped by reset_timeout (the breaker half-opens on its own).
-    assert config.recovery_bound(100.0) == pytest.approx(10 + 0.45 + 0.1)
+    # One probe interval (100 ms +10 % jitter) plus one PING in flight (0.45 s), however
+    # long the breaker was open.
+    assert config.recovery_bound(1.0) == pytest.approx(0.11 + 0.45 + 0.1)
+    assert config.recovery_bound(100.0) == pytest.approx(0.11 + 0.45 + 0.1)
+    # A short reset_timeout caps it (the breaker half-opens on its own).
+    short = replace(config, breaker=BreakerConfig(reset_timeout=0.2))
+    assert short.recovery_bound(1.0) == pytest.approx(0.2 + 0.1)
     without = SoakConfig(seconds=1, prober=False, slack=0.1, breaker=BreakerConfig(reset_timeout=2))
     assert without.recovery_bound(1.0) == pytest.approx(2.1)
 

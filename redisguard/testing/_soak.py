@@ -36,9 +36,10 @@ The invariants, and the bounds they use (all derived from the configuration):
   starts an attempt that, judging by the slowest attempt so far, ends before the deadline:
   one attempt started just in time can still need a full connect and one full read. Async
   retries are cut at the deadline, but the first attempt is not.
-* **recovery**: after Redis returns, a call succeeds within the prober's current backoff
-  step (``min(10, time open + 0.1)`` s, plus one PING in flight of ``connect + read``
-  timeout), or within ``reset_timeout`` without the prober, plus ``slack``.
+* **recovery**: after Redis returns, a call succeeds within one probe interval (``1.1 x
+  probe_interval``: the prober's jitter, however long Redis was gone) plus one PING in
+  flight of ``connect + read`` timeout, or within ``reset_timeout`` without the prober,
+  plus ``slack``.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ from redisguard._breaker import CLOSED, Breaker, get_breaker
 from redisguard._client import aconnect, connect
 from redisguard._config import BreakerConfig, RetryPolicy
 from redisguard._errors import RedisUnavailableError
+from redisguard._prober import resolve_probe_interval
 from redisguard._redact import fingerprint
 from redisguard.testing._plot import Timeline, plot_timeline
 from redisguard.testing._proxy import FaultProxy
@@ -107,8 +109,7 @@ OUTAGE_KINDS: frozenset[str] = frozenset({"kill", "pause", "blackhole", "latency
 
 Outcome = Literal["ok", "miss", "fallback", "unavailable", "error"]
 _ABSENT = "<absent>"
-_PROBER_STEP_BASE = 0.1  # redisguard._prober.SEED_BACKOFF: 100 ms doubling...
-_PROBER_STEP_CAP = 10.0  # ... to 10 s
+_PROBER_JITTER = 1.1  # the prober sleeps its interval +-10 %
 
 
 # ------------------------------------------------------------------------- configuration
@@ -199,7 +200,8 @@ class SoakConfig:
         timeout_path = self.breaker.reset_timeout
         if not self.prober:
             return timeout_path + self.slack
-        step = min(_PROBER_STEP_CAP, max(open_for, 0.0) + _PROBER_STEP_BASE)
+        # One probe interval, however long the breaker was open (``open_for`` no longer counts).
+        step = resolve_probe_interval(None) * _PROBER_JITTER
         in_flight = self.socket_connect_timeout + self.socket_timeout
         return min(timeout_path, step + in_flight) + self.slack
 
