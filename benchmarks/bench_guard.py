@@ -482,6 +482,67 @@ register(
 )
 
 
+# -- variants: bulkhead and retry budget on ---------------------------------------------------
+def policy_breaker(name: str, limit: int) -> Breaker:
+    """A private breaker with a bulkhead wider than the scenario's concurrency (so it never
+    rejects: these rows measure its cost) and the retry budget on (its default)."""
+    config = BreakerConfig(max_concurrent_calls=limit, retry_budget_ratio=10.0)
+    return Breaker(name, config)
+
+
+def _sync_guarded_policies(env: Env) -> ThroughputRound:
+    client = env.client()
+
+    @redis_guarded(
+        name="bench.sync.get.policies", fallback=None, breaker=policy_breaker("bench-sync-p", 8)
+    )
+    def get(key: str) -> bytes | str | None:
+        return client.get(key)
+
+    return call_loop(get)
+
+
+def _async_guarded_policies(env: Env) -> ThroughputRound:
+    client = _aclient(env)
+    limit = env.settings.async_tasks * 2
+
+    @redis_guarded(
+        name="bench.async.get.policies",
+        fallback=None,
+        breaker=policy_breaker("bench-async-p", limit),
+    )
+    async def get(key: str) -> bytes | str | None:
+        return await client.get(key)
+
+    return _async_round(env, get)
+
+
+def _threads_guarded_policies(env: Env) -> ThroughputRound:
+    breaker = policy_breaker("bench-threads-p", env.settings.threads * 2)
+    guarded = redis_guarded(name="bench.threads.io.policies", fallback=None, breaker=breaker)(
+        _io_call(env)
+    )
+    return _threaded_round(env, guarded)
+
+
+_POLICIES = "bulkhead + retry budget on"
+add_variant(
+    "sync-get",
+    Variant("guarded-bulkhead", f"@redis_guarded, {_POLICIES}", _sync_guarded_policies,
+            target=0.97),
+)
+add_variant(
+    "async-64",
+    Variant("guarded-bulkhead", f"@redis_guarded (async), {_POLICIES}", _async_guarded_policies,
+            target=0.90),
+)
+add_variant(
+    "threads-io",
+    Variant("guarded-bulkhead", f"@redis_guarded, {_POLICIES}", _threads_guarded_policies,
+            target=0.95),
+)
+
+
 # -- scenario: open circuit, fallback latency ------------------------------------------------
 def _closed_port() -> int:
     """A loopback port with nothing listening (connecting to it is refused at once)."""
@@ -635,6 +696,32 @@ register(
             ),
         ],
     )
+)
+
+
+
+def _open_guarded_bulkhead(env: Env) -> LatencyRound:
+    guard = _NoIOGuard(env)
+    config = BreakerConfig(failure_threshold=3, reset_timeout=3600.0, max_concurrent_calls=8)
+    breaker = Breaker("bench-open-bulkhead", config)
+    fn = redis_guarded(
+        name="bench.open.bulkhead",
+        fallback=None,
+        breaker=breaker,
+        retry=RetryPolicy(attempts=3, backoff=0.0, max_backoff=0.0, jitter=0.0),
+    )(guard.get)
+    _trip(fn, breaker)
+    return _latency_round(fn, guard)
+
+
+add_variant(
+    "open-circuit",
+    Variant(
+        "guarded-bulkhead",
+        f"@redis_guarded, fallback value, {_POLICIES}",
+        _open_guarded_bulkhead,
+        target=5_000,
+    ),
 )
 
 

@@ -401,9 +401,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = replace(settings, reps=args.reps)
     if args.outage is not None:
         settings = replace(settings, outage=args.outage)
-    logging.getLogger("redisguard").setLevel(logging.CRITICAL)  # the outage logs are expected
+    log = logging.getLogger("redisguard")
+    level = log.level
+    log.setLevel(logging.CRITICAL)  # the outage logs are expected
     started = time.monotonic()
-    rows = run_benchmarks(settings, progress=lambda line: print(line, file=sys.stderr))
+    try:
+        rows = run_benchmarks(settings, progress=lambda line: print(line, file=sys.stderr))
+    finally:
+        log.setLevel(level)  # main() also runs in-process, from the tests
     print(format_report(rows, settings))
     print(f"took {time.monotonic() - started:.0f} s")
     if args.json:

@@ -14,6 +14,7 @@ from ._client import (
 )
 from ._config import BreakerConfig, RetryPolicy
 from ._errors import (
+    BulkheadFullError,
     CircuitOpenError,
     ConfigError,
     RedisguardError,
@@ -34,6 +35,7 @@ __all__ = [
     "Breaker",
     "BreakerConfig",
     "BreakerStats",
+    "BulkheadFullError",
     "CircuitOpenError",
     "ConfigError",
     "ErrorKind",

@@ -47,6 +47,8 @@ from typing import Any, TypeVar, cast
 
 import pybreaker
 
+from ._budget import RetryBudget, budget_for
+from ._bulkhead import Bulkhead, bulkhead_for
 from ._config import BreakerConfig, replace_pybreaker_keyword, with_pybreaker_keywords
 from ._errors import CircuitOpenError, ConfigError
 from ._fork import after_fork, renew_lock_after_fork
@@ -121,6 +123,9 @@ class BreakerStats:
             fallback, since creation or the last ``reset()``.
         write_next_retry_time: While the write side is open, when trial writes will be
             admitted (UTC); else None.
+        bulkhead_in_flight: Calls holding a bulkhead slot now; None without a bulkhead.
+        bulkhead_rejected_count: Calls the bulkhead turned away since creation.
+        retries_denied_count: Retries the retry budget denied since creation.
     """
 
     name: str
@@ -136,6 +141,9 @@ class BreakerStats:
     write_refusal_count: int = 0
     write_rejected_count: int = 0
     write_next_retry_time: datetime | None = None
+    bulkhead_in_flight: int | None = None
+    bulkhead_rejected_count: int = 0
+    retries_denied_count: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (ISO 8601 timestamps)."""
@@ -247,6 +255,13 @@ class Breaker(pybreaker.CircuitBreaker):
         self._direct_successes = self._successes.new()
         self._rejections = Tally()
         self._offsets = (0, 0, 0)
+        # Policies the guard consults (None: off); see redisguard._bulkhead / ._budget.
+        self._bulkhead: Bulkhead | None = bulkhead_for(
+            config.max_concurrent_calls, config.max_wait_for_slot
+        )
+        self._budget: RetryBudget | None = budget_for(
+            config.retry_budget_ratio, config.retry_budget_min_per_second, self._successes, clock
+        )
         self._wants_call_events = False
         self._refresh_listener_flags()
         if loaded is not None:
@@ -847,6 +862,9 @@ class Breaker(pybreaker.CircuitBreaker):
             write_refusal_count=write_refusals,
             write_rejected_count=self._write_side.rejected_count,
             write_next_retry_time=None if write_wait is None else _utc(self._wall() + write_wait),
+            bulkhead_in_flight=None if self._bulkhead is None else self._bulkhead.in_flight,
+            bulkhead_rejected_count=0 if self._bulkhead is None else self._bulkhead.rejected_total,
+            retries_denied_count=0 if self._budget is None else self._budget.denied_total,
         )
 
 

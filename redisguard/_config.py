@@ -67,6 +67,17 @@ class BreakerConfig:
             an outcome. When every slot has been held longer than this, the breaker starts a
             new round of trials and ignores the late outcomes of the old one, so no path
             (a hung call, a bookkeeping error) can keep the circuit half-open forever.
+        max_concurrent_calls: The bulkhead: at most this many guarded calls on this breaker
+            in flight at once (threads and asyncio tasks alike, retries included); a call
+            over the limit gets its fallback at once. None (the default) turns it off.
+        max_wait_for_slot: How long a call may wait for a bulkhead slot before it is
+            rejected; 0 rejects at once.
+        retry_budget_ratio: The retry budget shared by every guard on this breaker: retries
+            may add at most this percentage of the breaker's recent successful calls (plus
+            ``retry_budget_min_per_second``). When it is spent, a failing call falls back
+            instead of retrying. None turns the budget off.
+        retry_budget_min_per_second: Retries the budget allows per second even without
+            successes (the floor that lets a quiet service retry).
     """
 
     failure_threshold: int = 5
@@ -75,6 +86,11 @@ class BreakerConfig:
     half_open_max_attempts: int = 3
     success_threshold: int = 1
     half_open_trial_timeout: float = 10.0
+    # bulkhead and retry budget (redisguard._bulkhead, redisguard._budget)
+    max_concurrent_calls: int | None = None
+    max_wait_for_slot: float = 0.0
+    retry_budget_ratio: float | None = 10.0
+    retry_budget_min_per_second: float = 10.0
 
     def __post_init__(self) -> None:
         _check_number("failure_threshold", self.failure_threshold, integer=True, low=1, high=1e6)
@@ -92,6 +108,25 @@ class BreakerConfig:
             integer=False,
             low=1e-3,
             high=_DAY,
+        )
+        self._check_budget_fields()
+
+    def _check_budget_fields(self) -> None:
+        if self.max_concurrent_calls is not None:
+            _check_number(
+                "max_concurrent_calls", self.max_concurrent_calls, integer=True, low=1, high=1e6
+            )
+        _check_number("max_wait_for_slot", self.max_wait_for_slot, integer=False, low=0, high=60)
+        if self.retry_budget_ratio is not None:
+            _check_number(
+                "retry_budget_ratio", self.retry_budget_ratio, integer=False, low=0, high=100
+            )
+        _check_number(
+            "retry_budget_min_per_second",
+            self.retry_budget_min_per_second,
+            integer=False,
+            low=0,
+            high=1e6,
         )
 
     @classmethod
@@ -128,11 +163,52 @@ class BreakerConfig:
                 high=_DAY * 1e3, scale=1e-3,
             ),
         }
+        budget_fields, budget_off = _budget_fields_from_env(env)
+        fields.update(budget_fields)
         given: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
-        for key in ("failure_threshold", "half_open_max_attempts", "success_threshold"):
+        if budget_off:
+            given["retry_budget_ratio"] = None
+        for key in (
+            "failure_threshold",
+            "half_open_max_attempts",
+            "success_threshold",
+            "max_concurrent_calls",
+        ):
             if key in given:
                 given[key] = int(given[key])
         return cls(**given)
+
+
+def _budget_fields_from_env(
+    env: Mapping[str, str],
+) -> tuple[dict[str, float | None], bool]:
+    """The bulkhead and retry-budget fields, and whether ``..._RETRY_BUDGET_RATIO`` is ``off``."""
+    ratio_name = f"{_ENV_PREFIX}RETRY_BUDGET_RATIO"
+    ratio: float | None = None
+    off = env.get(ratio_name, "").strip().lower() == "off"
+    if not off:
+        try:
+            ratio = _env_number(env, ratio_name, integer=False, low=0, high=100, scale=1)
+        except ConfigError:
+            raise ConfigError(
+                f"{ratio_name} must be a percentage between 0 and 100 or 'off', "
+                f"got {env.get(ratio_name)!r}"
+            ) from None
+    fields = {
+        "max_concurrent_calls": _env_number(
+            env, f"{_ENV_PREFIX}MAX_CONCURRENT_CALLS", integer=True, low=1, high=1e6, scale=1
+        ),
+        "max_wait_for_slot": _env_number(
+            env, f"{_ENV_PREFIX}MAX_WAIT_FOR_SLOT", integer=False, low=0, high=60_000,
+            scale=1e-3,
+        ),
+        "retry_budget_ratio": ratio,
+        "retry_budget_min_per_second": _env_number(
+            env, f"{_ENV_PREFIX}RETRY_BUDGET_MIN_PER_SECOND", integer=False, low=0, high=1e6,
+            scale=1,
+        ),
+    }
+    return fields, off
 
 
 # pybreaker's constructor keywords and the BreakerConfig fields they set.

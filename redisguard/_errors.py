@@ -7,6 +7,7 @@ The tree is shallow on purpose::
           +-- RedisUnavailableError      Redis could not serve the call and no fallback was given
           |    +-- CircuitOpenError      ... because the breaker was open (no I/O was attempted);
           |                              also a pybreaker.CircuitBreakerError
+          |    +-- BulkheadFullError     ... because the breaker's bulkhead had no free slot
           |    +-- StoreUnavailableError a store could not read or write (a write was NOT done)
           |         +-- TemporarilyUnavailableError  ... retry after ``retry_after`` seconds
           +-- ConfigError (also ValueError)  bad configuration: env var, URL, argument
@@ -23,6 +24,7 @@ from __future__ import annotations
 import pybreaker
 
 __all__ = [
+    "BulkheadFullError",
     "CircuitOpenError",
     "ConfigError",
     "RedisUnavailableError",
@@ -66,6 +68,11 @@ class CircuitOpenError(RedisUnavailableError, pybreaker.CircuitBreakerError):
 
     It is also a ``pybreaker.CircuitBreakerError``, so code written for pybreaker catches it.
     """
+
+
+class BulkheadFullError(RedisUnavailableError):
+    """The breaker's bulkhead had no free slot (``max_concurrent_calls`` calls were in
+    flight), so the call was turned away without touching Redis (``attempts`` is 0)."""
 
 
 class StoreUnavailableError(RedisUnavailableError):

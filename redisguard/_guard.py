@@ -25,10 +25,11 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from ._breaker import CLOSED, NORMAL, OPEN, REJECT, Breaker, get_breaker
+from ._bulkhead import limit_async, limit_sync
 from ._classify import Classifier, ErrorKind, classify_error, not_applied
 from ._compat import wait_exponential_jitter
 from ._config import RetryPolicy
-from ._errors import CircuitOpenError, ConfigError, RedisUnavailableError
+from ._errors import BulkheadFullError, CircuitOpenError, ConfigError, RedisUnavailableError
 from ._observe import OperationStats, operation_stats
 from ._redact import redact_text
 from ._sides import Access, SideGate, check_access
@@ -39,6 +40,7 @@ from ._telemetry import (
     begin_traced,
     end_traced,
     record_propagated,
+    record_rejected,
     record_short_circuit,
     start_degraded,
     trace_success_default,
@@ -73,10 +75,12 @@ class Failure:
     Attributes:
         operation: The guarded operation's name.
         breaker: The breaker's name.
-        exception: The last error from Redis, or None when the circuit was open and no
-            attempt was made.
-        kind: How that error was classified (None when no attempt was made).
-        circuit_open: True when the call was answered without touching Redis.
+        exception: The last error from Redis, or None when no attempt was made (the
+            circuit was open, or the bulkhead full).
+        kind: How that error was classified (None when the circuit was open;
+            ``ErrorKind.REJECTED`` when the bulkhead turned the call away).
+        circuit_open: True when the call was answered without touching Redis because the
+            circuit was open.
         attempts: Attempts that reached the function.
         may_have_run: The last error leaves open whether Redis ran the command (a timeout
             or a reset while waiting for the reply); a guard not declared idempotent does
@@ -84,6 +88,8 @@ class Failure:
         side: ``"write"`` when the breaker's write side answered the call (it is open after
             refusals of writes: OOM, READONLY, MISCONF) or the error was such a refusal;
             ``"main"`` otherwise.
+        retry_denied: The breaker's retry budget was spent, so the call fell back instead
+            of making its next attempt.
     """
 
     operation: str
@@ -94,6 +100,7 @@ class Failure:
     attempts: int
     may_have_run: bool = False
     side: str = "main"
+    retry_denied: bool = False
 
 
 _current_failure: ContextVar[Failure | None] = ContextVar("redisguard_failure", default=None)
@@ -122,6 +129,7 @@ class _CallState:
     __slots__ = (
         "attempts",
         "breaker",
+        "denied",
         "idempotent",
         "kind",
         "last",
@@ -149,6 +157,7 @@ class _CallState:
         self.kind: ErrorKind = kind
         self.pending: BaseException | None = exc  # replayed as tenacity's attempt 1 (no I/O)
         self.attempts = 1
+        self.denied = False  # the retry budget refused the next attempt
 
     def remaining(self) -> float:
         return self.policy.deadline - (time.perf_counter() - self.started)
@@ -169,7 +178,13 @@ class _CallState:
             return True
         # Do not start an attempt that, judging by the slowest one so far, would overrun.
         sleep = rs.upcoming_sleep or 0.0
-        return sleep + self.slowest > self.remaining()
+        if sleep + self.slowest > self.remaining():
+            return True
+        budget = self.breaker._budget  # asked last: a token is spent only on a real retry
+        if budget is not None and not budget.withdraw():
+            self.denied = True
+            return True
+        return False
 
 
 class _Guard:
@@ -216,6 +231,15 @@ class _Guard:
             attempts=0,
         )
         self.write_open_failure = dataclasses.replace(self.open_failure, side="write")
+        # ... and so does every call the bulkhead turns away.
+        self.full_failure = Failure(
+            operation=name,
+            breaker=breaker.name,
+            exception=None,
+            kind=ErrorKind.REJECTED,
+            circuit_open=False,
+            attempts=0,
+        )
         self.call_fallback = callable(fallback)
         self._sync_template: tenacity.Retrying | None = None
         self._async_template: tenacity.AsyncRetrying | None = None
@@ -374,8 +398,9 @@ class _Guard:
                 return self.write_open_failure  # the main side admitted it: the write side
             return self.open_failure
         attempts = 0 if exc is None else 1
+        denied = False
         if state is not None:
-            exc, kind, attempts = state.last, state.kind, state.attempts
+            exc, kind, attempts, denied = state.last, state.kind, state.attempts, state.denied
         return Failure(
             operation=self.name,
             breaker=self.breaker.name,
@@ -385,6 +410,7 @@ class _Guard:
             attempts=attempts,
             may_have_run=exc is not None and not not_applied(exc),
             side="write" if kind is ErrorKind.WRITE_REFUSED else "main",
+            retry_denied=denied,
         )
 
     def give_up(self, failure: Failure, span: GuardSpan | None) -> None:
@@ -400,6 +426,12 @@ class _Guard:
                     extra=self._extra(failure),
                 )
             record_short_circuit(self, error)
+        elif failure is self.full_failure:
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "Bulkhead full, using fallback for %s", self.name, extra=self._extra(failure)
+                )
+            record_rejected(self, error)
         else:
             if logger.isEnabledFor(logging.WARNING):
                 held_back = (
@@ -408,15 +440,21 @@ class _Guard:
                     and not self.idempotent
                     and self._sync_template is not None
                 )
+                denied = " (retry denied: the retry budget is spent)"
                 logger.warning(
                     (
                         "Using fallback for Redis operation %s"
                         if error is None
                         else "Redis operation %s failed and has no fallback"
                     )
-                    + (" (not retried: the command may have run)" if held_back else ""),
+                    + (" (not retried: the command may have run)" if held_back else "")
+                    + (denied if failure.retry_denied else ""),
                     self.name,
-                    extra={**self._extra(failure), "retry_skipped": held_back},
+                    extra={
+                        **self._extra(failure),
+                        "retry_skipped": held_back,
+                        "retry_denied": failure.retry_denied,
+                    },
                 )
             if span is not None:
                 span.finish(
@@ -436,8 +474,14 @@ class _Guard:
         }
 
     def unavailable(self, failure: Failure) -> RedisUnavailableError:
-        cls = CircuitOpenError if failure.circuit_open else RedisUnavailableError
-        if failure.exception is None and failure.side == "write":
+        cls: type[RedisUnavailableError] = RedisUnavailableError
+        if failure.circuit_open:
+            cls = CircuitOpenError
+        elif failure is self.full_failure:
+            cls = BulkheadFullError
+        if failure is self.full_failure:
+            reason = f"the bulkhead of breaker {self.breaker.name!r} is full"
+        elif failure.exception is None and failure.side == "write":
             side = self.breaker.write_side
             reason = (
                 f"the write side of circuit breaker {self.breaker.name!r} is "
@@ -936,6 +980,12 @@ def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
         success.add()
         return result
 
+    if breaker._bulkhead is not None:
+        full = guard.full_failure
+        guarded = limit_sync(
+            guarded, breaker._bulkhead, lambda args, kwargs: guard.fall_back(args, kwargs, full)
+        )
+
     if guard.trace_success:
         inner = guarded
 
@@ -989,6 +1039,12 @@ def _async_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable
             on_success(ticket, False)  # a trial, a failure run to clear, or listeners to call
         success.add()
         return result
+
+    if breaker._bulkhead is not None:
+        full = guard.full_failure
+        guarded = limit_async(
+            guarded, breaker._bulkhead, lambda args, kwargs: guard.afall_back(args, kwargs, full)
+        )
 
     if guard.trace_success:
         inner = guarded

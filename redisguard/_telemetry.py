@@ -23,6 +23,9 @@ Metric names are chosen so a Prometheus exporter shows exactly the design docume
     ratelimit_decisions_total{limiter,result}      allowed/denied, and fail_open/fail_closed/
                                                    local_allowed/local_denied while Redis is down
     store_data_errors_total{operation}             corrupt JSON read by the stores
+    redis_bulkhead_rejections_total{breaker}       calls the bulkhead turned away
+    redis_bulkhead_in_flight{breaker}              calls holding a bulkhead slot now
+    redis_retries_denied_total{breaker}            retries the retry budget denied
 """
 
 from __future__ import annotations
@@ -227,6 +230,52 @@ def _data_errors(_: CallbackOptions) -> Iterable[Observation]:
     ]
 
 
+def _bulkhead_rejections(_: CallbackOptions) -> Iterable[Observation]:
+    return [
+        Observation(b._bulkhead.rejected_total, {"breaker": b.name})
+        for b in _all_breakers()
+        if b._bulkhead is not None
+    ]
+
+
+def _bulkhead_in_flight(_: CallbackOptions) -> Iterable[Observation]:
+    return [
+        Observation(b._bulkhead.in_flight, {"breaker": b.name})
+        for b in _all_breakers()
+        if b._bulkhead is not None
+    ]
+
+
+def _retries_denied(_: CallbackOptions) -> Iterable[Observation]:
+    return [
+        Observation(b._budget.denied_total, {"breaker": b.name})
+        for b in _all_breakers()
+        if b._budget is not None
+    ]
+
+
+def _register_policy_instruments(meter: metrics.Meter) -> None:
+    """The bulkhead's and the retry budget's series (breakers that have the policy on)."""
+    meter.create_observable_counter(
+        "redis_bulkhead_rejections",
+        [_bulkhead_rejections],
+        unit="1",
+        description="Calls the bulkhead turned away (max_concurrent_calls in flight)",
+    )
+    meter.create_observable_gauge(
+        "redis_bulkhead_in_flight",
+        [_bulkhead_in_flight],
+        unit="1",
+        description="Calls holding a bulkhead slot",
+    )
+    meter.create_observable_counter(
+        "redis_retries_denied",
+        [_retries_denied],
+        unit="1",
+        description="Retries denied because the breaker's retry budget was spent",
+    )
+
+
 class _Instruments:
     """The instruments registered on one meter provider (once per provider)."""
 
@@ -273,6 +322,7 @@ class _Instruments:
             description="Duration of guarded calls that failed at least once",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
+        _register_policy_instruments(meter)
 
 
 _global_instruments: dict[None, _Instruments] = {}
@@ -573,3 +623,36 @@ def end_traced(handle: tuple[GuardSpan, object], exc: BaseException | None) -> N
     elif isinstance(exc, Exception):
         outer.finish("error", 1, exc, record_duration=False)
     outer.close(force=True)
+
+
+def record_rejected(guard: _Guard, exc: BaseException | None) -> None:
+    """A span for a call the bulkhead turned away (no attempt, the breaker not told)."""
+    active = _active_guard_span.get()
+    if active is not None:
+        active.finish(
+            "fallback" if exc is None else "error", 0, exc, short_circuited=True,
+            record_duration=False,
+        )
+        return
+    tracer = guard.telemetry.tracer()
+    if tracer is None:
+        return
+    try:
+        attributes = _base_attributes(guard, guard.breaker.current_state)
+        attributes["redisguard.outcome"] = "fallback" if exc is None else "error"
+        attributes["redisguard.attempts"] = 0
+        attributes["redisguard.short_circuited"] = True
+        attributes["redisguard.rejected_by"] = "bulkhead"
+        if exc is not None:
+            attributes["error.type"] = _qualname(exc)
+        span = tracer.start_span(guard.span_name, attributes=attributes)
+        if span.is_recording():
+            if exc is not None:
+                _record_exception(span, exc)
+            span.set_status(_BULKHEAD_FULL)
+        span.end()
+    except Exception:
+        _telemetry_failed("record_rejected")
+
+
+_BULKHEAD_FULL = Status(StatusCode.ERROR, "bulkhead full")

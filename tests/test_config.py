@@ -24,7 +24,7 @@ ENV_VARS = [
 def test_defaults_match_the_design() -> None:
     """The defaults are 5 failures, 30 s open, 60 s window, 3 trials, 1 success, 10 s trials."""
     config = BreakerConfig()
-    assert dataclasses.astuple(config) == (5, 30.0, 60.0, 3, 1, 10.0)
+    assert dataclasses.astuple(config)[:6] == (5, 30.0, 60.0, 3, 1, 10.0)
 
 
 def test_configs_are_frozen_and_comparable() -> None:
@@ -169,3 +169,96 @@ def test_single_attempt_policy_is_valid() -> None:
     """attempts=1 means no retry and is allowed; zero waits are allowed."""
     policy = RetryPolicy(attempts=1, backoff=0, max_backoff=0, jitter=0)
     assert policy.attempts == 1
+
+
+# -- bulkhead and retry budget ------------------------------------------------------------------
+def test_bulkhead_is_off_and_the_retry_budget_on_by_default() -> None:
+    """No concurrency limit, no wait; a 10% retry budget with a floor of 10 retries/s."""
+    config = BreakerConfig()
+    assert config.max_concurrent_calls is None
+    assert config.max_wait_for_slot == 0.0
+    assert config.retry_budget_ratio == 10.0
+    assert config.retry_budget_min_per_second == 10.0
+
+
+def test_from_env_reads_the_bulkhead_and_budget_variables() -> None:
+    """The wait is read in milliseconds, the limit as a whole number, the ratio in percent."""
+    config = BreakerConfig.from_env(
+        {
+            f"{PREFIX}MAX_CONCURRENT_CALLS": "16",
+            f"{PREFIX}MAX_WAIT_FOR_SLOT": "25",
+            f"{PREFIX}RETRY_BUDGET_RATIO": "20",
+            f"{PREFIX}RETRY_BUDGET_MIN_PER_SECOND": "0",
+        }
+    )
+    assert config == BreakerConfig(
+        max_concurrent_calls=16,
+        max_wait_for_slot=0.025,
+        retry_budget_ratio=20.0,
+        retry_budget_min_per_second=0.0,
+    )
+    assert isinstance(config.max_concurrent_calls, int)
+
+
+@pytest.mark.parametrize("raw", ["off", " OFF "])
+def test_retry_budget_ratio_off_turns_the_budget_off(raw: str) -> None:
+    """``REDIS_CIRCUIT_BREAKER_RETRY_BUDGET_RATIO=off`` gives ``retry_budget_ratio=None``."""
+    config = BreakerConfig.from_env({f"{PREFIX}RETRY_BUDGET_RATIO": raw})
+    assert config.retry_budget_ratio is None
+
+
+@pytest.mark.parametrize(
+    ("var", "raw"),
+    [
+        ("MAX_CONCURRENT_CALLS", "0"),
+        ("MAX_CONCURRENT_CALLS", "2.5"),
+        ("MAX_CONCURRENT_CALLS", "off"),
+        ("MAX_WAIT_FOR_SLOT", "-1"),
+        ("MAX_WAIT_FOR_SLOT", "1e9"),
+        ("MAX_WAIT_FOR_SLOT", "soon"),
+        ("RETRY_BUDGET_RATIO", "101"),
+        ("RETRY_BUDGET_RATIO", "-5"),
+        ("RETRY_BUDGET_RATIO", "10%"),
+        ("RETRY_BUDGET_RATIO", "nan"),
+        ("RETRY_BUDGET_MIN_PER_SECOND", "-1"),
+        ("RETRY_BUDGET_MIN_PER_SECOND", "inf"),
+    ],
+)
+def test_bad_bulkhead_or_budget_variable_names_variable_and_value(var: str, raw: str) -> None:
+    """A bad bulkhead or budget variable raises ConfigError naming the variable and value."""
+    name = PREFIX + var
+    with pytest.raises(ConfigError) as info:
+        BreakerConfig.from_env({name: raw})
+    message = str(info.value)
+    assert message.startswith(name + " ")
+    assert _same_value(message.rpartition("got ")[2], raw)
+
+
+def test_retry_budget_ratio_error_mentions_off() -> None:
+    """The ratio's error message says that ``off`` is accepted."""
+    with pytest.raises(ConfigError, match="or 'off'"):
+        BreakerConfig.from_env({f"{PREFIX}RETRY_BUDGET_RATIO": "none"})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_concurrent_calls", 0),
+        ("max_concurrent_calls", 2.5),
+        ("max_concurrent_calls", True),
+        ("max_wait_for_slot", -0.1),
+        ("max_wait_for_slot", None),
+        ("max_wait_for_slot", math.inf),
+        ("retry_budget_ratio", -1),
+        ("retry_budget_ratio", 150),
+        ("retry_budget_ratio", "10"),
+        ("retry_budget_min_per_second", -1),
+        ("retry_budget_min_per_second", None),
+    ],
+)
+def test_bulkhead_and_budget_fields_are_validated(field: str, value: Any) -> None:
+    """Each bulkhead and budget field is range-checked; the error names the field and value."""
+    with pytest.raises(ConfigError) as info:
+        BreakerConfig(**{field: value})
+    assert field in str(info.value)
+    assert repr(value) in str(info.value)
