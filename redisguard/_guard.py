@@ -12,6 +12,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import math
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -329,7 +330,8 @@ class _Guard:
             self.record(ticket, exc, kind, state.attempts)
 
     def attempt_succeeded(self, ticket: int, state: _CallState, span: GuardSpan) -> None:
-        self.breaker._on_success(ticket, False)
+        # The slow-call clock covers the whole guarded call: what the caller paid.
+        self.breaker._on_success(ticket, False, time.perf_counter() - state.started)
         self.success.add()
         span.finish("success", state.attempts, None)
         logger.info(
@@ -863,10 +865,23 @@ def _selecting_wrapper(
     return selected
 
 
+def _success_hooks(breaker: Breaker) -> tuple[object, bool]:
+    """What the wrappers test after a success, chosen once, when the guard is built.
+
+    Without a failure-rate/slow-call window: the breaker's failure deque (cleared in place,
+    never rebound), so a success with nothing to clear costs what it always did. With one:
+    True, so every success is recorded, and whether to time it (slow-call breaking).
+    """
+    window = breaker._window
+    if window is None:
+        return breaker._window_storage._failures, False
+    return True, window.slow_after < math.inf
+
+
 def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
     breaker, classify, success = guard.breaker, guard.classify, guard.success
     admit, on_success = breaker._admit, breaker._on_success
-    failures = breaker._window_storage._failures  # cleared in place, never rebound
+    failures, timed = _success_hooks(breaker)
     clock, propagate = time.perf_counter, ErrorKind.PROPAGATE
 
     @functools.wraps(fn)
@@ -893,7 +908,8 @@ def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
                 raise
             return guard.recover(fn, args, kwargs, ticket, exc, kind, started)
         if ticket or failures or breaker._wants_call_events:
-            on_success(ticket, False)  # a trial, a failure run to clear, or listeners to call
+            # A trial, a failure run to clear, listeners to call, or a window to count in.
+            on_success(ticket, False, clock() - started if timed else 0.0)
         success.add()
         return result
 
@@ -920,7 +936,7 @@ def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
 def _async_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable[..., Any]:
     breaker, classify, success = guard.breaker, guard.classify, guard.success
     admit, on_success = breaker._admit, breaker._on_success
-    failures = breaker._window_storage._failures  # cleared in place, never rebound
+    failures, timed = _success_hooks(breaker)
     clock, propagate = time.perf_counter, ErrorKind.PROPAGATE
 
     @functools.wraps(fn)
@@ -947,7 +963,8 @@ def _async_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable
                 raise
             return await guard.arecover(fn, args, kwargs, ticket, exc, kind, started)
         if ticket or failures or breaker._wants_call_events:
-            on_success(ticket, False)  # a trial, a failure run to clear, or listeners to call
+            # A trial, a failure run to clear, listeners to call, or a window to count in.
+            on_success(ticket, False, clock() - started if timed else 0.0)
         success.add()
         return result
 
