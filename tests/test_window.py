@@ -106,9 +106,7 @@ def test_window_reset_starts_empty(clock: FakeClock) -> None:
     """After reset() the earlier calls are gone, in both kinds of window."""
     for size in (None, 10):
         window = CallWindow(
-            BreakerConfig(
-                failure_rate_threshold=50, minimum_calls=2, sliding_window_size=size
-            ),
+            BreakerConfig(failure_rate_threshold=50, minimum_calls=2, sliding_window_size=size),
             clock,
         )
         window.failure()
