@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -11,7 +12,14 @@ import pybreaker
 import pytest
 import redis
 
-from redisguard import Breaker, BreakerConfig, CircuitOpenError, ConfigError, SlowCallsError
+from redisguard import (
+    Breaker,
+    BreakerConfig,
+    CircuitOpenError,
+    ConfigError,
+    LoggingListener,
+    SlowCallsError,
+)
 from redisguard._breaker import NORMAL
 from redisguard._prober import ping_proves_recovery
 from redisguard._window import CallWindow
@@ -390,3 +398,16 @@ def test_window_settings_from_the_environment() -> None:
     assert isinstance(config.sliding_window_size, int)
     assert config.uses_window
     assert not BreakerConfig().uses_window
+
+
+def test_logging_listener_says_slow_calls_opened_it(
+    make_breaker: BreakerFactory, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The ERROR record of the opening carries opened_by, naming the slow-call rate."""
+    breaker = make_breaker(slow_call_duration=0.01, minimum_calls=1)
+    breaker.add_listener(LoggingListener())
+    with caplog.at_level(logging.ERROR, logger="redisguard"):
+        breaker.call(slow_call(clock, 0.02))
+    (record,) = caplog.records
+    assert record.getMessage() == "Circuit breaker opened: test"
+    assert getattr(record, "opened_by", "").startswith("SlowCallsError: slow calls: 100.0%")

@@ -182,3 +182,24 @@ def test_failure_rate_mode_opens_at_the_rate_not_before_minimum_calls(
         assert get(client) == "fallback"
     finally:
         dead.close()
+
+
+def test_prober_leaves_a_slow_call_opening_to_the_reset_timeout(
+    fault_proxy: FaultProxy,
+) -> None:
+    """PINGs answer through a 30 ms proxy, but prove nothing about latency: it stays open."""
+    breaker = Breaker(
+        "slow-probed", BreakerConfig(slow_call_duration=0.01, minimum_calls=3, reset_timeout=600)
+    )
+    client = redisguard.connect(fault_proxy.url, breakers=[breaker], socket_timeout=SOCKET_TIMEOUT)
+    try:
+        fault_proxy.latency(LATENCY_MS)
+        for _ in range(3):
+            breaker.call(client.get, "k")
+        assert isinstance(breaker.opened_by, SlowCallsError)
+        time.sleep(0.5)  # a prober that PINGed would have half-opened it by now
+        assert breaker.current_state == "open"
+        assert client.prober is not None
+        assert not client.prober.running
+    finally:
+        client.close()
