@@ -865,23 +865,26 @@ def _selecting_wrapper(
     return selected
 
 
-def _success_hooks(breaker: Breaker) -> tuple[object, bool]:
-    """What the wrappers test after a success, chosen once, when the guard is built.
+def _success_hooks(
+    breaker: Breaker,
+) -> tuple[object, bool, Callable[[int, bool, float], None]]:
+    """What the wrappers do after a success, chosen once, when the guard is built.
 
-    Without a failure-rate/slow-call window: the breaker's failure deque (cleared in place,
-    never rebound), so a success with nothing to clear costs what it always did. With one:
-    True, so every success is recorded, and whether to time it (slow-call breaking).
+    Without a failure-rate/slow-call window: test the breaker's failure deque (cleared in
+    place, never rebound), so a success with nothing to clear costs what it always did. With
+    one: True, so every success goes to the window's hook, and whether to time the call
+    (only for slow-call breaking).
     """
     window = breaker._window
     if window is None:
-        return breaker._window_storage._failures, False
-    return True, window.slow_after < math.inf
+        return breaker._window_storage._failures, False, breaker._on_success
+    return True, window.slow_after < math.inf, breaker._on_windowed_success
 
 
 def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
     breaker, classify, success = guard.breaker, guard.classify, guard.success
-    admit, on_success = breaker._admit, breaker._on_success
-    failures, timed = _success_hooks(breaker)
+    admit = breaker._admit
+    failures, timed, on_success = _success_hooks(breaker)
     clock, propagate = time.perf_counter, ErrorKind.PROPAGATE
 
     @functools.wraps(fn)
@@ -935,8 +938,8 @@ def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
 
 def _async_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable[..., Any]:
     breaker, classify, success = guard.breaker, guard.classify, guard.success
-    admit, on_success = breaker._admit, breaker._on_success
-    failures, timed = _success_hooks(breaker)
+    admit = breaker._admit
+    failures, timed, on_success = _success_hooks(breaker)
     clock, propagate = time.perf_counter, ErrorKind.PROPAGATE
 
     @functools.wraps(fn)

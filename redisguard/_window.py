@@ -98,15 +98,36 @@ class CallWindow:
         clock: The breaker's monotonic clock in seconds (time-based windows only).
     """
 
+    __slots__ = (
+        "_bad",
+        "_clock",
+        "_count_based",
+        "_edge",
+        "_firsts",
+        "_inverse_width",
+        "_newest",
+        "_numbers",
+        "_origin",
+        "_per_bucket",
+        "_size",
+        "_slots",
+        "failure_rate",
+        "minimum_calls",
+        "note_fast",
+        "slow_after",
+        "slow_duration",
+        "slow_rate",
+    )
+
     def __init__(self, config: BreakerConfig, clock: Callable[[], float]) -> None:
+        #: Percent of failures that opens the circuit; None in consecutive mode.
         self.failure_rate = config.failure_rate_threshold
-        """Percent of failures that opens the circuit; None in consecutive mode."""
         self.slow_rate = config.slow_call_rate_threshold
         self.slow_duration = config.slow_call_duration
+        #: Seconds above which a success is slow (infinite: slow-call breaking is off).
         self.slow_after = (
             math.inf if config.slow_call_duration is None else config.slow_call_duration
         )
-        """Seconds above which a success is slow (infinite: slow-call breaking is off)."""
         self.minimum_calls = config.minimum_calls
         self._clock = clock
         self._numbers = itertools.count()
@@ -128,15 +149,19 @@ class CallWindow:
         # Time-based: (epoch, number of the bucket's first call), stored atomically, lock-free.
         self._firsts: list[tuple[int, int]] = [(-1, 0)] * slots
         self._newest = -1
+        self._edge = 0.0  # time-based: when the newest bucket ends
+        #: A fast success (lock-free): count it as a call in the window. Count-based, that
+        #: is only taking a number (one C call).
+        self.note_fast: Callable[[], object] = (
+            self._numbers.__next__ if self._count_based else self._note_timed
+        )
 
     # -- recording ---------------------------------------------------------------------------
-    def note_fast(self) -> None:
-        """A fast success (lock-free): count it as a call in the window."""
+    def _note_timed(self) -> None:
+        """``note_fast`` of a time-based window: a number, and a new bucket when one is due."""
         number = next(self._numbers)
-        if self._inverse_width:
-            epoch = int(self._clock() * self._inverse_width)
-            if epoch > self._newest:
-                self._start_bucket(epoch, number)
+        if self._clock() >= self._edge:
+            self._turn(number)
 
     def slow(self) -> SlowCallsError | None:
         """A slow success (under the gate); the reason to open, or None."""
@@ -183,6 +208,7 @@ class CallWindow:
             bad.epoch = -1
         self._firsts = [(-1, 0)] * self._slots
         self._newest = -1
+        self._edge = 0.0
 
     def view(self) -> WindowView:
         """The window's counts now (under the gate)."""
@@ -192,23 +218,23 @@ class CallWindow:
     def _record(self) -> tuple[_Bad, int]:
         """Number a failed or slow call and find its bucket (under the gate)."""
         number = next(self._numbers)
-        if self._inverse_width:
-            epoch = int(self._clock() * self._inverse_width)
-            if epoch > self._newest:
-                self._start_bucket(epoch, number)
-        else:
-            epoch = number // self._per_bucket
+        epoch = number // self._per_bucket if self._count_based else self._turn(number)
         bad = self._bad[epoch % self._slots]
         if bad.epoch != epoch:
             bad.epoch = epoch
             bad.failures = bad.slow = 0
         return bad, number
 
-    def _start_bucket(self, epoch: int, number: int) -> None:
-        # A racing thread may store its own (epoch, number) here too: the window then starts
-        # a call or two off, never more (the success counts are approximate by that much).
-        self._firsts[epoch % self._slots] = (epoch, number)
-        self._newest = epoch
+    def _turn(self, number: int) -> int:
+        """Time-based: the current bucket's epoch; call ``number`` starts it if it is new."""
+        epoch = int(self._clock() * self._inverse_width)
+        if epoch > self._newest:
+            # A racing thread may store its own (epoch, number) here too: the window then
+            # starts a few calls off (the success counts are approximate by that much).
+            self._firsts[epoch % self._slots] = (epoch, number)
+            self._newest = epoch
+            self._edge = (epoch + 1) / self._inverse_width
+        return epoch
 
     def _view(self, next_number: int) -> WindowView:
         """Counts over the window that ends before call number ``next_number``."""
