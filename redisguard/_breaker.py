@@ -625,22 +625,6 @@ class Breaker(pybreaker.CircuitBreaker):
             for listener in self._listeners:
                 _dispatch(listener, "success", self)
 
-    def _on_windowed_success(self, ticket: int, count: bool, elapsed: float) -> None:
-        """The guard's success hook when a window is configured: a closed, fast success with
-        nothing else to do only takes a call number (lock-free); the rest is ``_on_success``."""
-        window = self._window
-        assert window is not None
-        if (
-            ticket
-            or elapsed > window.slow_after
-            or self._window_storage._failures
-            or self._wants_call_events
-            or count
-        ):
-            self._on_success(ticket, count, elapsed)
-        else:
-            window.note_fast()
-
     def _on_slow(self) -> None:
         """A slow success while closed: count it, and open if the slow-call rate says so."""
         assert self._window is not None

@@ -878,7 +878,7 @@ def _success_hooks(
     window = breaker._window
     if window is None:
         return breaker._window_storage._failures, False, breaker._on_success
-    return True, window.slow_after < math.inf, breaker._on_windowed_success
+    return True, window.slow_after < math.inf, window.success_hook(breaker)
 
 
 def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:

@@ -41,6 +41,7 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ._config import BreakerConfig
 from ._errors import SlowCallsError
@@ -157,6 +158,43 @@ class CallWindow:
         )
 
     # -- recording ---------------------------------------------------------------------------
+    def success_hook(self, breaker: Any) -> Callable[[int, bool, float], None]:
+        """The windowed guard's success hook: ``hook(ticket, count, elapsed)``.
+
+        A closed, fast success with no failure run to clear, no listener to call and no
+        count to add is only numbered here (one frame, closure loads only); anything else
+        goes to ``breaker._on_success`` (the full path).
+
+        Args:
+            breaker: The :class:`~redisguard.Breaker` this window belongs to.
+        """
+        failures = breaker._window_storage._failures  # cleared in place, never rebound
+        on_success = breaker._on_success
+        slow_after = self.slow_after
+        take = self._numbers.__next__
+        if self._count_based:
+
+            def hook(ticket: int, count: bool, elapsed: float) -> None:
+                busy = ticket or failures or count or breaker._wants_call_events
+                if busy or elapsed > slow_after:
+                    on_success(ticket, count, elapsed)
+                else:
+                    take()
+
+            return hook
+        clock, turn = self._clock, self._turn
+
+        def timed_hook(ticket: int, count: bool, elapsed: float) -> None:
+            busy = ticket or failures or count or breaker._wants_call_events
+            if busy or elapsed > slow_after:
+                on_success(ticket, count, elapsed)
+            else:
+                number = take()
+                if clock() >= self._edge:
+                    turn(number)
+
+        return timed_hook
+
     def _note_timed(self) -> None:
         """``note_fast`` of a time-based window: a number, and a new bucket when one is due."""
         number = next(self._numbers)
