@@ -13,7 +13,8 @@ A :class:`CallWindow` counts the outcomes of a closed breaker's calls over the l
 Neither rate is judged before the window holds ``minimum_calls`` calls, and rates are judged
 when a failure or a slow call is recorded (a fast success can only lower them).
 
-How it is kept cheap (the breaker calls these hooks; see ``Breaker._on_success``):
+How it is kept cheap (the guard calls :meth:`CallWindow.success_hook`'s closure after a
+success, the breaker calls the other hooks; see ``Breaker._on_success``):
 
 * Every recorded call takes a number from an ``itertools.count`` -- one atomic C call in
   CPython, no lock. A fast success does only that (plus, time-based, a clock read and, once

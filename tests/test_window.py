@@ -141,11 +141,14 @@ def test_concurrent_successes_never_lose_a_failure(size: int | None) -> None:
     errors: list[BaseException] = []
     start = threading.Barrier(threads + 1)
 
+    assert breaker._window is not None
+    success = breaker._window.success_hook(breaker)  # what a windowed guard calls
+
     def hammer() -> None:
         try:
             start.wait()
             for _ in range(per_thread):
-                breaker._on_success(NORMAL, False, 0.0)
+                success(NORMAL, False, 0.0)
         except BaseException as exc:  # pragma: no cover - the assertion below reports it
             errors.append(exc)
 
@@ -158,7 +161,6 @@ def test_concurrent_successes_never_lose_a_failure(size: int | None) -> None:
     for thread in pool:
         thread.join()
     assert errors == []
-    assert breaker._window is not None
     view = breaker._window.view()
     assert view.failures == failures
     total = threads * per_thread + failures
