@@ -20,6 +20,7 @@ from ._errors import (
     RedisguardError,
     RedisguardWarning,
     RedisUnavailableError,
+    SlowCallsError,
     StoreUnavailableError,
     TemporarilyUnavailableError,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "RedisguardError",
     "RedisguardWarning",
     "RetryPolicy",
+    "SlowCallsError",
     "StoreUnavailableError",
     "TemporarilyUnavailableError",
     "__version__",

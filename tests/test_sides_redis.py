@@ -392,3 +392,33 @@ def test_refusal_kind_reaches_the_fallback(server: RedisServer, breaker: Breaker
     assert not seen[0].circuit_open
     assert seen[-1].circuit_open
     assert seen[-1].side == "write"
+
+
+@pytest.mark.parametrize("window", [{"sliding_window_size": 20}, {"monitoring_window": 5.0}])
+def test_a_windowed_breaker_closes_its_write_side_with_a_trial_write(
+    server: RedisServer, window: dict[str, Any]
+) -> None:
+    """With a failure-rate/slow-call window the success hook is the window's; a trial write's
+    success must still reach the write side (its ticket decoded), or it stays half-open."""
+    config = BreakerConfig(
+        failure_threshold=THRESHOLD,
+        reset_timeout=RESET,
+        failure_rate_threshold=50,
+        slow_call_duration=1.0,
+        minimum_calls=5,
+        **window,
+    )
+    breaker = Breaker("windowed-sides", config)
+    client = sync_client(server)
+    guards = sync_guards(client, breaker)
+    fill_memory(server)
+    try:
+        for i in range(THRESHOLD):
+            assert guards["write"](f"w:{i}") == "FB"
+        assert breaker.write_state == "open"
+        assert guards["read"]("absent") is None  # reads still reach Redis
+    finally:
+        free_memory(server)
+    wait_closed(breaker, lambda: guards["write"]("after"))
+    assert breaker.current_state == "closed"
+    client.close()
