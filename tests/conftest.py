@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -50,6 +52,29 @@ def _isolate_registries() -> Iterator[None]:
     yield
     _breaker._clear_registry()
     _observe._clear_operations()
+
+
+def _current_loop() -> asyncio.AbstractEventLoop | None:
+    """The loop set as current in this thread, without creating one (CPython's policy)."""
+    local = getattr(asyncio.get_event_loop_policy(), "_local", None)
+    loop = getattr(local, "_loop", None)
+    return loop if isinstance(loop, asyncio.AbstractEventLoop) else None
+
+
+@pytest.fixture(autouse=True)
+def _close_leftover_event_loop(request: pytest.FixtureRequest) -> None:
+    """Before a sync test, close the idle event loop an async test left set as current.
+
+    pytest-asyncio before 0.25 leaves a fresh loop set as current after each async test. A
+    later sync test that calls ``asyncio.run()`` (the soak, a benchmark's smoke run) ends with
+    ``set_event_loop(None)``, which drops that loop unclosed: its self-pipe socket is then
+    reported as an unclosed AF_UNIX socket by whatever test the garbage collector runs in.
+    """
+    if inspect.iscoroutinefunction(getattr(request, "function", None)):
+        return  # pytest-asyncio sets up this test's loop
+    loop = _current_loop()
+    if loop is not None and not loop.is_running():
+        loop.close()
 
 
 @pytest.fixture
