@@ -7,7 +7,9 @@ A bounded run (``REDISGUARD_SOAK_SECONDS``, 75 s by default) against a ``redis-s
   writes through :mod:`redisguard.stores`, each worker owning its keys so it knows what every
   key may hold;
 * a **fault scheduler** injecting each fault kind repeatedly (kill/restart, pause/resume,
-  blackhole/heal, RST bursts, latency above the socket timeout, LOADING);
+  blackhole/heal, RST bursts, latency above the socket timeout, LOADING, a *brownout*:
+  latency below the socket timeout, and *OOM*: ``maxmemory`` with ``noeviction``, so Redis
+  refuses writes and still serves reads);
 * a **recorder** of every call (start, latency, outcome), every breaker transition (a
   pybreaker listener), and every fault window;
 * a **secret scanner** that sees every log record (root logger, DEBUG, message and every
@@ -38,7 +40,12 @@ The invariants, and the bounds they use (all derived from the configuration):
   retries are cut at the deadline, but the first attempt is not.
 * **recovery**: after Redis returns, a call succeeds within the prober's current backoff
   step (``min(10, time open + 0.1)`` s, plus one PING in flight of ``connect + read``
-  timeout), or within ``reset_timeout`` without the prober, plus ``slack``.
+  timeout), or within ``reset_timeout`` without the prober, plus ``slack``. A breaker opened
+  by slow calls (a brownout) is not probed: it waits ``reset_timeout``. After OOM, recovery is
+  the first *acknowledged write* (reads never stopped).
+
+A brownout and OOM are not outages (Redis answers): the breaker need not open, but any
+opening must end closed, and nothing may be lost or unreported.
 """
 
 from __future__ import annotations
@@ -64,12 +71,14 @@ from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
 
 import pybreaker
+import redis
 
 from redisguard._breaker import CLOSED, Breaker, get_breaker
 from redisguard._client import aconnect, connect
 from redisguard._config import BreakerConfig, RetryPolicy
 from redisguard._errors import RedisUnavailableError
 from redisguard._redact import fingerprint
+from redisguard.testing._oom import allow_writes, refuse_writes
 from redisguard.testing._plot import Timeline, plot_timeline
 from redisguard.testing._proxy import FaultProxy
 from redisguard.testing._server import RedisServer
@@ -78,6 +87,7 @@ __all__ = [
     "FAULT_KINDS",
     "OUTAGE_KINDS",
     "SECONDS_ENV",
+    "WRITE_FAULT_KINDS",
     "CallRecord",
     "FaultWindow",
     "SecretScanner",
@@ -100,10 +110,24 @@ DEFAULT_SECONDS = 75.0
 #: one 0.25 s connect timeout for a TLS handshake, and the run has not started yet.
 STARTUP_WAIT = 10.0
 
-FAULT_KINDS: tuple[str, ...] = ("kill", "pause", "blackhole", "reset", "latency", "loading")
+FAULT_KINDS: tuple[str, ...] = (
+    "kill",
+    "pause",
+    "blackhole",
+    "reset",
+    "latency",
+    "loading",
+    "brownout",
+    "oom",
+)
 #: Faults after which Redis answers nothing: the breaker must open and recover.
-#: ``reset`` is a blip (each connection fails once, a retry on a new one succeeds).
+#: ``reset`` is a blip (each connection fails once, a retry on a new one succeeds);
+#: ``brownout`` (slow but answering) and ``oom`` (writes refused, reads served) are not outages.
 OUTAGE_KINDS: frozenset[str] = frozenset({"kill", "pause", "blackhole", "latency", "loading"})
+#: Faults that refuse only writes: their recovery is the first acknowledged write.
+WRITE_FAULT_KINDS: frozenset[str] = frozenset({"oom"})
+#: Faults that open the breaker by slow calls, which the recovery prober does not probe.
+SLOW_FAULT_KINDS: frozenset[str] = frozenset({"brownout"})
 
 Outcome = Literal["ok", "miss", "fallback", "unavailable", "error"]
 _ABSENT = "<absent>"
@@ -150,6 +174,8 @@ class SoakConfig:
         prober: Run the clients' recovery probers.
         latency_ms: Delay added by the ``latency`` fault (above the socket timeout: an
             outage, not a slowdown).
+        brownout_ms: Delay added by the ``brownout`` fault (below the socket timeout: every
+            call succeeds, slowly; the breaker's slow-call rate opens it).
         slack: Scheduling allowance added to the latency and recovery bounds (a loaded
             2-core CI machine runs ~10 threads and a fsync per write).
         capture_spans: Route spans to a scanning exporter (needs ``opentelemetry-sdk``).
@@ -178,6 +204,7 @@ class SoakConfig:
     )
     prober: bool = True
     latency_ms: float = 600.0
+    brownout_ms: float = 30.0
     slack: float = 0.35
     capture_spans: bool = True
     seed: int | None = None
@@ -188,16 +215,25 @@ class SoakConfig:
             raise ValueError(f"faults must be a non-empty subset of {FAULT_KINDS}: {unknown}")
         if self.latency_ms / 1000 <= self.socket_timeout:
             raise ValueError("latency_ms must exceed socket_timeout: the fault is an outage")
+        if not 0 < self.brownout_ms / 1000 < self.socket_timeout:
+            raise ValueError(
+                f"brownout_ms must be positive and below socket_timeout (a slowdown, not an "
+                f"outage), got {self.brownout_ms!r}"
+            )
 
     @property
     def latency_bound(self) -> float:
         """The longest a call may take, in seconds (see the module docstring)."""
         return self.retry.deadline + self.socket_connect_timeout + self.socket_timeout + self.slack
 
-    def recovery_bound(self, open_for: float) -> float:
-        """How soon after Redis returns a call must succeed, given how long it was open."""
+    def recovery_bound(self, open_for: float, *, probed: bool = True) -> float:
+        """How soon after Redis returns a call must succeed, given how long it was open.
+
+        ``probed=False``: the breaker was opened by something a PING cannot disprove (slow
+        calls), so only ``reset_timeout`` brings it back.
+        """
         timeout_path = self.breaker.reset_timeout
-        if not self.prober:
+        if not self.prober or not probed:
             return timeout_path + self.slack
         step = min(_PROBER_STEP_CAP, max(open_for, 0.0) + _PROBER_STEP_BASE)
         in_flight = self.socket_connect_timeout + self.socket_timeout
@@ -454,6 +490,7 @@ class Recorder:
         self.transitions: list[Transition] = []
         self.windows: list[FaultWindow] = []
         self.last_ok_start = -1.0
+        self.last_ok_write_start = -1.0
         self._lock = threading.Lock()
 
     def now(self) -> float:
@@ -464,6 +501,8 @@ class Recorder:
         self.calls.append(record)
         if record.outcome == "ok" and record.start > self.last_ok_start:
             self.last_ok_start = record.start
+        if record.outcome == "ok" and record.write and record.start > self.last_ok_write_start:
+            self.last_ok_write_start = record.start
 
     def transition(self, old: str, new: str) -> None:
         with self._lock:
@@ -753,7 +792,8 @@ class SoakResult:
             f"{', TLS' if c.tls else ''}); latency bound {c.latency_bound * 1000:.0f} ms; "
             f"{self.keys_checked} keys verified, {self.unacked_landed} held a write reported "
             f"as failed; scanned {scanned}; leaks: {len(self.leaks)}; "
-            f"problems: {len(self.problems)}."
+            f"problems: {len(self.problems)}. Recovery: from the heal to the first successful "
+            f"call (after oom, the first acknowledged write)."
         )
 
     def causes(self) -> str:
@@ -857,7 +897,9 @@ def _cycle_problems(
             (t.at for t in inside if t.new == "open" and t.at <= window.healed),
             default=window.injected,
         )
-        bound = config.recovery_bound(window.healed - last_open)
+        bound = config.recovery_bound(
+            window.healed - last_open, probed=window.kind not in SLOW_FAULT_KINDS
+        )
         if window.recovery > bound:
             problems.append(
                 f"{label}: first success {window.recovery * 1000:.0f} ms after Redis returned "
@@ -870,11 +912,17 @@ def _analyse(config: SoakConfig, recorder: Recorder, problems: list[str]) -> lis
     windows = recorder.windows
     for window, following in zip(windows, [*windows[1:], None], strict=True):
         window.next_injected = math.inf if following is None else following.injected
-        ok_after = [c.end for c in recorder.calls if c.outcome == "ok" and c.start >= window.healed]
+        writes_only = window.kind in WRITE_FAULT_KINDS
+        ok_after = [
+            c.end
+            for c in recorder.calls
+            if c.outcome == "ok" and c.start >= window.healed and (c.write or not writes_only)
+        ]
         if ok_after:
             window.recovered = min(ok_after)
         else:
-            problems.append(f"{window.kind} #{window.index}: no call succeeded after it healed")
+            what = "write" if writes_only else "call"
+            problems.append(f"{window.kind} #{window.index}: no {what} succeeded after it healed")
         window.closed = _closed_after(window, recorder.transitions)
     if recorder.transitions and recorder.transitions[-1].new != "closed":
         problems.append(f"the run ended with the breaker {recorder.transitions[-1].new}")
@@ -1208,6 +1256,15 @@ class _Soak:
             proxy.latency(config.latency_ms)
             self._sleep(config.hold)
             proxy.heal()
+        elif kind == "brownout":
+            proxy.latency(config.brownout_ms)
+            self._sleep(config.hold)
+            proxy.heal()
+        elif kind == "oom":
+            with self._admin() as admin:
+                refuse_writes(admin)
+                self._sleep(config.hold)
+                allow_writes(admin)
         elif kind == "reset":
             end = time.monotonic() + config.hold
             while time.monotonic() < end:
@@ -1241,14 +1298,30 @@ class _Soak:
             time.sleep(0.005)
 
     def _await_recovery(self, window: FaultWindow) -> float:
-        """Wait until a call that started after ``healed`` succeeded and the breaker closed."""
-        limit = time.monotonic() + self.config.recovery_bound(window.healed - window.injected) + 5
+        """Wait until a call that started after ``healed`` succeeded and the breaker closed.
+
+        After a fault that refused only writes, the call must be a write.
+        """
+        probed = window.kind not in SLOW_FAULT_KINDS
+        bound = self.config.recovery_bound(window.healed - window.injected, probed=probed)
+        limit = time.monotonic() + bound + 5
         recorder, breaker = self.recorder, self.breaker
+        writes = window.kind in WRITE_FAULT_KINDS
         while time.monotonic() < limit:
-            if recorder.last_ok_start >= window.healed and breaker.state_code == CLOSED:
+            last = recorder.last_ok_write_start if writes else recorder.last_ok_start
+            if last >= window.healed and breaker.state_code == CLOSED:
                 break
             time.sleep(0.005)
         return recorder.now()
+
+    @contextlib.contextmanager
+    def _admin(self) -> Iterator[Any]:
+        """A plain redis-py client straight to the server (no proxy, no guard)."""
+        client = redis.Redis(**self.server.client_kwargs(), socket_timeout=5)
+        try:
+            yield client
+        finally:
+            client.close()
 
     # -- verification ---------------------------------------------------------------------
     def _verify(self) -> tuple[int, int]:
