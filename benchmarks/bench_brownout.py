@@ -276,10 +276,12 @@ def _busy(server: RedisServer) -> Iterator[None]:
     """Another connection runs ``DEBUG SLEEP 0.05`` back to back (the server is busy)."""
     stop = threading.Event()
     sleeper = redis.Redis(**server.client_kwargs(), socket_timeout=5)
+    # redis-py types execute_command loosely; the call sends one command and waits for it.
+    send: Callable[..., Any] = sleeper.execute_command
 
     def run() -> None:
         while not stop.is_set():
-            sleeper.execute_command("DEBUG", "SLEEP", BUSY_SLEEP)
+            send("DEBUG", "SLEEP", BUSY_SLEEP)
 
     thread = threading.Thread(target=run, name="bench-busy", daemon=True)
     thread.start()

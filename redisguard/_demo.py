@@ -221,7 +221,7 @@ class DemoOptions:
 
 # -- the timeline ----------------------------------------------------------------------------
 EventKind = Literal[
-    "start", "phase", "fault", "heal", "breaker", "fallback", "recovery", "error", "done"
+    "start", "phase", "fault", "heal", "breaker", "writes", "fallback", "recovery", "error", "done"
 ]
 
 
@@ -307,6 +307,16 @@ class _BreakerWatcher(pybreaker.CircuitBreakerListener):
     def __init__(self, timeline: Timeline) -> None:
         self.timeline = timeline
         self.opens = 0
+        self.write_opens = 0
+
+    def write_state_change(self, cb: Any, event: Any) -> None:
+        """The breaker's write side moved (it opens on refused writes: OOM, READONLY...)."""
+        if event.old != event.new:
+            self.write_opens += event.new == pybreaker.STATE_OPEN
+            why = f" ({event.cause} refuses writes; reads go on)" if event.new == "open" else ""
+            if event.new == pybreaker.STATE_HALF_OPEN:
+                why = " (trial writes)"
+            self.timeline.add("writes", f"write side {event.old} -> {event.new}{why}")
 
     def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
         old = getattr(old_state, "name", str(old_state))
