@@ -47,6 +47,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
+from redis.exceptions import OutOfMemoryError
 
 import redisguard
 from redisguard import Breaker, BreakerConfig, RetryPolicy, redis_guarded
@@ -549,6 +550,25 @@ def _open_guarded(fallback: Any, name: str) -> Callable[[Env], LatencyRound]:
     return build
 
 
+def _open_write_side(fallback: Any, name: str) -> Callable[[Env], LatencyRound]:
+    """A write guard whose breaker's write side is open (as after OOM refusals)."""
+
+    def build(env: Env) -> LatencyRound:
+        guard = _NoIOGuard(env)
+        breaker = bench_breaker(f"bench-write-{name}", threshold=3, reset=3600.0)
+        fn = redis_guarded(
+            name=f"bench.open.write.{name}",
+            fallback=fallback,
+            breaker=breaker,
+            access="write",
+            retry=RetryPolicy(attempts=3, backoff=0.0, max_backoff=0.0, jitter=0.0),
+        )(guard.get)
+        breaker.write_side.open(OutOfMemoryError("command not allowed when used memory"))
+        return _latency_round(fn, guard)
+
+    return build
+
+
 def _open_pybreaker(env: Env) -> LatencyRound:
     guard = _NoIOGuard(env)
     cb = pybreaker.CircuitBreaker(fail_max=3, reset_timeout=3600)
@@ -593,6 +613,18 @@ register(
                 "guarded-callable",
                 "@redis_guarded, fallback callable",
                 _open_guarded(_stale, "callable"),
+                target=5_000,
+            ),
+            Variant(
+                "write-value",
+                "@redis_guarded(access='write'), write side open, fallback value",
+                _open_write_side(None, "value"),
+                target=5_000,
+            ),
+            Variant(
+                "write-callable",
+                "@redis_guarded(access='write'), write side open, fallback callable",
+                _open_write_side(_stale, "callable"),
                 target=5_000,
             ),
             Variant(

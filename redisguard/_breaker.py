@@ -50,6 +50,8 @@ import pybreaker
 from ._config import BreakerConfig, replace_pybreaker_keyword, with_pybreaker_keywords
 from ._errors import CircuitOpenError, ConfigError
 from ._fork import after_fork, renew_lock_after_fork
+from ._sides import EVENT as _WRITE_EVENT
+from ._sides import WriteSide
 from ._storage import Snapshot, StorageLink, WindowStorage
 from ._tally import Tally, TallyGroup
 from ._transport import closed_transport_error
@@ -110,6 +112,15 @@ class BreakerStats:
         last_failure_time: When the last failure was recorded (UTC), or None.
         last_state_change: When the state last changed (UTC).
         next_retry_time: While open, when trial calls will be admitted (UTC); else None.
+        write_state: The write side's state (``redisguard._sides``): opened by refusals of
+            writes (OOM, READONLY, MISCONF), it blocks only write and delete guards.
+        write_cause: What opened the write side (``"OOM"``, ``"READONLY"``, ``"MISCONF"``...),
+            while it is not closed; else None.
+        write_refusal_count: Write refusals in the current run (towards opening it).
+        write_rejected_count: Write and delete calls the write side answered with their
+            fallback, since creation or the last ``reset()``.
+        write_next_retry_time: While the write side is open, when trial writes will be
+            admitted (UTC); else None.
     """
 
     name: str
@@ -120,6 +131,11 @@ class BreakerStats:
     last_failure_time: datetime | None
     last_state_change: datetime
     next_retry_time: datetime | None
+    write_state: str = "closed"
+    write_cause: str | None = None
+    write_refusal_count: int = 0
+    write_rejected_count: int = 0
+    write_next_retry_time: datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (ISO 8601 timestamps)."""
@@ -201,6 +217,7 @@ class Breaker(pybreaker.CircuitBreaker):
         self._link = None if state_storage is None else StorageLink(state_storage)
         loaded = None if self._link is None else self._link.load()
         self._code = CLOSED if loaded is None else _code_of(loaded.state)
+        self._write_side = WriteSide(self, _without_traceback)
         super().__init__(
             fail_max=config.failure_threshold,
             reset_timeout=config.reset_timeout,
@@ -339,6 +356,17 @@ class Breaker(pybreaker.CircuitBreaker):
         self._throw_new_error_on_trip = value
 
     @property
+    def write_side(self) -> WriteSide:
+        """The write side: opened by refusals of writes only (OOM, READONLY, MISCONF), it
+        blocks write and delete guards while reads go on (``redisguard._sides``)."""
+        return self._write_side
+
+    @property
+    def write_state(self) -> str:
+        """The write side's state: ``"closed"``, ``"half-open"`` or ``"open"``."""
+        return self._write_side.current_state
+
+    @property
     def opened_by(self) -> BaseException | None:
         """The failure that opened the circuit, while it is open.
 
@@ -367,6 +395,7 @@ class Breaker(pybreaker.CircuitBreaker):
             self._clear_failures()
             self._offsets = (self._successes.value, self._rejections.value, self._failure_total)
             self._last_failure = None
+        self._write_side._reset()
         self._move_to(CLOSED)
 
     def add_listener(self, listener: Any) -> None:
@@ -632,6 +661,11 @@ class Breaker(pybreaker.CircuitBreaker):
                 if ticket == self._generation and self._code == HALF_OPEN:
                     self._trials -= 1
 
+    def _on_write_refused(self, ticket: int, exc: BaseException) -> None:
+        """Redis refused a write (OOM, READONLY, MISCONF): neutral here, told to the write side."""
+        self._on_neutral(ticket)
+        self._write_side.refused(0, exc)
+
     def _clear_failures(self) -> None:
         """End the run of consecutive failures (under the gate)."""
         self._window_storage.reset_counter()
@@ -685,6 +719,7 @@ class Breaker(pybreaker.CircuitBreaker):
             self._write_state(code)
         self._state = self._create_new_state(STATE_NAMES[code], prev_state=old, notify=False)
         self._events.append((old, self._state))
+        self._write_side._refresh()
         return True
 
     def _write_state(self, code: int) -> None:
@@ -750,8 +785,10 @@ class Breaker(pybreaker.CircuitBreaker):
                 self._notify_lock.release()
 
     def _notify_state(self, old: Any, new: Any) -> None:
+        method = "write_state_change" if old is _WRITE_EVENT else "state_change"
+        args = (new,) if old is _WRITE_EVENT else (old, new)
         for listener in self._listeners:
-            _dispatch(listener, "state_change", self, old, new)
+            _dispatch(listener, method, self, *args)
 
     # -- reporting -------------------------------------------------------------------------
     @property
@@ -793,7 +830,9 @@ class Breaker(pybreaker.CircuitBreaker):
             failures = self._window_storage.counter
             last_failure = self._last_failure
             last_change = self._last_change
+            write_state, write_cause, write_refusals = self._write_side.snapshot()
         wait = self.seconds_until_retry() if code == OPEN else None
+        write_wait = self._write_side.seconds_until_retry()
         return BreakerStats(
             name=self.name,
             state=STATE_NAMES[code],
@@ -803,6 +842,11 @@ class Breaker(pybreaker.CircuitBreaker):
             last_failure_time=_utc(last_failure),
             last_state_change=_utc(last_change) or datetime.now(timezone.utc),
             next_retry_time=None if wait is None else _utc(self._wall() + wait),
+            write_state=write_state,
+            write_cause=write_cause,
+            write_refusal_count=write_refusals,
+            write_rejected_count=self._write_side.rejected_count,
+            write_next_retry_time=None if write_wait is None else _utc(self._wall() + write_wait),
         )
 
 

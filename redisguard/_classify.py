@@ -33,10 +33,12 @@ class ErrorKind(enum.Enum):
                                                                          permission, a TLS
                                                                          certificate that does
                                                                          not verify (logged ERROR)
-    ``WRITE_REFUSED``       no       no (for now)              yes       OOM (maxmemory reached
+    ``WRITE_REFUSED``       no       by the write side only    yes       OOM (maxmemory reached
                                                                          with ``noeviction``),
                                                                          MISCONF (a failed RDB
-                                                                         save stops writes);
+                                                                         save stops writes),
+                                                                         READONLY (a replica, a
+                                                                         demoted master);
                                                                          logged WARNING
     ``REJECTED``            no       no                        yes       local pool exhausted
                                                                          (also BlockingConnection-
@@ -50,9 +52,10 @@ class ErrorKind(enum.Enum):
     retries an error only when :func:`not_applied` proves the command never ran.
 
     ``WRITE_REFUSED`` means Redis is up and serves reads but refuses writes. It is not
-    retried (the condition lasts until memory is freed or a save succeeds) and, for now, not
-    counted by the breaker, so reads keep flowing; a later change opens only a *write side*
-    of the breaker for it.
+    retried (the condition lasts until memory is freed, a save succeeds or the client is
+    pointed at the new master) and not counted by the breaker's main side, so reads keep
+    flowing; it counts towards opening the breaker's *write side*, which then answers write
+    guards with their fallback (``redisguard._sides``).
     """
 
     TRANSIENT = "transient"
@@ -74,14 +77,16 @@ _MISCONFIGURED: tuple[type[BaseException], ...] = (
     rx.NoPermissionError,
 )
 _REJECTED: tuple[type[BaseException], ...] = (rx.MaxConnectionsError, RedisUnavailableError)
-_WRITE_REFUSED: tuple[type[BaseException], ...] = (rx.OutOfMemoryError,)
+_WRITE_REFUSED: tuple[type[BaseException], ...] = (
+    rx.OutOfMemoryError,
+    rx.ReadOnlyError,  # a replica, or a master demoted by a failover (a plain client)
+)
 _TRANSIENT: tuple[type[BaseException], ...] = (
     rx.ConnectionError,  # includes BusyLoadingError, MasterNotFoundError, SlaveNotFoundError
     rx.TimeoutError,
     builtins.TimeoutError,  # asyncio.wait_for / asyncio.timeout
     asyncio.TimeoutError,  # the same class from 3.11; wait_for's own class on 3.10
     builtins.ConnectionError,  # raw socket errors that escaped redis-py
-    rx.ReadOnlyError,  # writing to a master that was demoted by a failover
     rx.TryAgainError,  # cluster resharding
     rx.ClusterError,  # includes ClusterDownError, "TTL exhausted"
     rx.SlotNotCoveredError,
@@ -93,15 +98,16 @@ def classify_error(exc: BaseException) -> ErrorKind:
     """The default classification of an exception raised inside a guarded call.
 
     Connection-level failures and "cannot serve now" replies (LOADING, BUSY, MASTERDOWN,
-    TRYAGAIN, CLUSTERDOWN, READONLY) are ``TRANSIENT``; authentication and permission errors
-    are ``MISCONFIGURED`` (a retry cannot fix them, but the service should still degrade
-    rather than fail); OOM and MISCONF are ``WRITE_REFUSED``; a full local connection pool is
-    ``REJECTED`` (Redis itself may be fine, so the breaker is not told). asyncio's internal
-    ``AttributeError``/``TypeError`` from writing to a transport the peer already closed
-    (CPython 3.12+, redis-py #4287) is a failed connection too: ``TRANSIENT`` (see
-    :func:`closed_transport_error`). Everything else, including every other ``ResponseError``
-    and every non-Redis exception, propagates unchanged. Error codes redis-py has no class for
-    are matched on the reply's first word.
+    TRYAGAIN, CLUSTERDOWN) are ``TRANSIENT``; authentication and permission errors are
+    ``MISCONFIGURED`` (a retry cannot fix them, but the service should still degrade rather than
+    fail); OOM, MISCONF and READONLY are ``WRITE_REFUSED`` (a Sentinel client turns READONLY
+    from a demoted master into a ``ConnectionError`` itself: ``TRANSIENT``); a full local
+    connection pool is ``REJECTED`` (Redis itself may be fine, so the breaker is not told).
+    asyncio's internal ``AttributeError``/``TypeError`` from writing to a transport the peer
+    already closed (CPython 3.12+, redis-py #4287) is a failed connection too: ``TRANSIENT``
+    (see :func:`closed_transport_error`). Everything else, including every other
+    ``ResponseError`` and every non-Redis exception, propagates unchanged. Error codes redis-py
+    has no class for are matched on the reply's first word.
     """
     if not isinstance(exc, Exception):
         # CancelledError, KeyboardInterrupt, SystemExit: never retried, counted or swallowed.
@@ -129,6 +135,8 @@ _CODE_KINDS: dict[str, ErrorKind] = {
     "TRYAGAIN": ErrorKind.TRANSIENT,  # redis-py < 6
     "CLUSTERDOWN": ErrorKind.TRANSIENT,  # redis-py < 6
     "MISCONF": ErrorKind.WRITE_REFUSED,  # stop-writes-on-bgsave-error after a failed save
+    "OOM": ErrorKind.WRITE_REFUSED,  # a script's refused write (redis-py maps the prefix too)
+    "READONLY": ErrorKind.WRITE_REFUSED,
 }
 
 

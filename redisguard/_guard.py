@@ -9,6 +9,7 @@ methods that do no I/O; the sync and async shells only differ in ``await``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import inspect
 import logging
@@ -30,6 +31,7 @@ from ._config import RetryPolicy
 from ._errors import CircuitOpenError, ConfigError, RedisUnavailableError
 from ._observe import OperationStats, operation_stats
 from ._redact import redact_text
+from ._sides import Access, SideGate, check_access
 from ._telemetry import (
     GuardSpan,
     Telemetry,
@@ -79,6 +81,9 @@ class Failure:
         may_have_run: The last error leaves open whether Redis ran the command (a timeout
             or a reset while waiting for the reply); a guard not declared idempotent does
             not retry such an error.
+        side: ``"write"`` when the breaker's write side answered the call (it is open after
+            refusals of writes: OOM, READONLY, MISCONF) or the error was such a refusal;
+            ``"main"`` otherwise.
     """
 
     operation: str
@@ -88,6 +93,7 @@ class Failure:
     circuit_open: bool
     attempts: int
     may_have_run: bool = False
+    side: str = "main"
 
 
 _current_failure: ContextVar[Failure | None] = ContextVar("redisguard_failure", default=None)
@@ -178,9 +184,14 @@ class _Guard:
         classify: Classifier,
         telemetry: Telemetry,
         idempotent: bool = False,
+        access: Access = "both",
     ) -> None:
         self.name = name
         self.idempotent = idempotent
+        self.access = access
+        # What admits calls and takes their outcomes: the breaker itself for a read, else a
+        # gate that also consults the breaker's write side (redisguard._sides).
+        self.side: Breaker | SideGate = breaker.write_side.gate(access) or breaker
         self.fallback = fallback
         self.breaker = breaker
         self.policy = retry
@@ -193,6 +204,8 @@ class _Guard:
         self.stats: OperationStats = operation_stats(name, breaker)
         # One tally per guard, part of both the operation's and the breaker's totals.
         self.success = breaker._successes.attach(self.stats.success.new())
+        if access in ("write", "both"):  # a write success ends a run of write refusals
+            breaker.write_side.successes.attach(self.success)
         # Every short-circuited call of this guard looks the same: describe it once.
         self.open_failure = Failure(
             operation=name,
@@ -202,6 +215,7 @@ class _Guard:
             circuit_open=True,
             attempts=0,
         )
+        self.write_open_failure = dataclasses.replace(self.open_failure, side="write")
         self.call_fallback = callable(fallback)
         self._sync_template: tenacity.Retrying | None = None
         self._async_template: tenacity.AsyncRetrying | None = None
@@ -213,10 +227,12 @@ class _Guard:
     # -- policy steps (no I/O) ---------------------------------------------------------
     def record(self, ticket: int, exc: BaseException, kind: ErrorKind, attempt: int) -> None:
         """Tell the breaker about a failed attempt and log it."""
-        if kind is ErrorKind.REJECTED or kind is ErrorKind.WRITE_REFUSED:
-            self.breaker._on_neutral(ticket)
+        if kind is ErrorKind.REJECTED:
+            self.side._on_neutral(ticket)
+        elif kind is ErrorKind.WRITE_REFUSED:
+            self.side._on_write_refused(ticket, exc)
         else:
-            self.breaker._on_failure(ticket, exc)
+            self.side._on_failure(ticket, exc)
         misconfigured = kind is ErrorKind.MISCONFIGURED
         level = logging.ERROR if misconfigured else logging.WARNING
         if logger.isEnabledFor(level):
@@ -261,14 +277,14 @@ class _Guard:
         """
         if self.breaker.is_system_error(exc):
             return False
-        self.breaker._on_success(ticket, True)
+        self.side._on_success(ticket, True)
         self.stats.error.add()
         record_propagated(self, ticket, started, exc)
         return True
 
     def propagated(self, ticket: int, exc: BaseException, started: float) -> None:
         """The first attempt raised an error the guard does not handle (it is re-raised)."""
-        self.breaker._on_neutral(ticket)
+        self.side._on_neutral(ticket)
         if isinstance(exc, Exception):  # cancellation and interrupts are not outcomes
             self.stats.error.add()
             record_propagated(self, ticket, started, exc)
@@ -298,7 +314,7 @@ class _Guard:
         if state.pending is not None:
             exc, state.pending = state.pending, None
             raise exc
-        ticket = self.breaker._admit()
+        ticket = self.side._admit()
         if ticket == REJECT:
             raise _ShortCircuit
         if self.breaker._wants_call_events:
@@ -322,14 +338,14 @@ class _Guard:
             state.kind = ErrorKind.PROPAGATE  # re-raised unchanged by the retry loop
             return
         if kind is ErrorKind.PROPAGATE:
-            self.breaker._on_neutral(ticket)
+            self.side._on_neutral(ticket)
             if isinstance(exc, Exception):
                 self.stats.error.add()
         else:
             self.record(ticket, exc, kind, state.attempts)
 
     def attempt_succeeded(self, ticket: int, state: _CallState, span: GuardSpan) -> None:
-        self.breaker._on_success(ticket, False)
+        self.side._on_success(ticket, False)
         self.success.add()
         span.finish("success", state.attempts, None)
         logger.info(
@@ -354,6 +370,8 @@ class _Guard:
     ) -> Failure:
         """Describe why the fallback is used (exc None: short-circuited by an open circuit)."""
         if exc is None and state is None:
+            if self.side is not self.breaker and self.breaker._code == CLOSED:
+                return self.write_open_failure  # the main side admitted it: the write side
             return self.open_failure
         attempts = 0 if exc is None else 1
         if state is not None:
@@ -366,6 +384,7 @@ class _Guard:
             circuit_open=exc is None,
             attempts=attempts,
             may_have_run=exc is not None and not not_applied(exc),
+            side="write" if kind is ErrorKind.WRITE_REFUSED else "main",
         )
 
     def give_up(self, failure: Failure, span: GuardSpan | None) -> None:
@@ -418,7 +437,13 @@ class _Guard:
 
     def unavailable(self, failure: Failure) -> RedisUnavailableError:
         cls = CircuitOpenError if failure.circuit_open else RedisUnavailableError
-        if failure.exception is None:
+        if failure.exception is None and failure.side == "write":
+            side = self.breaker.write_side
+            reason = (
+                f"the write side of circuit breaker {self.breaker.name!r} is "
+                f"{side.current_state} ({side.cause or 'writes refused'})"
+            )
+        elif failure.exception is None:
             reason = f"circuit breaker {self.breaker.name!r} is {self.breaker.current_state}"
         else:
             reason = f"{failure.attempts} attempt(s) failed, last: {_describe(failure.exception)}"
@@ -647,6 +672,7 @@ def redis_guarded(
     retry: RetryPolicy | None = ...,
     classify: Classifier = ...,
     idempotent: bool | None = ...,
+    access: Access = ...,
     trace_success: bool | None = ...,
     tracer_provider: TracerProvider | None = ...,
     meter_provider: MeterProvider | None = ...,
@@ -662,6 +688,7 @@ def redis_guarded(
     retry: RetryPolicy | None = ...,
     classify: Classifier = ...,
     idempotent: bool | None = ...,
+    access: Access = ...,
     trace_success: bool | None = ...,
     tracer_provider: TracerProvider | None = ...,
     meter_provider: MeterProvider | None = ...,
@@ -677,6 +704,7 @@ def redis_guarded(
     retry: RetryPolicy | None = ...,
     classify: Classifier = ...,
     idempotent: bool | None = ...,
+    access: Access = ...,
     trace_success: bool | None = ...,
     tracer_provider: TracerProvider | None = ...,
     meter_provider: MeterProvider | None = ...,
@@ -692,6 +720,7 @@ def redis_guarded(
     retry: RetryPolicy | None = ...,
     classify: Classifier = ...,
     idempotent: bool | None = ...,
+    access: Access = ...,
     trace_success: bool | None = ...,
     tracer_provider: TracerProvider | None = ...,
     meter_provider: MeterProvider | None = ...,
@@ -706,6 +735,7 @@ def redis_guarded(
     retry: RetryPolicy | None = _DEFAULT,
     classify: Classifier = classify_error,
     idempotent: bool | None = None,
+    access: Access = "both",
     trace_success: bool | None = None,
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
@@ -737,6 +767,12 @@ def redis_guarded(
             the command never ran (:func:`redisguard._classify.not_applied`: a refused
             connection, a connect timeout, LOADING, BUSY...), never a timeout or a reset
             while waiting for the reply. ``True`` retries every ``TRANSIENT`` error.
+        access: What the function does to Redis: ``"read"``, ``"write"``, ``"delete"`` (a
+            write that frees memory: DEL, UNLINK, EXPIRE) or ``"both"`` (the default, a
+            write). Refusals of writes (OOM, READONLY, MISCONF) open only the breaker's
+            write side: write guards then get their fallback at once, read guards go on
+            reaching Redis, and delete guards too unless the refusal was READONLY or
+            MISCONF (see ``redisguard._sides``).
         trace_success: Also trace calls that succeed at once (off by default, so the happy
             path stays cheap and does not double the redis instrumentation's command spans).
             ``None`` reads ``REDISGUARD_TRACE_SUCCESS``.
@@ -747,10 +783,11 @@ def redis_guarded(
     Raises:
         TypeError: at decoration, for a generator function, a non-callable, or an async
             fallback on a sync function.
-        ConfigError: for an empty name or an invalid breaker.
+        ConfigError: for an empty name, an invalid breaker or access.
     """
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"redis_guarded(name=...) must be a non-empty string, got {name!r}")
+    access = check_access(access)
     if retry is _DEFAULT:
         retry = DEFAULT_RETRY
     elif retry is not None and not isinstance(retry, RetryPolicy):
@@ -788,7 +825,9 @@ def redis_guarded(
         wrap = _async_wrapper if is_async else _sync_wrapper
 
         def build(breaker: Breaker) -> Callable[..., Any]:
-            guard = _Guard(name, fallback, breaker, retry, classify, telemetry, bool(idempotent))
+            guard = _Guard(
+                name, fallback, breaker, retry, classify, telemetry, bool(idempotent), access
+            )
             guard.trace_success = trace_default if trace_success is None else trace_success
             return wrap(fn, guard)
 
@@ -864,14 +903,14 @@ def _selecting_wrapper(
 
 
 def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
-    breaker, classify, success = guard.breaker, guard.classify, guard.success
-    admit, on_success = breaker._admit, breaker._on_success
+    breaker, classify, success, gate = guard.breaker, guard.classify, guard.success, guard.side
+    admit, on_success = gate._admit, gate._on_success
     failures = breaker._window_storage._failures  # cleared in place, never rebound
     clock, propagate = time.perf_counter, ErrorKind.PROPAGATE
 
     @functools.wraps(fn)
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        ticket = NORMAL if breaker._code == CLOSED else admit()
+        ticket = NORMAL if gate._code == CLOSED else admit()
         if ticket == REJECT:
             if guard.constant_fallback():
                 return guard.fallback
@@ -918,14 +957,14 @@ def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
 
 
 def _async_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable[..., Any]:
-    breaker, classify, success = guard.breaker, guard.classify, guard.success
-    admit, on_success = breaker._admit, breaker._on_success
+    breaker, classify, success, gate = guard.breaker, guard.classify, guard.success, guard.side
+    admit, on_success = gate._admit, gate._on_success
     failures = breaker._window_storage._failures  # cleared in place, never rebound
     clock, propagate = time.perf_counter, ErrorKind.PROPAGATE
 
     @functools.wraps(fn)
     async def guarded(*args: Any, **kwargs: Any) -> Any:
-        ticket = NORMAL if breaker._code == CLOSED else admit()
+        ticket = NORMAL if gate._code == CLOSED else admit()
         if ticket == REJECT:
             if guard.constant_fallback():
                 return guard.fallback

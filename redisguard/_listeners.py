@@ -8,6 +8,7 @@ from typing import Any
 import pybreaker
 
 from ._breaker import _default_listener_factories
+from ._sides import WriteEvent
 
 __all__ = ["LoggingListener"]
 
@@ -47,6 +48,34 @@ class LoggingListener(pybreaker.CircuitBreakerListener):
             extra["failure_count"] = cb.fail_counter
             extra["reset_timeout"] = cb.reset_timeout
         self.logger.log(level, "%s: %s", message, cb.name, extra=extra)
+
+    def write_state_change(self, cb: pybreaker.CircuitBreaker, event: WriteEvent) -> None:
+        """The breaker's write side moved (``redisguard._sides``): opened by refusals of
+        writes, it blocks write guards while reads go on."""
+        old, new, cause = event.old, event.new, event.cause
+        if new == "open":
+            level = logging.WARNING if old == "half-open" else logging.ERROR
+            message = (
+                "Circuit breaker write side re-opened during recovery"
+                if old == "half-open"
+                else "Circuit breaker write side opened (reads go on)"
+            )
+        elif new == "half-open":
+            level, message = logging.INFO, "Circuit breaker write side entering half-open state"
+        else:
+            level, message = logging.INFO, "Circuit breaker write side closed (writes accepted)"
+        extra: dict[str, Any] = {
+            "category": "circuit-breaker",
+            "breaker": cb.name,
+            "side": "write",
+            "state": new,
+            "previous_state": old,
+            "cause": cause,
+        }
+        if new == "open":
+            extra["reset_timeout"] = cb.reset_timeout
+        suffix = f" ({cause})" if cause and new != "closed" else ""
+        self.logger.log(level, "%s: %s%s", message, cb.name, suffix, extra=extra)
 
 
 _default_listener_factories.append(LoggingListener)

@@ -30,6 +30,7 @@ from ._errors import (
     TemporarilyUnavailableError,
 )
 from ._guard import DEFAULT_RETRY, Failure, current_failure, redis_guarded
+from ._sides import Access
 from ._tally import Tally
 
 if TYPE_CHECKING:
@@ -94,12 +95,16 @@ class OpSpec:
         idempotent: Whether sending the command twice is as good as once, *reply included*
             (passed to ``redis_guarded(idempotent=...)``). Required: every op declares it.
             A non-idempotent op is retried only for errors that prove it never ran.
+        access: What the command does (passed to ``redis_guarded(access=...)``): ``"read"``,
+            ``"write"``, or ``"delete"`` for a write Redis still runs during an OOM (``DEL``,
+            ``PEXPIRE``: no ``denyoom`` flag). Required: every op declares it.
     """
 
     suffix: str
     command: str
     degrade: bool = False
     idempotent: bool = dataclasses.field(kw_only=True)
+    access: Access = dataclasses.field(kw_only=True)
 
 
 _DEFAULT: Any = object()
@@ -125,6 +130,7 @@ def _guard_options(
         "breaker": breaker,
         "retry": retry,
         "idempotent": spec.idempotent,
+        "access": spec.access,
         **telemetry,
     }
     if spec.degrade:
@@ -215,6 +221,8 @@ async def adrive(flow: Flow[T], ops: Mapping[str, Callable[..., Awaitable[Any]]]
 def retry_after(breaker: Breaker) -> int:
     """Whole seconds a client should wait before retrying (for ``Retry-After``)."""
     wait = breaker.seconds_until_retry() if breaker.state_code == OPEN else None
+    if wait is None:  # a refused write: the write side's timeout
+        wait = breaker.write_side.seconds_until_retry()
     if wait is None:
         return 1
     return max(1, min(MAX_RETRY_AFTER, math.ceil(wait)))

@@ -11,6 +11,12 @@ Metric names are chosen so a Prometheus exporter shows exactly the design docume
     circuit_breaker_successes_total{name}
     circuit_breaker_rejections_total{name}         calls answered without touching Redis
     circuit_breaker_transitions_total{name,from,to}
+    circuit_breaker_write_state{name}              the write side (refusals of writes: OOM,
+                                                   READONLY, MISCONF): 0 closed, 1 half-open,
+                                                   2 open
+    circuit_breaker_write_refusals_total{name}     writes Redis refused
+    circuit_breaker_write_rejections_total{name}   write/delete calls the write side answered
+                                                   with the fallback
     redis_operations_total{operation,result}       result = success | fallback | error
     redis_operation_retries_total{operation}       calls that needed at least one retry
     redis_degraded_call_duration_seconds{operation,result}  histogram, explicit buckets
@@ -108,6 +114,20 @@ class OpenTelemetryListener(pybreaker.CircuitBreakerListener):
                 {"redisguard.breaker": cb.name or "", "from": old, "to": new},
             )
 
+    def write_state_change(self, cb: pybreaker.CircuitBreaker, event: Any) -> None:
+        """Mark a write-side transition on the current span (the gauge shows the state)."""
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event(
+                "redisguard.circuit_write_state_change",
+                {
+                    "redisguard.breaker": cb.name or "",
+                    "from": event.old,
+                    "to": event.new,
+                    "cause": event.cause or "",
+                },
+            )
+
     def _tally(self, name: str, old: str, new: str) -> Tally:
         key = (name, old, new)
         tally = self._counts.get(key)
@@ -149,6 +169,18 @@ def _successes(_: CallbackOptions) -> Iterable[Observation]:
 
 def _rejections(_: CallbackOptions) -> Iterable[Observation]:
     return [Observation(b.rejected_total, {"name": b.name}) for b in _all_breakers()]
+
+
+def _write_state(_: CallbackOptions) -> Iterable[Observation]:
+    return [Observation(b.write_side.state_code, {"name": b.name}) for b in _all_breakers()]
+
+
+def _write_refusals(_: CallbackOptions) -> Iterable[Observation]:
+    return [Observation(b.write_side.refusal_total, {"name": b.name}) for b in _all_breakers()]
+
+
+def _write_rejections(_: CallbackOptions) -> Iterable[Observation]:
+    return [Observation(b.write_side.rejected_total, {"name": b.name}) for b in _all_breakers()]
 
 
 def _transitions(_: CallbackOptions) -> Iterable[Observation]:
@@ -205,11 +237,26 @@ class _Instruments:
             unit="1",
             description="Circuit breaker state: 0 closed, 1 half-open, 2 open",
         )
+        meter.create_observable_gauge(
+            "circuit_breaker_write_state",
+            [_write_state],
+            unit="1",
+            description=(
+                "Circuit breaker write side (opened by refused writes: OOM, READONLY, "
+                "MISCONF): 0 closed, 1 half-open, 2 open"
+            ),
+        )
         for name, callback, description in (
             ("circuit_breaker_failures", _failures, "Failures recorded by the breaker"),
             ("circuit_breaker_successes", _successes, "Successful calls through the breaker"),
             ("circuit_breaker_rejections", _rejections, "Calls answered without touching Redis"),
             ("circuit_breaker_transitions", _transitions, "Breaker state transitions"),
+            ("circuit_breaker_write_refusals", _write_refusals, "Writes Redis refused"),
+            (
+                "circuit_breaker_write_rejections",
+                _write_rejections,
+                "Write and delete calls answered by an open write side without touching Redis",
+            ),
             ("redis_operations", _operations, "Guarded operations by result"),
             ("redis_operation_retries", _retries, "Guarded calls that needed a retry"),
             (
@@ -475,11 +522,16 @@ def record_short_circuit(guard: _Guard, exc: BaseException | None) -> None:
 
 
 def _short_circuit_attributes(guard: _Guard, exc: BaseException | None) -> dict[str, Any]:
-    key = (guard.breaker.state_code, exc is None)
+    breaker = guard.breaker
+    # A write guard short-circuited while the main side is closed: its write side answered.
+    write = guard.side is not breaker and breaker.state_code == 0
+    key = (breaker.write_side.state_code + 3 if write else breaker.state_code, exc is None)
     cache = guard.span_attributes
     attributes = cache.get(key)
     if attributes is None:
-        attributes = _base_attributes(guard, guard.breaker.current_state)
+        state = breaker.write_side.current_state if write else breaker.current_state
+        attributes = _base_attributes(guard, state)
+        attributes["redisguard.side"] = "write" if write else "main"
         attributes["redisguard.outcome"] = "fallback" if exc is None else "error"
         attributes["redisguard.attempts"] = 0
         attributes["redisguard.short_circuited"] = True

@@ -8,6 +8,13 @@ half-open breaker is closed by the readiness probe itself: a pod taken out of ro
 A check is healthy when its breaker is not open and the PING answered. The status is
 ``"ready"`` (HTTP 200) when every check is healthy, else ``"degraded"`` (HTTP 503).
 
+A breaker whose *write side* is open (Redis refuses writes: OOM, READONLY, MISCONF) is still
+healthy: Redis answers and serves reads, and every pod sees the same Redis, so taking this
+one out of rotation helps nothing. Its check says so (``write_state``, ``write_cause``,
+``write_next_retry``, ``note``) and the body lists it under ``writes_refused``. A PING that
+Redis refuses as a write (MISCONF refuses PING) proves Redis answers: it is told to the
+write side, not counted as a failure.
+
 :func:`liveness` never touches Redis: a Redis outage must not get the process restarted.
 
 The JSON contains no secrets: targets are shown with the password redacted, errors are
@@ -26,6 +33,7 @@ from typing import Any, Literal, NoReturn, cast
 import redis
 
 from ._breaker import OPEN, Breaker, breakers, get_breaker
+from ._classify import ErrorKind, classify_error
 from ._guard import _describe
 from ._version import __version__
 from .cluster import node_address
@@ -47,9 +55,23 @@ class Readiness:
     http_status: int
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    @property
+    def writes_refused(self) -> list[str]:
+        """The breakers whose write side is not closed (Redis refuses writes)."""
+        return [name for name, check in self.checks.items() if check["write_state"] != "closed"]
+
     def as_dict(self) -> dict[str, Any]:
-        """The JSON body: ``{"status", "version", "checks"}``."""
-        return {"status": self.status, "version": __version__, "checks": self.checks}
+        """The JSON body: ``{"status", "version", "checks"}``, plus ``writes_refused`` (the
+        breakers whose write side is not closed) when there are any."""
+        body: dict[str, Any] = {
+            "status": self.status,
+            "version": __version__,
+            "checks": self.checks,
+        }
+        refused = self.writes_refused
+        if refused:
+            body["writes_refused"] = refused
+        return body
 
 
 @dataclass(frozen=True)
@@ -95,6 +117,36 @@ def _pinger(client: Any, breaker: Breaker) -> Callable[[], Any]:
     return cast(Callable[[], Any], client.ping)
 
 
+def _refusal_aware(ping: Callable[[], Any], breaker: Breaker) -> Callable[[], Any]:
+    """``ping`` whose refusal as a write (MISCONF) goes to the write side, not the breaker."""
+
+    def send() -> Any:
+        try:
+            return ping()
+        except Exception as exc:
+            if classify_error(exc) is not ErrorKind.WRITE_REFUSED:
+                raise
+            breaker.write_side.refused(0, exc)
+            return exc
+
+    return send
+
+
+def _arefusal_aware(ping: Callable[[], Any], breaker: Breaker) -> Callable[[], Any]:
+    """The asyncio twin of :func:`_refusal_aware`."""
+
+    async def send() -> Any:
+        try:
+            return await ping()
+        except Exception as exc:
+            if classify_error(exc) is not ErrorKind.WRITE_REFUSED:
+                raise
+            breaker.write_side.refused(0, exc)
+            return exc
+
+    return send
+
+
 def _node_gone(address: tuple[str, int]) -> NoReturn:
     raise redis.ConnectionError(f"cluster node {address[0]}:{address[1]} is no longer known")
 
@@ -113,6 +165,16 @@ def _check(
         "last_failure": stats.last_failure_time.isoformat() if stats.last_failure_time else None,
         "next_retry": stats.next_retry_time.isoformat() if stats.next_retry_time else None,
     }
+    entry["write_state"] = stats.write_state
+    if stats.write_state != "closed":
+        entry["write_cause"] = stats.write_cause
+        entry["write_next_retry"] = (
+            stats.write_next_retry_time.isoformat() if stats.write_next_retry_time else None
+        )
+        entry["note"] = (
+            f"writes refused ({stats.write_cause}): write guards get their fallback, "
+            "reads are served"
+        )
     if pinged:
         entry["target"] = target
         entry["latency_ms"] = None if latency is None else round(latency * 1000, 3)
@@ -151,7 +213,7 @@ def readiness(
         if client is not None:
             started = time.perf_counter()
             try:
-                breaker.call(_pinger(client, breaker))
+                breaker.call(_refusal_aware(_pinger(client, breaker), breaker))
                 latency = time.perf_counter() - started
             except Exception as exc:
                 error = exc
@@ -177,7 +239,8 @@ async def areadiness(
         if client is not None:
             started = time.perf_counter()
             try:
-                await breaker.acall(ping, _pinger(client, breaker))
+                send = functools.partial(ping, _pinger(client, breaker))
+                await breaker.acall(_arefusal_aware(send, breaker))
                 latency = time.perf_counter() - started
             except Exception as exc:
                 error = exc

@@ -236,9 +236,11 @@ class _LimiterCore:
     SPECS: ClassVar[Mapping[str, OpSpec]] = {
         # A replayed EVALSHA after a lost reply would count the request twice: it is retried
         # only for errors that prove it never ran (refused connection, BUSY, LOADING...).
-        "hit": OpSpec("hit", "EVALSHA", degrade=True, idempotent=False),
-        # SCRIPT LOAD of the same script returns the same SHA every time.
-        "load": OpSpec("load", "SCRIPT LOAD", degrade=True, idempotent=True),
+        # The script SETs the bucket: a write (OOM, READONLY and MISCONF refuse it).
+        "hit": OpSpec("hit", "EVALSHA", degrade=True, idempotent=False, access="write"),
+        # SCRIPT LOAD of the same script returns the same SHA every time. It touches no key:
+        # Redis runs it during an OOM, after a failed save and on a replica, so a read.
+        "load": OpSpec("load", "SCRIPT LOAD", degrade=True, idempotent=True, access="read"),
     }
 
     def __init__(

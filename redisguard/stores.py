@@ -161,14 +161,15 @@ class _Core:
 # -- sessions -------------------------------------------------------------------------------
 class _SessionCore(_Core):
     SPECS: ClassVar[Mapping[str, OpSpec]] = {
-        "get": OpSpec("get", "GET", degrade=True, idempotent=True),
+        "get": OpSpec("get", "GET", degrade=True, idempotent=True, access="read"),
         # SET key value PX ttl: a replay writes the same value (its TTL restarts, harmless).
-        "set": OpSpec("set", "SET", idempotent=True),
-        # PEXPIRE with a fixed TTL: the reply (key exists) is the same on a replay.
-        "touch": OpSpec("touch", "PEXPIRE", idempotent=True),
+        "set": OpSpec("set", "SET", idempotent=True, access="write"),
+        # PEXPIRE with a fixed TTL: the reply (key exists) is the same on a replay. It grows
+        # no memory, so Redis runs it during an OOM (READONLY and MISCONF refuse it): "delete".
+        "touch": OpSpec("touch", "PEXPIRE", idempotent=True, access="delete"),
         # DEL is idempotent for the data but not for its reply: a replay after a lost reply
         # answers 0, and delete() would report "did not exist". The reply is our contract.
-        "delete": OpSpec("delete", "DEL", idempotent=False),
+        "delete": OpSpec("delete", "DEL", idempotent=False, access="delete"),
     }
     KIND = "session-store"
 
@@ -342,9 +343,11 @@ class Token:
 
 class _TokenCore(_Core):
     SPECS: ClassVar[Mapping[str, OpSpec]] = {
-        "save": OpSpec("save", "SET", idempotent=True),  # fixed value and PX: same result
-        "get": OpSpec("get", "GET", idempotent=True),
-        "revoke": OpSpec("revoke", "DEL", idempotent=False),  # the reply says "was there"
+        # A fixed value and PX: same result on a replay.
+        "save": OpSpec("save", "SET", idempotent=True, access="write"),
+        "get": OpSpec("get", "GET", idempotent=True, access="read"),
+        # The reply says "was there". DEL frees memory: Redis runs it during an OOM.
+        "revoke": OpSpec("revoke", "DEL", idempotent=False, access="delete"),
     }
     KIND = "token-store"
 
@@ -492,9 +495,10 @@ class AsyncTokenStore(_TokenCore):
 class _RegistryCore(_Core):
     SPECS: ClassVar[Mapping[str, OpSpec]] = {
         # SET NX is not idempotent under retry (a retried success reads as "exists").
-        "register": OpSpec("register", "SET", idempotent=False),
-        "get": OpSpec("get", "GET", idempotent=True),
-        "delete": OpSpec("delete", "DEL", idempotent=False),  # the reply says "was there"
+        "register": OpSpec("register", "SET", idempotent=False, access="write"),
+        "get": OpSpec("get", "GET", idempotent=True, access="read"),
+        # The reply says "was there".
+        "delete": OpSpec("delete", "DEL", idempotent=False, access="delete"),
     }
     KIND = "client-registry"
 

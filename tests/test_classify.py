@@ -45,7 +45,7 @@ TABLE: list[tuple[BaseException, ErrorKind]] = [
     (rx.ClusterDownError("The cluster is down"), TRANSIENT),
     (rx.MasterDownError("Link with MASTER is down"), TRANSIENT),
     (rx.TryAgainError("Multiple keys request during rehashing of slot"), TRANSIENT),
-    (rx.ReadOnlyError("You can't write against a read only replica."), TRANSIENT),
+    (rx.ReadOnlyError("You can't write against a read only replica."), WRITE_REFUSED),
     # "Cannot serve now" replies redis-py raises as a plain ResponseError: by error code.
     (rx.ResponseError("BUSY Redis is busy running a script."), TRANSIENT),
     (rx.ResponseError("MASTERDOWN Link with MASTER is down"), TRANSIENT),  # redis-py 5.x

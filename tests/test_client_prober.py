@@ -116,7 +116,8 @@ def test_prober_keeps_an_acl_refusal_waiting_out_reset_timeout(
 def test_prober_keeps_a_readonly_replica_waiting_out_reset_timeout(
     redis_server_factory: ServerFactory,
 ) -> None:
-    """A client pointed at a replica opens the breaker once on READONLY; PINGs re-admit nothing."""
+    """A client pointed at a replica opens the write side once on READONLY; nothing re-admits
+    writes before reset_timeout (the prober is not even started: the main side stays closed)."""
     primary = redis_server_factory()
     replica = redis_server_factory(args=["--replicaof", primary.host, str(primary.port)])
     with redis.Redis(**replica.client_kwargs()) as admin:
@@ -135,7 +136,10 @@ def test_prober_keeps_a_readonly_replica_waiting_out_reset_timeout(
     print(f"READONLY replica: {reached} of {calls} guarded SETs reached Redis")
     assert calls > 50
     assert 1 <= reached <= 2
-    assert breaker.current_state == "open"
+    assert breaker.current_state == "closed"
+    assert breaker.write_state == "open"
+    assert client.prober is not None
+    assert not client.prober.running
 
 
 def test_prober_still_cuts_a_connectivity_outage_short(redis_server: RedisServer) -> None:

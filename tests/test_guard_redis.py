@@ -439,7 +439,7 @@ def test_busy_reply_is_retried_by_a_non_idempotent_guard_and_counted(
 def test_oom_falls_back_without_retry_or_counting(
     redis_server: RedisServer, breaker: Breaker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """OOM is WRITE_REFUSED: fallback at once, no retry, the breaker not told, a WARNING."""
+    """OOM is WRITE_REFUSED: fallback at once, no retry, only the write side told, a WARNING."""
     client = plain_client(redis_server.client_kwargs(), 2.0)
     failures: list[Failure | None] = []
     calls = 0
@@ -462,11 +462,16 @@ def test_oom_falls_back_without_retry_or_counting(
     finally:
         free_memory(redis_server)
     assert results == ["FB"] * 5
-    assert calls == 5
+    assert calls == 3  # failure_threshold refusals opened the write side: no more I/O
     assert failures[0] is not None
     assert failures[0].kind is ErrorKind.WRITE_REFUSED
+    assert failures[-1] is not None
+    assert failures[-1].circuit_open
     assert breaker.stats().failure_count == 0
     assert breaker.current_state == "closed"
+    assert breaker.write_state == "open"
     assert "Redis refused a write (not retried)" in caplog.text
-    assert write() is True
+    time.sleep(RESET_TIMEOUT)
+    assert write() is True  # the trial write closes the write side
+    assert breaker.write_state == "closed"
     client.close()

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _refusals import failed_save
 
 from redisguard import BreakerConfig, get_breaker
 from redisguard._client import aconnect, connect
@@ -107,3 +108,41 @@ async def test_async_readiness_and_asgi_endpoints(server: RedisServer) -> None:
         assert (await get("/nope"))[0] == 404
     finally:
         await client.aclose()
+
+
+def test_readiness_after_a_failed_save_opens_only_the_write_side() -> None:
+    """MISCONF refuses PING too: readiness reports the write side open, stays ready (200), and
+    does not open the main side (reads go on)."""
+    with RedisServer(args=["--enable-protected-configs", "yes"]) as srv:
+        breaker = get_breaker("redis", BreakerConfig(failure_threshold=1, reset_timeout=60))
+        client = connect(srv.url, prober=False)
+        try:
+            with failed_save(srv):
+                result = readiness(client)
+                assert breaker.current_state == "closed"
+                assert (result.status, result.http_status) == ("ready", 200)
+                check = result.checks["redis"]
+                assert check["healthy"] is True
+                assert check["write_state"] == "open"
+                assert check["write_cause"] == "MISCONF"
+                assert check["write_next_retry"] is not None
+                assert "writes refused" in check["note"]
+                assert result.as_dict()["writes_refused"] == ["redis"]
+                assert client.get("k") is None  # reads still reach Redis
+        finally:
+            client.close()
+
+
+async def test_areadiness_after_a_failed_save_opens_only_the_write_side() -> None:
+    """The asyncio probe reads a MISCONF PING the same way."""
+    with RedisServer(args=["--enable-protected-configs", "yes"]) as srv:
+        breaker = get_breaker("redis", BreakerConfig(failure_threshold=1, reset_timeout=60))
+        client = await aconnect(srv.url, prober=False)
+        try:
+            with failed_save(srv):
+                result = await areadiness(client)
+                assert breaker.current_state == "closed"
+                assert result.http_status == 200
+                assert result.checks["redis"]["write_state"] == "open"
+        finally:
+            await client.aclose()

@@ -260,7 +260,7 @@ async def test_async_calls_fall_back_during_failover_and_recover_on_promoted_rep
 def test_readonly_error_from_a_demoted_master_is_unavailable(
     redis_server_factory: Callable[..., RedisServer],
 ) -> None:
-    """A write to a demoted master (READONLY) falls back and counts against the breaker."""
+    """A write to a demoted master (READONLY) falls back and opens only the write side."""
     # No 5 s wait before the full sync (redis 7's default repl-diskless-sync-delay).
     new_master = redis_server_factory(args=["--repl-diskless-sync-delay", "0"])
     old_master = redis_server_factory()
@@ -299,10 +299,13 @@ def test_readonly_error_from_a_demoted_master_is_unavailable(
             assert time.monotonic() < deadline, "the demoted node never synced"
             time.sleep(0.01)
         # Only writes are refused by the demoted node; reads still succeed (below).
-        assert write("k") == "fallback"
+        assert [write("k") for _ in range(3)] == ["fallback"] * 3
         assert isinstance(seen[-1], redis.exceptions.ReadOnlyError)
-        assert breaker.failure_total == 3  # 3 attempts, each counted: "unavailable"
-        assert breaker.current_state == "open"
+        assert breaker.failure_total == 0  # refused writes are not the main side's business
+        assert breaker.current_state == "closed"
+        assert (breaker.write_state, breaker.write_side.cause) == ("open", "READONLY")
+        assert write("k") == "fallback"
+        assert seen[-1] is None  # answered by the open write side, without I/O
         # It serves the new master's data (where "k" was never written).
         assert read("k") == "read"
         # Promote it back: after reset_timeout the trial write succeeds and closes the circuit.
@@ -312,5 +315,6 @@ def test_readonly_error_from_a_demoted_master_is_unavailable(
             assert time.monotonic() < deadline, "write did not recover after REPLICAOF NO ONE"
             time.sleep(0.02)
         assert breaker.current_state == "closed"
+        assert breaker.write_state == "closed"
     finally:
         client.close()

@@ -314,18 +314,21 @@ async def test_async_session_get_answers_none_while_a_script_is_busy(
 def test_session_set_raises_temporarily_unavailable_when_out_of_memory(
     client: GuardedRedis, server: RedisServer
 ) -> None:
-    """OOM: set raises TemporarilyUnavailableError; reads still work; the breaker stays closed."""
+    """OOM: set raises TemporarilyUnavailableError; reads still work; only the write side opens."""
     store = SessionStore(client, retry=FAST)
     store.set("s1", {"user": 1})
     fill_memory(server)
     try:
         for _ in range(5):  # more than the breaker's failure threshold
-            with pytest.raises(TemporarilyUnavailableError):
+            with pytest.raises(TemporarilyUnavailableError) as info:
                 store.set("s2", {"user": 2})
+        assert info.value.retry_after == 30  # the write side's 60 s, capped at 30 s
         assert store.get("s1") == {"user": 1}
         assert store.breaker.current_state == "closed"
+        assert store.breaker.write_state == "open"
     finally:
         free_memory(server)
+    store.breaker.write_side.close()
     store.set("s2", {"user": 2})
 
 

@@ -77,6 +77,25 @@ def with_options(a: int, b: str = "") -> bool:
 assert_type(with_options(1, b="x"), bool)
 
 
+@redis_guarded(name="read", fallback=None, access="read")
+def read_only(key: str) -> bytes:
+    return key.encode()
+
+
+assert_type(read_only("k"), bytes | None)
+
+
+@redis_guarded(name="delete", fallback=0, access="delete")
+async def delete(key: str) -> int:
+    return len(key)
+
+
+async def deletes() -> None:
+    assert_type(await delete("k"), int)
+    assert_type(Breaker("sides").write_side.current_state, str)
+    assert_type(Breaker("sides").write_state, str)
+
+
 # -- pybreaker's constructor keywords ----------------------------------------------------------
 
 pybreaker_style = Breaker(
