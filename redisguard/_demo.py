@@ -613,11 +613,14 @@ class SessionWorkload:
                 "tracer_provider": otel.tracer_provider,
                 "meter_provider": otel.meter_provider,
             }
+        # Declared access: when Redis refuses writes (OOM) only the breaker's write side
+        # opens, so loads keep reading from Redis while touches fall back.
         self.load = redis_guarded(
             name="demo.session.load",
             fallback=self._load_fallback,
             breaker=breaker,
             retry=retry,
+            access="read",
             **providers,
         )(self._load)
         self.touch = redis_guarded(
@@ -625,6 +628,7 @@ class SessionWorkload:
             fallback=self._touch_fallback,
             breaker=breaker,
             retry=retry,
+            access="write",
             **providers,
         )(self._touch)
 
@@ -1110,7 +1114,7 @@ class _Runner:
         previous = self.phases[-1] if self.phases else None
         self.phases.append(phase)
         self.timeline.add("phase", name)
-        opens = self.watcher.opens
+        opens, write_opens = self.watcher.opens, self.watcher.write_opens
         began = time.monotonic()
         if action is not None:
             self.timeline.add("fault" if kind == "outage" else "heal", action())
@@ -1172,18 +1176,21 @@ class _Runner:
                 time.sleep(delay)
             else:  # a slow call: do not try to catch up with a burst
                 next_at = time.monotonic()
-        self._finish_phase(phase, limit, opens)
+        self._finish_phase(phase, limit, opens, write_opens)
         return phase
 
     def _closed(self) -> bool:
-        """The breaker is closed."""
-        return self.breaker.current_state == "closed"
+        """The breaker is closed, its write side too."""
+        breaker = self.breaker
+        return breaker.current_state == "closed" and breaker.write_state == "closed"
 
-    def _finish_phase(self, phase: PhaseStats, limit: float, opens: int) -> None:
+    def _finish_phase(self, phase: PhaseStats, limit: float, opens: int, write_opens: int) -> None:
         """Close a phase's books: note an absorbed fault or a missing recovery, emit a span."""
         kind, name = phase.kind, phase.name
         phase.end = self.timeline.now()
         phase.breaker_opened = self.watcher.opens > opens
+        if phase.fault in CONFIG_FAULTS:  # refused writes open only the write side
+            phase.breaker_opened = self.watcher.write_opens > write_opens
         if kind == "outage" and phase.fault in CONFIG_FAULTS:
             self.timeline.add(
                 "fault",

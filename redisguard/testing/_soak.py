@@ -32,7 +32,8 @@ The invariants, and the bounds they use (all derived from the configuration):
   way.
 * **reported failures**: every write either returned or raised one of those typed errors.
 * **breaker cycle**: during each outage the breaker goes closed -> open -> half-open ->
-  closed, and every opening (in any window) ends closed.
+  closed, and every opening (in any window) ends closed. During OOM the main side stays
+  closed (reads go on) and the *write side* makes that cycle instead.
 * **latency**: no call takes longer than ``deadline + socket_connect_timeout +
   socket_timeout + slack``. A sync attempt cannot be interrupted, and the retry loop only
   starts an attempt that, judging by the slowest attempt so far, ends before the deadline:
@@ -87,6 +88,7 @@ __all__ = [
     "FAULT_KINDS",
     "OUTAGE_KINDS",
     "SECONDS_ENV",
+    "UNPROBED_KINDS",
     "WRITE_FAULT_KINDS",
     "CallRecord",
     "FaultWindow",
@@ -124,10 +126,13 @@ FAULT_KINDS: tuple[str, ...] = (
 #: ``reset`` is a blip (each connection fails once, a retry on a new one succeeds);
 #: ``brownout`` (slow but answering) and ``oom`` (writes refused, reads served) are not outages.
 OUTAGE_KINDS: frozenset[str] = frozenset({"kill", "pause", "blackhole", "latency", "loading"})
-#: Faults that refuse only writes: their recovery is the first acknowledged write.
+#: Faults that refuse only writes that store data (deletes still run during OOM): the
+#: breaker's write side must open and close again, the main side must not open, and
+#: recovery is the first acknowledged store.
 WRITE_FAULT_KINDS: frozenset[str] = frozenset({"oom"})
-#: Faults that open the breaker by slow calls, which the recovery prober does not probe.
-SLOW_FAULT_KINDS: frozenset[str] = frozenset({"brownout"})
+#: Faults whose opening an answered PING cannot disprove (slow calls, refused writes): the
+#: recovery prober leaves the breaker alone and it waits out ``reset_timeout``.
+UNPROBED_KINDS: frozenset[str] = frozenset({"brownout", "oom"})
 
 Outcome = Literal["ok", "miss", "fallback", "unavailable", "error"]
 _ABSENT = "<absent>"
@@ -169,8 +174,16 @@ class SoakConfig:
         socket_timeout: redis-py read timeout.
         socket_connect_timeout: redis-py connect timeout.
         retry: The stores' retry policy (its ``deadline`` bounds caller latency).
-        breaker: The breaker's settings; ``reset_timeout`` is long so that the recovery
-            prober, not the timeout, is what brings the breaker back.
+        breaker: The breaker's settings. ``reset_timeout`` (4 s) is long enough that after
+            an outage the recovery prober, not the timeout, is what brings the breaker back
+            (a 1 s outage must recover within ~2 s), and short enough for the openings no
+            PING can disprove -- slow calls (brownout) and the write side (OOM) -- which
+            wait it out. Slow-call breaking: calls over 50 ms, at 50% of the last 50 calls,
+            once 20 were seen (the brownout adds 100 ms; a time window of seconds would
+            be full of the fast calls before it). The duration is not lower:
+            the first trial call after a restart pays the reconnect (connect, AUTH, HELLO,
+            TLS), 20-40 ms on a loaded 2-core machine, and a slow trial re-opens the breaker
+            for ``reset_timeout``.
         prober: Run the clients' recovery probers.
         latency_ms: Delay added by the ``latency`` fault (above the socket timeout: an
             outage, not a slowdown).
@@ -197,14 +210,14 @@ class SoakConfig:
     breaker: BreakerConfig = field(
         default_factory=lambda: BreakerConfig(
             failure_threshold=3,
-            reset_timeout=30.0,
+            reset_timeout=4.0,
             monitoring_window=10.0,
             half_open_max_attempts=1,
         )
     )
     prober: bool = True
     latency_ms: float = 600.0
-    brownout_ms: float = 30.0
+    brownout_ms: float = 100.0
     slack: float = 0.35
     capture_spans: bool = True
     seed: int | None = None
@@ -281,11 +294,13 @@ class CallRecord:
 
 @dataclass(frozen=True)
 class Transition:
-    """A real breaker state change at ``at`` seconds."""
+    """A real breaker state change at ``at`` seconds (``cause``: for an opening, the class
+    name of the breaker's ``opened_by``, e.g. ``SlowCallsError``)."""
 
     at: float
     old: str
     new: str
+    cause: str = ""
 
 
 @dataclass
@@ -478,7 +493,14 @@ class _TransitionListener(pybreaker.CircuitBreakerListener):
     def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
         old = getattr(old_state, "name", None)
         if old is not None and old != new_state.name:
-            self._recorder.transition(old, new_state.name)
+            opened_by = getattr(cb, "opened_by", None) if new_state.name == "open" else None
+            cause = "" if opened_by is None else type(opened_by).__name__
+            self._recorder.transition(old, new_state.name, cause)
+
+    def write_state_change(self, cb: Any, event: Any) -> None:
+        """The write side moved (redisguard._sides: opened by refused writes)."""
+        if event.old != event.new:
+            self._recorder.write_transition(event.old, event.new)
 
 
 class Recorder:
@@ -490,7 +512,8 @@ class Recorder:
         self.transitions: list[Transition] = []
         self.windows: list[FaultWindow] = []
         self.last_ok_start = -1.0
-        self.last_ok_write_start = -1.0
+        self.last_ok_store_start = -1.0
+        self.write_transitions: list[Transition] = []
         self._lock = threading.Lock()
 
     def now(self) -> float:
@@ -501,12 +524,20 @@ class Recorder:
         self.calls.append(record)
         if record.outcome == "ok" and record.start > self.last_ok_start:
             self.last_ok_start = record.start
-        if record.outcome == "ok" and record.write and record.start > self.last_ok_write_start:
-            self.last_ok_write_start = record.start
+        if (
+            record.outcome == "ok"
+            and record.op in _STORES
+            and record.start > self.last_ok_store_start
+        ):
+            self.last_ok_store_start = record.start
 
-    def transition(self, old: str, new: str) -> None:
+    def transition(self, old: str, new: str, cause: str = "") -> None:
         with self._lock:
-            self.transitions.append(Transition(self.now(), old, new))
+            self.transitions.append(Transition(self.now(), old, new, cause))
+
+    def write_transition(self, old: str, new: str) -> None:
+        with self._lock:
+            self.write_transitions.append(Transition(self.now(), old, new))
 
     def listener(self) -> pybreaker.CircuitBreakerListener:
         """A pybreaker listener recording this breaker's real transitions."""
@@ -516,6 +547,8 @@ class Recorder:
 # ------------------------------------------------------------------------------ workload
 
 _WRITES = frozenset({"session.set", "session.delete", "token.save", "token.revoke"})
+#: The writes that store data: refused during OOM (deletes free memory and still run).
+_STORES = frozenset({"session.set", "token.save"})
 # (op, weight): mostly reads and writes of values, a few deletes and revocations.
 _MIX = (
     ("session.set", 6),
@@ -742,6 +775,7 @@ class SoakResult:
             scanned for secrets.
         keys_checked: Keys read back by the verifier.
         unacked_landed: Keys whose final value came from a write reported as failed.
+        write_transitions: Every transition of the breaker's write side.
     """
 
     config: SoakConfig
@@ -755,6 +789,7 @@ class SoakResult:
     scanned: dict[str, int]
     keys_checked: int
     unacked_landed: int
+    write_transitions: list[Transition] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -793,7 +828,7 @@ class SoakResult:
             f"{self.keys_checked} keys verified, {self.unacked_landed} held a write reported "
             f"as failed; scanned {scanned}; leaks: {len(self.leaks)}; "
             f"problems: {len(self.problems)}. Recovery: from the heal to the first successful "
-            f"call (after oom, the first acknowledged write)."
+            f"call (after oom, the first value stored again)."
         )
 
     def causes(self) -> str:
@@ -870,9 +905,16 @@ def _closed_after(window: FaultWindow, transitions: Sequence[Transition]) -> flo
 
 
 def _cycle_problems(
-    window: FaultWindow, transitions: Sequence[Transition], outage: bool, config: SoakConfig
+    window: FaultWindow,
+    transitions: Sequence[Transition],
+    outage: bool,
+    config: SoakConfig,
+    what: str = "the breaker",
 ) -> tuple[bool, list[str]]:
-    """Whether the window saw a full closed->open->half-open->closed cycle, and violations."""
+    """Whether the window saw a full closed->open->half-open->closed cycle, and violations.
+
+    ``what`` names the state machine in messages (``"the write side"``).
+    """
     until = min(window.end + 0.05, window.next_injected)
     inside = [t for t in transitions if window.injected <= t.at <= until]
     label = f"{window.kind} #{window.index}"
@@ -887,9 +929,9 @@ def _cycle_problems(
             complete = ("half-open", "closed") in after
     problems = []
     if outage and not opened:
-        problems.append(f"{label}: the breaker never opened during the outage")
+        problems.append(f"{label}: {what} never opened during the outage")
     if inside and inside[-1].new != "closed":
-        problems.append(f"{label}: the breaker ended {inside[-1].new}, not closed")
+        problems.append(f"{label}: {what} ended {inside[-1].new}, not closed")
     elif opened and not complete:
         problems.append(f"{label}: no closed -> open -> half-open -> closed cycle: {path}")
     if not math.isnan(window.recovery) and opened:
@@ -897,9 +939,14 @@ def _cycle_problems(
             (t.at for t in inside if t.new == "open" and t.at <= window.healed),
             default=window.injected,
         )
-        bound = config.recovery_bound(
-            window.healed - last_open, probed=window.kind not in SLOW_FAULT_KINDS
-        )
+        # Slow calls re-open for reset_timeout, and no PING disproves them: counted from the
+        # last such opening (a slow trial after the heal: the reconnect made it slow).
+        slow = [t.at for t in inside if t.new == "open" and t.cause == "SlowCallsError"]
+        if slow or window.kind in UNPROBED_KINDS:
+            since = max([window.healed, *slow]) - window.healed
+            bound = since + config.recovery_bound(0.0, probed=False)
+        else:
+            bound = config.recovery_bound(window.healed - last_open)
         if window.recovery > bound:
             problems.append(
                 f"{label}: first success {window.recovery * 1000:.0f} ms after Redis returned "
@@ -916,16 +963,22 @@ def _analyse(config: SoakConfig, recorder: Recorder, problems: list[str]) -> lis
         ok_after = [
             c.end
             for c in recorder.calls
-            if c.outcome == "ok" and c.start >= window.healed and (c.write or not writes_only)
+            if c.outcome == "ok"
+            and c.start >= window.healed
+            and (c.op in _STORES or not writes_only)
         ]
         if ok_after:
             window.recovered = min(ok_after)
         else:
-            what = "write" if writes_only else "call"
+            what = "store" if writes_only else "call"
             problems.append(f"{window.kind} #{window.index}: no {what} succeeded after it healed")
         window.closed = _closed_after(window, recorder.transitions)
-    if recorder.transitions and recorder.transitions[-1].new != "closed":
-        problems.append(f"the run ended with the breaker {recorder.transitions[-1].new}")
+    for what, moves in (
+        ("breaker", recorder.transitions),
+        ("write side", recorder.write_transitions),
+    ):
+        if moves and moves[-1].new != "closed":
+            problems.append(f"the run ended with the {what} {moves[-1].new}")
     by_kind: dict[str, list[CallRecord]] = {kind: [] for kind in (*config.faults, "none")}
     for call in recorder.calls:
         owner = _window_of(windows, call)
@@ -941,9 +994,22 @@ def _analyse(config: SoakConfig, recorder: Recorder, problems: list[str]) -> lis
         kind_windows = [w for w in windows if w.kind == kind]
         cycles = 0
         for window in kind_windows:
-            complete, found = _cycle_problems(
-                window, recorder.transitions, kind in OUTAGE_KINDS, config
-            )
+            if kind in WRITE_FAULT_KINDS:
+                # The main side must stay closed (reads go on); the write side cycles.
+                _, found = _cycle_problems(window, recorder.transitions, False, config)
+                problems.extend(f"{p} (writes were refused, reads were not)" for p in found)
+                if any(
+                    t.new == "open" and window.injected <= t.at <= window.end
+                    for t in recorder.transitions
+                ):
+                    problems.append(f"{kind} #{window.index}: the breaker's main side opened")
+                complete, found = _cycle_problems(
+                    window, recorder.write_transitions, True, config, "the write side"
+                )
+            else:
+                complete, found = _cycle_problems(
+                    window, recorder.transitions, kind in OUTAGE_KINDS, config
+                )
             cycles += complete
             problems.extend(found)
         recoveries = [w.recovery * 1000 for w in kind_windows if not math.isnan(w.recovery)]
@@ -1147,6 +1213,7 @@ class _Soak:
             scanned=dict(self.scanner.scanned),
             keys_checked=keys_checked,
             unacked_landed=landed,
+            write_transitions=self.recorder.write_transitions,
         )
 
     def _drive(self) -> None:
@@ -1300,16 +1367,18 @@ class _Soak:
     def _await_recovery(self, window: FaultWindow) -> float:
         """Wait until a call that started after ``healed`` succeeded and the breaker closed.
 
-        After a fault that refused only writes, the call must be a write.
+        After a fault that refused only writes, the call must store a value and the write
+        side must be closed too.
         """
-        probed = window.kind not in SLOW_FAULT_KINDS
+        probed = window.kind not in UNPROBED_KINDS
         bound = self.config.recovery_bound(window.healed - window.injected, probed=probed)
         limit = time.monotonic() + bound + 5
         recorder, breaker = self.recorder, self.breaker
-        writes = window.kind in WRITE_FAULT_KINDS
+        stores = window.kind in WRITE_FAULT_KINDS
         while time.monotonic() < limit:
-            last = recorder.last_ok_write_start if writes else recorder.last_ok_start
-            if last >= window.healed and breaker.state_code == CLOSED:
+            last = recorder.last_ok_store_start if stores else recorder.last_ok_start
+            closed = breaker.state_code == CLOSED and breaker.write_state == "closed"
+            if last >= window.healed and closed:
                 break
             time.sleep(0.005)
         return recorder.now()
