@@ -54,6 +54,7 @@ from redisguard import Breaker, BreakerConfig, RetryPolicy, redis_guarded
 from redisguard._compat import wait_exponential_jitter
 
 __all__ = [
+    "BREAKER_FIELDS",
     "SCENARIOS",
     "Env",
     "LatencyRound",
@@ -283,9 +284,35 @@ def call_loop(fn: Callable[[str], Any], key: str = _KEY) -> ThroughputRound:
     return round_
 
 
+#: Extra BreakerConfig fields for every scenario's breaker (``--breaker``), e.g. to measure
+#: the happy path with failure-rate and slow-call breaking on.
+BREAKER_FIELDS: dict[str, Any] = {}
+
+
 def bench_breaker(name: str, *, threshold: int = 5, reset: float = 30.0) -> Breaker:
     """A private breaker (not in the registry) so scenarios never share state."""
-    return Breaker(name, BreakerConfig(failure_threshold=threshold, reset_timeout=reset))
+    config = BreakerConfig(failure_threshold=threshold, reset_timeout=reset, **BREAKER_FIELDS)
+    return Breaker(name, config)
+
+
+def _breaker_fields(text: str) -> dict[str, Any]:
+    """``--breaker 'failure_rate_threshold=50,slow_call_duration=0.01'``: BreakerConfig fields
+    (numbers, or ``none``), checked by building a BreakerConfig."""
+    fields: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"--breaker expects FIELD=VALUE, got {item!r}")
+        raw = raw.strip()
+        value: Any = None if raw.lower() == "none" else float(raw)
+        if isinstance(value, float) and value.is_integer() and "." not in raw:
+            value = int(value)
+        fields[key.strip()] = value
+    try:
+        BreakerConfig(**fields)
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"--breaker: {exc}") from None
+    return fields
 
 
 # -- scenario: 1 thread, sync GET ------------------------------------------------------------
@@ -1350,6 +1377,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--url", help="use this loopback server instead of a private one")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--list", action="store_true", help="list scenarios and variants")
+    parser.add_argument(
+        "--breaker",
+        metavar="FIELD=VALUE,...",
+        type=_breaker_fields,
+        help="BreakerConfig fields for the guarded variants' breakers, e.g. "
+        "'failure_rate_threshold=50,slow_call_duration=0.01,minimum_calls=20'",
+    )
     return parser.parse_args(argv)
 
 
@@ -1368,6 +1402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.breaker:
+        BREAKER_FIELDS.update(args.breaker)
+        print(f"breaker fields: {BREAKER_FIELDS}")
     settings = Settings.quick() if args.quick else Settings.default()
     if args.rounds:
         settings = replace(settings, rounds=args.rounds)

@@ -19,6 +19,7 @@ from ._errors import (
     RedisguardError,
     RedisguardWarning,
     RedisUnavailableError,
+    SlowCallsError,
     StoreUnavailableError,
     TemporarilyUnavailableError,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "RedisguardError",
     "RedisguardWarning",
     "RetryPolicy",
+    "SlowCallsError",
     "StoreUnavailableError",
     "TemporarilyUnavailableError",
     "__version__",

@@ -55,6 +55,7 @@ from ._sides import WriteSide
 from ._storage import Snapshot, StorageLink, WindowStorage
 from ._tally import Tally, TallyGroup
 from ._transport import closed_transport_error
+from ._window import CallWindow, slow_trial_error
 
 __all__ = [
     "Breaker",
@@ -121,6 +122,10 @@ class BreakerStats:
             fallback, since creation or the last ``reset()``.
         write_next_retry_time: While the write side is open, when trial writes will be
             admitted (UTC); else None.
+        window_calls: Calls in the failure-rate/slow-call window (``redisguard._window``),
+            or None when the breaker has no such window.
+        failure_rate: Percent of the window's calls that failed, or None (no window).
+        slow_call_rate: Percent of the window's calls that were slow, or None (no window).
     """
 
     name: str
@@ -136,6 +141,9 @@ class BreakerStats:
     write_refusal_count: int = 0
     write_rejected_count: int = 0
     write_next_retry_time: datetime | None = None
+    window_calls: int | None = None
+    failure_rate: float | None = None
+    slow_call_rate: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (ISO 8601 timestamps)."""
@@ -214,6 +222,9 @@ class Breaker(pybreaker.CircuitBreaker):
         self._clock = clock
         self._wall = wall_clock
         self._window_storage = WindowStorage(config.monitoring_window, clock)
+        # Failure-rate / slow-call rules; None keeps the consecutive rule alone (and the
+        # guard's happy path exactly as cheap as without them).
+        self._window = CallWindow(config, clock) if config.uses_window else None
         self._link = None if state_storage is None else StorageLink(state_storage)
         loaded = None if self._link is None else self._link.load()
         self._code = CLOSED if loaded is None else _code_of(loaded.state)
@@ -393,6 +404,8 @@ class Breaker(pybreaker.CircuitBreaker):
         """Admin action: close the circuit and clear every count and timestamp."""
         with self._gate:
             self._clear_failures()
+            if self._window is not None:
+                self._window.reset()
             self._offsets = (self._successes.value, self._rejections.value, self._failure_total)
             self._last_failure = None
         self._write_side._reset()
@@ -450,6 +463,7 @@ class Breaker(pybreaker.CircuitBreaker):
         if ticket == REJECT:
             raise self._open_error()
         self._before_call(func, args, kwargs)
+        began = self._clock()
         try:
             result = func(*args, **kwargs)
         except BaseException as exc:
@@ -457,9 +471,9 @@ class Breaker(pybreaker.CircuitBreaker):
             raise
         if type(result) in _DEFERRED:
             if isinstance(result, types.GeneratorType):
-                return cast(T, self._iterate(ticket, result))
-            return cast(T, self._finish(ticket, cast(Awaitable[Any], result)))
-        self._on_success(ticket)
+                return cast(T, self._iterate(ticket, result, began))
+            return cast(T, self._finish(ticket, cast(Awaitable[Any], result), began))
+        self._on_success(ticket, True, self._clock() - began)
         return result
 
     async def acall(self, func: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
@@ -468,12 +482,13 @@ class Breaker(pybreaker.CircuitBreaker):
         if ticket == REJECT:
             raise self._open_error()
         self._before_call(func, args, kwargs)
+        began = self._clock()
         try:
             result = await func(*args, **kwargs)
         except BaseException as exc:
             self._record_exception(ticket, exc)
             raise
-        self._on_success(ticket)
+        self._on_success(ticket, True, self._clock() - began)
         return result
 
     @contextlib.contextmanager
@@ -482,35 +497,36 @@ class Breaker(pybreaker.CircuitBreaker):
         ticket = self._admit()
         if ticket == REJECT:
             raise self._open_error()
+        began = self._clock()
         try:
             yield
         except BaseException as exc:
             self._record_exception(ticket, exc)
             raise
-        self._on_success(ticket)
+        self._on_success(ticket, True, self._clock() - began)
 
     def call_async(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         """pybreaker's Tornado entry point is not supported; use :meth:`acall`."""
         raise NotImplementedError("Breaker.call_async (Tornado) is not supported; use acall()")
 
     def _iterate(
-        self, ticket: int, generator: Generator[Any, Any, Any]
+        self, ticket: int, generator: Generator[Any, Any, Any], began: float
     ) -> Generator[Any, Any, Any]:
         try:
             result = yield from generator
         except BaseException as exc:
             self._record_exception(ticket, exc)
             raise
-        self._on_success(ticket)
+        self._on_success(ticket, True, self._clock() - began)
         return result
 
-    async def _finish(self, ticket: int, coroutine: Awaitable[T]) -> T:
+    async def _finish(self, ticket: int, coroutine: Awaitable[T], began: float) -> T:
         try:
             result = await coroutine
         except BaseException as exc:
             self._record_exception(ticket, exc)
             raise
-        self._on_success(ticket)
+        self._on_success(ticket, True, self._clock() - began)
         return result
 
     def _record_exception(self, ticket: int, exc: BaseException) -> None:
@@ -603,11 +619,20 @@ class Breaker(pybreaker.CircuitBreaker):
             for listener in self._listeners:
                 _dispatch(listener, "before_call", self, func, *args, **kwargs)
 
-    def _on_success(self, ticket: int, count: bool = True) -> None:
-        """Record a success (``count=False``: the caller counts it in an attached tally)."""
+    def _on_success(self, ticket: int, count: bool = True, elapsed: float = 0.0) -> None:
+        """Record a success (``count=False``: the caller counts it in an attached tally).
+
+        ``elapsed`` is the call's duration in seconds, for slow-call breaking.
+        """
         if count:
             self._direct_successes.add()
+        window = self._window
         if ticket == NORMAL:
+            if window is not None:
+                if elapsed > window.slow_after:
+                    self._on_slow()
+                else:
+                    window.note_fast()
             if self._window_storage._failures:
                 with self._gate:
                     self._clear_failures()
@@ -615,13 +640,11 @@ class Breaker(pybreaker.CircuitBreaker):
             with self._gate:
                 if ticket == self._generation and self._code == HALF_OPEN:
                     self._trials -= 1
-                    self._clear_failures()
-                    self._trial_successes += 1
-                    self._window_storage.increment_success_counter()
-                    if self._link is not None:
-                        self._link.trial_succeeded()
-                    if self._trial_successes >= self._success_threshold:
-                        self._set_state(CLOSED)
+                    if window is not None and elapsed > window.slow_after:
+                        # An answered PING proves nothing about latency: a slow trial failed.
+                        self._set_state(OPEN, cause=slow_trial_error(elapsed, window))
+                    else:
+                        self._trial_succeeded()
                 elif self._code == CLOSED:
                     # A late trial (its circuit closed meanwhile) still proves Redis answers.
                     self._clear_failures()
@@ -630,6 +653,36 @@ class Breaker(pybreaker.CircuitBreaker):
         if self._wants_call_events:
             for listener in self._listeners:
                 _dispatch(listener, "success", self)
+
+    def _on_slow(self) -> None:
+        """A slow success while closed: count it, and open if the slow-call rate says so."""
+        assert self._window is not None
+        with self._gate:
+            verdict = self._window.slow()
+            if verdict is not None and self._code == CLOSED:
+                self._set_state(OPEN, cause=verdict)
+        if self._events:
+            self._drain()
+
+    def _trial_succeeded(self) -> None:
+        """A half-open trial succeeded in time (under the gate)."""
+        self._clear_failures()
+        self._trial_successes += 1
+        self._window_storage.increment_success_counter()
+        if self._link is not None:
+            self._link.trial_succeeded()
+        if self._trial_successes >= self._success_threshold:
+            self._set_state(CLOSED)
+
+    def _failure_trips(self) -> bool:
+        """Whether a failure recorded while closed opens the circuit (under the gate)."""
+        window = self._window
+        if window is None:
+            return self._window_storage.counter >= self._fail_max
+        by_rate = window.failure()  # counts the call; False in consecutive mode
+        return by_rate or (
+            window.failure_rate is None and self._window_storage.counter >= self._fail_max
+        )
 
     def _on_failure(self, ticket: int, exc: BaseException) -> bool:
         """Record a failure; return True if it opened the circuit."""
@@ -646,7 +699,7 @@ class Breaker(pybreaker.CircuitBreaker):
             if ticket > 0 and ticket == self._generation and self._code == HALF_OPEN:
                 self._trials -= 1
                 opened = self._set_state(OPEN, cause=exc)
-            elif self._code == CLOSED and self._window_storage.counter >= self._fail_max:
+            elif self._code == CLOSED and self._failure_trips():
                 opened = self._set_state(OPEN, cause=exc)
         for listener in self._listeners:
             _dispatch(listener, "failure", self, exc)
@@ -712,6 +765,8 @@ class Breaker(pybreaker.CircuitBreaker):
             self._opened_by = None
         elif code == CLOSED:
             self._window_storage.reset_counter()
+            if self._window is not None:
+                self._window.reset()
             self._opened_by = None
         if from_storage:
             self._window_storage.state = STATE_NAMES[code]
@@ -831,6 +886,7 @@ class Breaker(pybreaker.CircuitBreaker):
             last_failure = self._last_failure
             last_change = self._last_change
             write_state, write_cause, write_refusals = self._write_side.snapshot()
+            view = None if self._window is None else self._window.view()
         wait = self.seconds_until_retry() if code == OPEN else None
         write_wait = self._write_side.seconds_until_retry()
         return BreakerStats(
@@ -847,6 +903,9 @@ class Breaker(pybreaker.CircuitBreaker):
             write_refusal_count=write_refusals,
             write_rejected_count=self._write_side.rejected_count,
             write_next_retry_time=None if write_wait is None else _utc(self._wall() + write_wait),
+            window_calls=None if view is None else view.calls,
+            failure_rate=None if view is None else view.failure_rate,
+            slow_call_rate=None if view is None else view.slow_call_rate,
         )
 
 

@@ -28,6 +28,21 @@ def _check_number(
         raise ConfigError(f"{label} must be between {low:g} and {high:g}, got {value!r}")
 
 
+def _check_percent(label: str, value: object) -> None:
+    """Raise ConfigError naming ``label`` unless ``0 < value <= 100``."""
+    _check_number(label, value, integer=False, low=0, high=100)
+    if value == 0:
+        raise ConfigError(f"{label} must be above 0 and at most 100 (percent), got {value!r}")
+
+
+def _env_percent(env: Mapping[str, str], name: str) -> float | None:
+    """Read a percentage (0 < x <= 100)."""
+    value = _env_number(env, name, integer=False, low=0, high=100, scale=1)
+    if value == 0:
+        raise ConfigError(f"{name} must be above 0 and at most 100 (percent), got {env[name]!r}")
+    return value
+
+
 def _env_number(
     env: Mapping[str, str], name: str, *, integer: bool, low: float, high: float, scale: float
 ) -> float | None:
@@ -67,6 +82,17 @@ class BreakerConfig:
             an outcome. When every slot has been held longer than this, the breaker starts a
             new round of trials and ignores the late outcomes of the old one, so no path
             (a hung call, a bookkeeping error) can keep the circuit half-open forever.
+        failure_rate_threshold: Percent (0 < x <= 100). Setting it selects failure-rate
+            mode: the circuit opens when at least this share of the calls in the window
+            failed (instead of after ``failure_threshold`` consecutive failures).
+        minimum_calls: Calls the window must hold before a failure or slow-call rate is
+            judged at all.
+        sliding_window_size: The window is the last this many calls (count-based); None
+            makes it the last ``monitoring_window`` seconds (time-based).
+        slow_call_duration: Seconds; a call that succeeds but takes longer than this is a
+            slow call. None turns slow-call breaking off.
+        slow_call_rate_threshold: Percent (0 < x <= 100) of slow calls in the window that
+            opens the circuit (with ``slow_call_duration`` set), even though they succeeded.
     """
 
     failure_threshold: int = 5
@@ -75,6 +101,16 @@ class BreakerConfig:
     half_open_max_attempts: int = 3
     success_threshold: int = 1
     half_open_trial_timeout: float = 10.0
+    failure_rate_threshold: float | None = None
+    minimum_calls: int = 20
+    sliding_window_size: int | None = None
+    slow_call_duration: float | None = None
+    slow_call_rate_threshold: float = 50.0
+
+    @property
+    def uses_window(self) -> bool:
+        """Whether a failure-rate or slow-call window is configured (``redisguard._window``)."""
+        return self.failure_rate_threshold is not None or self.slow_call_duration is not None
 
     def __post_init__(self) -> None:
         _check_number("failure_threshold", self.failure_threshold, integer=True, low=1, high=1e6)
@@ -93,6 +129,24 @@ class BreakerConfig:
             low=1e-3,
             high=_DAY,
         )
+        if self.failure_rate_threshold is not None:
+            _check_percent("failure_rate_threshold", self.failure_rate_threshold)
+        _check_percent("slow_call_rate_threshold", self.slow_call_rate_threshold)
+        _check_number("minimum_calls", self.minimum_calls, integer=True, low=1, high=1e6)
+        if self.sliding_window_size is not None:
+            _check_number(
+                "sliding_window_size", self.sliding_window_size, integer=True, low=1, high=1e6
+            )
+            if self.minimum_calls > self.sliding_window_size:
+                raise ConfigError(
+                    f"minimum_calls ({self.minimum_calls!r}) must not exceed "
+                    f"sliding_window_size ({self.sliding_window_size!r}): the window would "
+                    "never hold enough calls to be judged"
+                )
+        if self.slow_call_duration is not None:
+            _check_number(
+                "slow_call_duration", self.slow_call_duration, integer=False, low=1e-6, high=_DAY
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BreakerConfig:
@@ -127,9 +181,29 @@ class BreakerConfig:
                 env, f"{_ENV_PREFIX}HALF_OPEN_TRIAL_TIMEOUT", integer=False, low=1,
                 high=_DAY * 1e3, scale=1e-3,
             ),
+            "failure_rate_threshold": _env_percent(env, f"{_ENV_PREFIX}FAILURE_RATE_THRESHOLD"),
+            "minimum_calls": _env_number(
+                env, f"{_ENV_PREFIX}MINIMUM_CALLS", integer=True, low=1, high=1e6, scale=1
+            ),
+            "sliding_window_size": _env_number(
+                env, f"{_ENV_PREFIX}SLIDING_WINDOW_SIZE", integer=True, low=1, high=1e6, scale=1
+            ),
+            "slow_call_duration": _env_number(
+                env, f"{_ENV_PREFIX}SLOW_CALL_DURATION", integer=False, low=1e-3,
+                high=_DAY * 1e3, scale=1e-3,
+            ),
+            "slow_call_rate_threshold": _env_percent(
+                env, f"{_ENV_PREFIX}SLOW_CALL_RATE_THRESHOLD"
+            ),
         }
         given: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
-        for key in ("failure_threshold", "half_open_max_attempts", "success_threshold"):
+        for key in (
+            "failure_threshold",
+            "half_open_max_attempts",
+            "success_threshold",
+            "minimum_calls",
+            "sliding_window_size",
+        ):
             if key in given:
                 given[key] = int(given[key])
         return cls(**given)

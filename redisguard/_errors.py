@@ -10,6 +10,8 @@ The tree is shallow on purpose::
           |    +-- StoreUnavailableError a store could not read or write (a write was NOT done)
           |         +-- TemporarilyUnavailableError  ... retry after ``retry_after`` seconds
           +-- ConfigError (also ValueError)  bad configuration: env var, URL, argument
+          +-- SlowCallsError             never raised: a breaker's ``opened_by`` when slow calls
+                                         (not failures) opened it
 
     UserWarning
      +-- RedisguardWarning               a setting that works, but not as you may expect
@@ -28,6 +30,7 @@ __all__ = [
     "RedisUnavailableError",
     "RedisguardError",
     "RedisguardWarning",
+    "SlowCallsError",
     "StoreUnavailableError",
     "TemporarilyUnavailableError",
 ]
@@ -92,3 +95,29 @@ class TemporarilyUnavailableError(StoreUnavailableError):
     ) -> None:
         super().__init__(message, operation=operation, breaker=breaker, attempts=attempts)
         self.retry_after = retry_after
+
+
+class SlowCallsError(RedisguardError):
+    """Why a breaker opened when its calls were slow rather than failing.
+
+    It is never raised: it is the breaker's ``opened_by`` (so logs, spans and health checks
+    can say why the circuit is open) when the slow-call rate reached
+    ``slow_call_rate_threshold``, or when a half-open trial call was slow. An answered PING
+    says nothing about latency, so the recovery prober leaves such a breaker alone: it
+    half-opens after ``reset_timeout`` and its trial calls decide.
+
+    Attributes:
+        rate: Percent of the window's calls that were slow (100 for a slow trial call).
+        threshold: The ``slow_call_rate_threshold`` (percent) it reached.
+        calls: Calls in the window when it opened (1 for a slow trial call).
+        slow_call_duration: Seconds above which a call counts as slow.
+    """
+
+    def __init__(
+        self, message: str, *, rate: float, threshold: float, calls: int, slow_call_duration: float
+    ) -> None:
+        super().__init__(message)
+        self.rate = rate
+        self.threshold = threshold
+        self.calls = calls
+        self.slow_call_duration = slow_call_duration

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import inspect
 import logging
+import math
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -345,7 +346,8 @@ class _Guard:
             self.record(ticket, exc, kind, state.attempts)
 
     def attempt_succeeded(self, ticket: int, state: _CallState, span: GuardSpan) -> None:
-        self.side._on_success(ticket, False)
+        # The slow-call clock covers the whole guarded call: what the caller paid.
+        self.side._on_success(ticket, False, time.perf_counter() - state.started)
         self.success.add()
         span.finish("success", state.attempts, None)
         logger.info(
@@ -902,10 +904,40 @@ def _selecting_wrapper(
     return selected
 
 
+def _success_hooks(
+    breaker: Breaker, gate: Breaker | SideGate
+) -> tuple[object, bool, Callable[[int, bool, float], None]]:
+    """What the wrappers do after a success, chosen once, when the guard is built.
+
+    Without a failure-rate/slow-call window: test the breaker's failure deque (cleared in
+    place, never rebound), so a success with nothing to clear costs what it always did. With
+    one: True, so every success goes to the window's hook, and whether to time the call
+    (only for slow-call breaking). A write or delete guard (``gate`` is its
+    :class:`~redisguard._sides.SideGate`) first decodes a write-side trial ticket, as
+    ``SideGate._on_success`` does, then takes the window's hook.
+    """
+    window = breaker._window
+    if window is None:
+        return breaker._window_storage._failures, False, gate._on_success
+    timed = window.slow_after < math.inf
+    hook = window.success_hook(breaker)
+    if not isinstance(gate, SideGate):  # a read guard: the breaker itself
+        return True, timed, hook
+    trial_succeeded = gate.side.trial_succeeded
+
+    def gated(ticket: int, count: bool, elapsed: float) -> None:
+        if ticket < REJECT:  # a write-side trial: the main side saw a normal call
+            trial_succeeded(-1 - ticket)
+            ticket = NORMAL
+        hook(ticket, count, elapsed)
+
+    return True, timed, gated
+
+
 def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
     breaker, classify, success, gate = guard.breaker, guard.classify, guard.success, guard.side
-    admit, on_success = gate._admit, gate._on_success
-    failures = breaker._window_storage._failures  # cleared in place, never rebound
+    admit = gate._admit
+    failures, timed, on_success = _success_hooks(breaker, gate)
     clock, propagate = time.perf_counter, ErrorKind.PROPAGATE
 
     @functools.wraps(fn)
@@ -932,7 +964,8 @@ def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
                 raise
             return guard.recover(fn, args, kwargs, ticket, exc, kind, started)
         if ticket or failures or breaker._wants_call_events:
-            on_success(ticket, False)  # a trial, a failure run to clear, or listeners to call
+            # A trial, a failure run to clear, listeners to call, or a window to count in.
+            on_success(ticket, False, clock() - started if timed else 0.0)
         success.add()
         return result
 
@@ -958,8 +991,8 @@ def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
 
 def _async_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable[..., Any]:
     breaker, classify, success, gate = guard.breaker, guard.classify, guard.success, guard.side
-    admit, on_success = gate._admit, gate._on_success
-    failures = breaker._window_storage._failures  # cleared in place, never rebound
+    admit = gate._admit
+    failures, timed, on_success = _success_hooks(breaker, gate)
     clock, propagate = time.perf_counter, ErrorKind.PROPAGATE
 
     @functools.wraps(fn)
@@ -986,7 +1019,8 @@ def _async_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable
                 raise
             return await guard.arecover(fn, args, kwargs, ticket, exc, kind, started)
         if ticket or failures or breaker._wants_call_events:
-            on_success(ticket, False)  # a trial, a failure run to clear, or listeners to call
+            # A trial, a failure run to clear, listeners to call, or a window to count in.
+            on_success(ticket, False, clock() - started if timed else 0.0)
         success.add()
         return result
 

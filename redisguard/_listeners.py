@@ -8,6 +8,7 @@ from typing import Any
 import pybreaker
 
 from ._breaker import _default_listener_factories
+from ._redact import redact_text
 from ._sides import WriteEvent
 
 __all__ = ["LoggingListener"]
@@ -47,6 +48,9 @@ class LoggingListener(pybreaker.CircuitBreakerListener):
         if new == pybreaker.STATE_OPEN:
             extra["failure_count"] = cb.fail_counter
             extra["reset_timeout"] = cb.reset_timeout
+            cause = getattr(cb, "opened_by", None)
+            if cause is not None:  # why: e.g. a SlowCallsError (slow calls, not failures)
+                extra["opened_by"] = redact_text(f"{type(cause).__name__}: {cause}")
         self.logger.log(level, "%s: %s", message, cb.name, extra=extra)
 
     def write_state_change(self, cb: pybreaker.CircuitBreaker, event: WriteEvent) -> None:

@@ -147,11 +147,11 @@ class SideGate:
         # The slow-path admission, bound once: no extra Python frame on an open circuit.
         self._admit: Callable[[], int] = functools.partial(side.admit, deletes)
 
-    def _on_success(self, ticket: int, count: bool = True) -> None:
+    def _on_success(self, ticket: int, count: bool = True, elapsed: float = 0.0) -> None:
         if ticket < REJECT:
             self.side.trial_succeeded(-1 - ticket)
             ticket = NORMAL
-        self.breaker._on_success(ticket, count)
+        self.breaker._on_success(ticket, count, elapsed)
 
     def _on_failure(self, ticket: int, exc: BaseException) -> bool:
         if ticket < REJECT:

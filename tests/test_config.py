@@ -18,13 +18,19 @@ ENV_VARS = [
     "MONITORING_WINDOW",
     "SUCCESS_THRESHOLD",
     "HALF_OPEN_TRIAL_TIMEOUT",
+    "FAILURE_RATE_THRESHOLD",
+    "MINIMUM_CALLS",
+    "SLIDING_WINDOW_SIZE",
+    "SLOW_CALL_DURATION",
+    "SLOW_CALL_RATE_THRESHOLD",
 ]
 
 
 def test_defaults_match_the_design() -> None:
-    """The defaults are 5 failures, 30 s open, 60 s window, 3 trials, 1 success, 10 s trials."""
+    """The defaults are 5 failures, 30 s open, 60 s window, 3 trials, 1 success, 10 s trials;
+    failure-rate and slow-call breaking are off (20 minimum calls, 50% slow calls if on)."""
     config = BreakerConfig()
-    assert dataclasses.astuple(config) == (5, 30.0, 60.0, 3, 1, 10.0)
+    assert dataclasses.astuple(config) == (5, 30.0, 60.0, 3, 1, 10.0, None, 20, None, None, 50.0)
 
 
 def test_configs_are_frozen_and_comparable() -> None:
@@ -97,7 +103,16 @@ def _same_value(shown: str, raw: str) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
 
 
-@pytest.mark.parametrize("var", ["FAILURE_THRESHOLD", "HALF_OPEN_ATTEMPTS", "SUCCESS_THRESHOLD"])
+@pytest.mark.parametrize(
+    "var",
+    [
+        "FAILURE_THRESHOLD",
+        "HALF_OPEN_ATTEMPTS",
+        "SUCCESS_THRESHOLD",
+        "MINIMUM_CALLS",
+        "SLIDING_WINDOW_SIZE",
+    ],
+)
 def test_count_variables_must_be_whole(var: str) -> None:
     """Counts like 2.5 are refused rather than truncated."""
     with pytest.raises(ConfigError, match=f"{PREFIX}{var} must be a whole number, got '2.5'"):
