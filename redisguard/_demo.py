@@ -1318,6 +1318,13 @@ def run_demo(
         reset_timeout=options.reset_timeout,
         monitoring_window=max(10.0, options.phase_seconds * 4),
         half_open_max_attempts=1,
+        # Slow-call breaking over the last 2 x minimum_calls calls: a brownout (replies
+        # slower than slow_call_ms, below the socket timeout) opens the breaker although
+        # every call succeeds.
+        slow_call_duration=options.slow_call_ms / 1000,
+        slow_call_rate_threshold=options.slow_call_rate,
+        minimum_calls=options.minimum_calls,
+        sliding_window_size=2 * options.minimum_calls,
     )
     # A private breaker: the demo never changes breakers an application in this process owns.
     breaker = Breaker(

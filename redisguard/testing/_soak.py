@@ -213,6 +213,10 @@ class SoakConfig:
             reset_timeout=4.0,
             monitoring_window=10.0,
             half_open_max_attempts=1,
+            slow_call_duration=0.05,
+            slow_call_rate_threshold=50.0,
+            minimum_calls=20,
+            sliding_window_size=50,
         )
     )
     prober: bool = True
