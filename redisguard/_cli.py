@@ -26,7 +26,7 @@ faults are injected by a TCP proxy in front of it, and it writes only redisguard
 keys (deleted at the end). Passwords in URLs are never printed.
 
 The demo's breaker also breaks on slow calls: it opens when --slow-call-rate percent of
-the last 2 x --minimum-calls calls took --slow-call-ms or longer, even though they all
+the last 2 x --minimum-calls calls took longer than --slow-call-ms, even though they all
 succeeded (see --fault latency).
 """
 
@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--url",
-        help="use this Redis server instead of a private one (never killed or paused)",
+        help="use this Redis server instead of a private one (never killed, paused or "
+        "reconfigured)",
     )
     demo.add_argument(
         "--fault",
@@ -154,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive(float),
         default=10.0,
         metavar="MS",
-        help="a call this slow or slower counts as slow (breaker slow_call_duration; "
+        help="a call slower than this counts as slow (breaker slow_call_duration; "
         "default: %(default)s)",
     )
     demo.add_argument(

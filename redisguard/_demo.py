@@ -128,7 +128,7 @@ class DemoOptions:
         latency_ms: Delay the ``latency`` fault adds to every reply. Below the socket
             timeout (the default, 30 ms) it is a brownout that slow-call breaking answers;
             above it every call times out (an outage).
-        slow_call_ms: A call taking this long or longer counts as slow (the breaker's
+        slow_call_ms: A call taking longer than this counts as slow (the breaker's
             ``slow_call_duration``).
         slow_call_rate: The breaker opens when at least this percentage of the recent calls
             were slow (``slow_call_rate_threshold``).
@@ -362,7 +362,7 @@ class PhaseStats:
         short_circuited: Fallbacks answered without touching Redis (circuit open).
         reads, reads_ok: Session reads, and those Redis answered.
         writes, writes_fallback: Session writes, and those that fell back.
-        slow: Calls Redis answered that took at least the slow-call duration.
+        slow: Calls Redis answered that took longer than the slow-call duration.
         recovery_s: For a recovery phase, seconds from the heal until the breaker closed
             and a call succeeded; None if that did not happen.
         breaker_opened: The breaker opened during this phase.
@@ -563,7 +563,7 @@ def format_summary(result: DemoResult) -> str:
             )
         elif p.kind == "outage" and p.fault == "latency" and result.options.brownout():
             lines.append(
-                f"{p.name}: {p.slow} slow calls (>= {result.options.slow_call_ms:g} ms) "
+                f"{p.name}: {p.slow} slow calls (> {result.options.slow_call_ms:g} ms) "
                 f"answered by Redis, {p.short_circuited} fast fallbacks from the open circuit"
             )
     if result.ok:
@@ -1043,7 +1043,7 @@ class _PhaseNotes:
                     "fallback", f"{answered} without touching Redis ({ns / 1000:.0f} us)"
                 )
         elif outcome == "ok" and self.kind == "outage":
-            if self.slow_ns is not None and ns >= self.slow_ns and not self._slow:
+            if self.slow_ns is not None and ns > self.slow_ns and not self._slow:
                 self._slow = True
                 self.timeline.add(
                     "fault",
@@ -1153,7 +1153,7 @@ class _Runner:
             step = self.workload.step()
             outcome, failure, ns = step.outcome, step.failure, step.ns
             circuit_open = failure is not None and failure.circuit_open
-            phase.record(outcome, circuit_open, ns, write=step.write, slow=ns >= slow_ns)
+            phase.record(outcome, circuit_open, ns, write=step.write, slow=ns > slow_ns)
             self.calls.append((called_at, ns / 1e9, outcome))
             if step.exc is not None:
                 self._report_error(name, step.exc)
@@ -1421,7 +1421,7 @@ def main(
                 f"redisguard {__version__} demo: fault {', '.join(faults)}, phases of "
                 f"{options.phase_seconds:g} s, breaker failure_threshold="
                 f"{options.failure_threshold} reset_timeout={options.reset_timeout:g} s "
-                f"slow calls >= {options.slow_call_ms:g} ms at {options.slow_call_rate:g}% of "
+                f"slow calls > {options.slow_call_ms:g} ms at {options.slow_call_rate:g}% of "
                 f"the last {2 * options.minimum_calls} calls, ~{options.rate:g} calls/s\n",
                 file=out,
             )
