@@ -50,7 +50,7 @@ import pybreaker
 from ._budget import RetryBudget, budget_for
 from ._bulkhead import Bulkhead, bulkhead_for
 from ._config import BreakerConfig, replace_pybreaker_keyword, with_pybreaker_keywords
-from ._errors import CircuitOpenError, ConfigError
+from ._errors import CircuitOpenError, ConfigError, SlowCallsError
 from ._fork import after_fork, renew_lock_after_fork
 from ._sides import EVENT as _WRITE_EVENT
 from ._sides import WriteSide
@@ -252,6 +252,7 @@ class Breaker(pybreaker.CircuitBreaker):
         self._events: deque[tuple[Any, Any]] = deque()  # (old, new), appended under the gate
         self._opened_at = 0.0
         self._opened_by: BaseException | None = None
+        self._slow_opened = False  # opened by slow calls: a slow half-open trial re-opens it
         self._generation = 0
         self._trials = 0
         self._trial_admitted_at = 0.0
@@ -655,8 +656,14 @@ class Breaker(pybreaker.CircuitBreaker):
             with self._gate:
                 if ticket == self._generation and self._code == HALF_OPEN:
                     self._trials -= 1
-                    if window is not None and elapsed > window.slow_after:
-                        # An answered PING proves nothing about latency: a slow trial failed.
+                    if (
+                        window is not None
+                        and elapsed > window.slow_after
+                        and self._slow_opened
+                    ):
+                        # Opened by slow calls: an answered PING proves nothing about latency,
+                        # so a slow trial failed. After an outage a slow trial (it paid for
+                        # the reconnect) proves Redis answers; the window judges latency again.
                         self._set_state(OPEN, cause=slow_trial_error(elapsed, window))
                     else:
                         self._trial_succeeded()
@@ -766,6 +773,7 @@ class Breaker(pybreaker.CircuitBreaker):
         if code == OPEN:
             self._opened_at = self._clock() if opened_at is None else opened_at
             self._opened_by = None if cause is None else _without_traceback(cause)
+            self._slow_opened = isinstance(cause, SlowCallsError)  # kept while half-open
         if code == self._code:
             if code == OPEN and not from_storage:  # re-opening restarts the timeout
                 self._write_state(code)

@@ -21,9 +21,13 @@ Prints a timeline (breaker transitions, fault, first fallback, recovery) and a s
 per phase (calls, successes, fallbacks, p50/p99 latency).
 
 Without --url the demo starts a private redis-server on a free 127.0.0.1 port and stops
-it at the end. With --url it never kills, pauses or stops your server: faults are
-injected by a TCP proxy in front of it, and it writes only redisguard-demo:* keys
-(deleted at the end). Passwords in URLs are never printed.
+it at the end. With --url it never kills, pauses, reconfigures or stops your server:
+faults are injected by a TCP proxy in front of it, and it writes only redisguard-demo:*
+keys (deleted at the end). Passwords in URLs are never printed.
+
+The demo's breaker also breaks on slow calls: it opens when --slow-call-rate percent of
+the last 2 x --minimum-calls calls took longer than --slow-call-ms, even though they all
+succeeded (see --fault latency).
 """
 
 _FAULT_HELP = """\
@@ -31,7 +35,12 @@ kill: SIGKILL the private server, then restart it on the same port;
 pause: SIGSTOP / SIGCONT it;
 blackhole: the proxy drops all bytes;
 reset: the proxy sends TCP RST on every connection, repeatedly;
-latency: the proxy delays every reply past the socket timeout;
+latency: a brownout: the proxy delays every reply by --latency-ms (30 ms), below the
+  socket timeout; calls succeed slowly until the slow-call rate opens the breaker, trial
+  calls follow, and it closes once the delay is gone (--latency-ms above
+  --socket-timeout makes every call time out instead: an outage);
+oom: the private server refuses writes (maxmemory 1 byte, noeviction: -OOM) and still
+  serves reads: writes fall back, reads keep coming from Redis; then memory is freed;
 all: each in turn (only proxy faults with --url).
 Default: kill, or blackhole with --url."""
 
@@ -71,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the chaos soak: every fault kind, repeatedly, under a mixed workload",
         description=(
             "Drive the guarded stores from threads and asyncio tasks against a private "
-            "redis-server (appendfsync always) while kill, pause, blackhole, reset, latency and "
-            "LOADING faults repeat; verify nothing acknowledged is lost, only typed errors "
+            "redis-server (appendfsync always) while kill, pause, blackhole, reset, latency, "
+            "LOADING, brownout (latency below the socket timeout) and OOM (writes refused) "
+            "faults repeat; verify nothing acknowledged is lost, only typed errors "
             "escape, every outage cycles the breaker and no secret is logged. Exit 0 when "
             "every invariant held."
         ),
@@ -87,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--url",
-        help="use this Redis server instead of a private one (never killed or paused)",
+        help="use this Redis server instead of a private one (never killed, paused or "
+        "reconfigured)",
     )
     demo.add_argument(
         "--fault",
@@ -134,9 +145,34 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--latency-ms",
         type=_positive(float),
-        default=400.0,
+        default=30.0,
         metavar="MS",
-        help="delay added by the latency fault (default: %(default)s)",
+        help="delay added by the latency fault: below --socket-timeout a brownout, above it "
+        "an outage (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--slow-call-ms",
+        type=_positive(float),
+        default=10.0,
+        metavar="MS",
+        help="a call slower than this counts as slow (breaker slow_call_duration; "
+        "default: %(default)s)",
+    )
+    demo.add_argument(
+        "--slow-call-rate",
+        type=_positive(float),
+        default=50.0,
+        metavar="PERCENT",
+        help="the breaker opens when this share of recent calls was slow "
+        "(slow_call_rate_threshold; default: %(default)s)",
+    )
+    demo.add_argument(
+        "--minimum-calls",
+        type=_positive(int),
+        default=10,
+        metavar="N",
+        help="calls the slow-call rate needs before it judges; the window is the last 2 x N "
+        "calls (default: %(default)s)",
     )
     demo.add_argument(
         "--otel",
@@ -189,6 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         reset_timeout=args.reset_timeout,
         socket_timeout=args.socket_timeout,
         latency_ms=args.latency_ms,
+        slow_call_ms=args.slow_call_ms,
+        slow_call_rate=args.slow_call_rate,
+        minimum_calls=args.minimum_calls,
         otel=args.otel,
     )
     return _demo.main(

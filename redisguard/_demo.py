@@ -9,8 +9,12 @@ and prints a timeline (breaker transitions, the fault and its heal, the first fa
 recovery) and a summary per phase (calls, successes, fallbacks, p50/p99 latency).
 
 Without a URL it starts a private ``redis-server`` on a free loopback port and may kill or
-pause it. With a URL it never touches the user's server: faults go through a
-:class:`~redisguard.testing.FaultProxy` placed in front of it.
+pause it, or make it refuse writes (``oom``). With a URL it never touches the user's server:
+faults go through a :class:`~redisguard.testing.FaultProxy` placed in front of it.
+
+Two faults are brownouts rather than outages: ``latency`` slows every reply below the socket
+timeout (calls succeed, slowly, until the breaker's slow-call rate opens it), and ``oom``
+makes Redis refuse writes while it still serves reads (only the breaker's write side opens).
 
 Everything here is plain functions and classes (:func:`run_demo`, :class:`DemoOptions`,
 :class:`DemoResult`); ``redisguard._cli`` only parses arguments.
@@ -30,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TextIO, cast
+from typing import Any, Literal, NamedTuple, Protocol, TextIO, cast
 
 import pybreaker
 import redis
@@ -45,6 +49,7 @@ from ._redact import redact_text, redact_url
 from ._telemetry import OpenTelemetryListener
 from ._version import __version__
 from .testing import FaultProxy, RedisServer, ServerError, ServerNotFoundError
+from .testing._oom import allow_writes, refuse_writes
 
 __all__ = [
     "FAULTS",
@@ -63,9 +68,11 @@ __all__ = [
 ]
 
 #: Faults the demo can inject, in the order ``--fault all`` runs them.
-FAULTS: tuple[str, ...] = ("kill", "pause", "blackhole", "reset", "latency")
+FAULTS: tuple[str, ...] = ("kill", "pause", "blackhole", "reset", "latency", "oom")
 #: Faults that act on the server process, so only on the demo's own server.
 PROCESS_FAULTS = frozenset({"kill", "pause"})
+#: Faults that change the server's configuration, so only on the demo's own server.
+CONFIG_FAULTS = frozenset({"oom"})
 #: Faults injected by the proxy, so they also work in front of a user's server.
 PROXY_FAULTS = frozenset({"blackhole", "reset", "latency"})
 OTEL_MODES = ("none", "console")
@@ -118,7 +125,15 @@ class DemoOptions:
         failure_threshold: Breaker failures before it opens.
         reset_timeout: Seconds the breaker stays open before a trial call.
         socket_timeout: The client's socket and connect timeout, in seconds.
-        latency_ms: Delay the ``latency`` fault adds to every reply.
+        latency_ms: Delay the ``latency`` fault adds to every reply. Below the socket
+            timeout (the default, 30 ms) it is a brownout that slow-call breaking answers;
+            above it every call times out (an outage).
+        slow_call_ms: A call taking longer than this counts as slow (the breaker's
+            ``slow_call_duration``).
+        slow_call_rate: The breaker opens when at least this percentage of the recent calls
+            were slow (``slow_call_rate_threshold``).
+        minimum_calls: Calls the slow-call rate needs before it judges (``minimum_calls``);
+            the window is the last ``2 * minimum_calls`` calls.
         otel: ``"none"`` or ``"console"`` (spans to stderr, a metrics table at the end).
         seed: Seed of the workload's random choices.
     """
@@ -130,7 +145,10 @@ class DemoOptions:
     failure_threshold: int = 3
     reset_timeout: float = 1.0
     socket_timeout: float = 0.2
-    latency_ms: float = 400.0
+    latency_ms: float = 30.0
+    slow_call_ms: float = 10.0
+    slow_call_rate: float = 50.0
+    minimum_calls: int = 10
     otel: str = "none"
     seed: int = 7
 
@@ -138,7 +156,8 @@ class DemoOptions:
         """The faults to inject, in order, after checking they fit the target.
 
         Raises:
-            DemoError: an unknown fault, or a process fault with a user's ``url``.
+            DemoError: an unknown fault, or a process or configuration fault with a user's
+                ``url``.
         """
         default = "blackhole" if self.url is not None else "kill"
         fault = self.fault or default
@@ -146,13 +165,26 @@ class DemoOptions:
             return [f for f in FAULTS if self.url is None or f in PROXY_FAULTS]
         if fault not in FAULTS:
             raise DemoError(f"unknown fault {fault!r}; choose from {', '.join((*FAULTS, 'all'))}")
+        alternatives = (
+            "with --url use blackhole, reset or latency (a proxy in front of your server), or "
+            "drop --url to use a private redis-server"
+        )
         if self.url is not None and fault in PROCESS_FAULTS:
             raise DemoError(
                 f"--fault {fault} acts on the server process, and the demo never {fault}s a "
-                "server it did not start; with --url use blackhole, reset or latency (a proxy "
-                "in front of your server), or drop --url to use a private redis-server"
+                f"server it did not start; {alternatives}"
+            )
+        if self.url is not None and fault in CONFIG_FAULTS:
+            raise DemoError(
+                f"--fault {fault} sets maxmemory with noeviction on the server, and the demo "
+                f"never changes the configuration of a server it did not start; {alternatives}"
             )
         return [fault]
+
+    def brownout(self) -> bool:
+        """Whether the latency fault slows calls down (below the socket timeout) rather than
+        making them time out."""
+        return self.latency_ms < self.socket_timeout * 1000
 
     def validate(self) -> None:
         """Raise DemoError for values that cannot work."""
@@ -166,10 +198,21 @@ class DemoOptions:
                 raise DemoError(f"{label} must be positive, got {value!r}")
         if self.failure_threshold < 1:
             raise DemoError(f"failure threshold must be >= 1, got {self.failure_threshold!r}")
-        if self.latency_ms <= self.socket_timeout * 1000:
+        if self.minimum_calls < 1:
+            raise DemoError(f"minimum calls must be >= 1, got {self.minimum_calls!r}")
+        if not 0 < self.slow_call_rate <= 100:
             raise DemoError(
-                f"latency fault of {self.latency_ms:g} ms would not exceed the "
-                f"{self.socket_timeout * 1000:g} ms socket timeout; nothing would fail"
+                f"slow-call rate must be a percentage in (0, 100], got {self.slow_call_rate!r}"
+            )
+        if not self.slow_call_ms > 0:
+            raise DemoError(f"slow-call duration must be positive, got {self.slow_call_ms!r}")
+        if not self.latency_ms > 0:
+            raise DemoError(f"latency must be positive, got {self.latency_ms!r}")
+        if self.brownout() and self.latency_ms < self.slow_call_ms:
+            raise DemoError(
+                f"a latency fault of {self.latency_ms:g} ms is below both the "
+                f"{self.slow_call_ms:g} ms slow-call duration and the "
+                f"{self.socket_timeout * 1000:g} ms socket timeout; nothing would trip"
             )
         if self.otel not in OTEL_MODES:
             raise DemoError(f"--otel must be one of {', '.join(OTEL_MODES)}, got {self.otel!r}")
@@ -178,7 +221,7 @@ class DemoOptions:
 
 # -- the timeline ----------------------------------------------------------------------------
 EventKind = Literal[
-    "start", "phase", "fault", "heal", "breaker", "fallback", "recovery", "error", "done"
+    "start", "phase", "fault", "heal", "breaker", "writes", "fallback", "recovery", "error", "done"
 ]
 
 
@@ -259,18 +302,47 @@ def format_event(event: Event) -> str:
 
 
 class _BreakerWatcher(pybreaker.CircuitBreakerListener):
-    """Puts the breaker's real state transitions on the timeline."""
+    """Puts the breaker's real state transitions on the timeline, with why it opened."""
 
     def __init__(self, timeline: Timeline) -> None:
         self.timeline = timeline
         self.opens = 0
+        self.write_opens = 0
+
+    def write_state_change(self, cb: Any, event: Any) -> None:
+        """The breaker's write side moved (it opens on refused writes: OOM, READONLY...)."""
+        if event.old != event.new:
+            self.write_opens += event.new == pybreaker.STATE_OPEN
+            why = f" ({event.cause} refuses writes; reads go on)" if event.new == "open" else ""
+            if event.new == pybreaker.STATE_HALF_OPEN:
+                why = " (trial writes)"
+            self.timeline.add("writes", f"write side {event.old} -> {event.new}{why}")
 
     def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
         old = getattr(old_state, "name", str(old_state))
         new = getattr(new_state, "name", str(new_state))
         if old != new:
             self.opens += new == pybreaker.STATE_OPEN
-            self.timeline.add("breaker", f"{old} -> {new}")
+            note = ""
+            if new == pybreaker.STATE_OPEN:
+                note = _open_reason(cb)
+            elif new == pybreaker.STATE_HALF_OPEN:
+                note = " (trial calls)"
+            self.timeline.add("breaker", f"{old} -> {new}{note}")
+
+
+def _open_reason(cb: Any) -> str:
+    """`` (why)`` for a breaker that just opened, or ``""`` when it does not say."""
+    cause = getattr(cb, "opened_by", None)
+    if cause is None:
+        return ""
+    text = str(cause)
+    return f" ({type(cause).__name__}: {text})" if text else f" ({type(cause).__name__})"
+
+
+def breaker_state_of(text: str) -> str:
+    """The new state in a breaker event's text (``"closed -> open (why)"`` -> ``"open"``)."""
+    return text.rpartition(" -> ")[2].split(" ", 1)[0]
 
 
 # -- per-phase statistics --------------------------------------------------------------------
@@ -288,6 +360,9 @@ class PhaseStats:
         fault: The fault of an outage or recovery phase.
         start: Timeline seconds when the phase began; ``end`` when it ended.
         short_circuited: Fallbacks answered without touching Redis (circuit open).
+        reads, reads_ok: Session reads, and those Redis answered.
+        writes, writes_fallback: Session writes, and those that fell back.
+        slow: Calls Redis answered that took longer than the slow-call duration.
         recovery_s: For a recovery phase, seconds from the heal until the breaker closed
             and a call succeeded; None if that did not happen.
         breaker_opened: The breaker opened during this phase.
@@ -305,19 +380,39 @@ class PhaseStats:
     errors: int = 0
     recovery_s: float | None = None
     breaker_opened: bool = False
+    reads: int = 0
+    reads_ok: int = 0
+    writes: int = 0
+    writes_fallback: int = 0
+    slow: int = 0
     latencies_ns: list[int] = field(default_factory=list, repr=False)
 
-    def record(self, outcome: Outcome, circuit_open: bool, ns: int) -> None:
-        """Count one call."""
+    def record(
+        self,
+        outcome: Outcome,
+        circuit_open: bool,
+        ns: int,
+        *,
+        write: bool | None = None,
+        slow: bool = False,
+    ) -> None:
+        """Count one call (``write``: None when the call is neither counted as read nor write)."""
         self.calls += 1
         self.latencies_ns.append(ns)
         if outcome == "ok":
             self.successes += 1
+            self.slow += slow
         elif outcome == "fallback":
             self.fallbacks += 1
             self.short_circuited += circuit_open
         else:
             self.errors += 1
+        if write is True:
+            self.writes += 1
+            self.writes_fallback += outcome == "fallback"
+        elif write is False:
+            self.reads += 1
+            self.reads_ok += outcome == "ok"
 
     def percentile_ms(self, q: float) -> float | None:
         """The ``q`` quantile (0..1) of call latency in milliseconds, None without calls."""
@@ -341,7 +436,17 @@ class PhaseStats:
             "max_ms": _round(self.percentile_ms(1.0)),
             "recovery_s": _round(self.recovery_s),
             "breaker_opened": self.breaker_opened,
+            "reads": self.reads,
+            "reads_ok": self.reads_ok,
+            "writes": self.writes,
+            "writes_fallback": self.writes_fallback,
+            "slow": self.slow,
         }
+
+
+def _fell_back(outage: PhaseStats) -> bool:
+    """The outage phase opened the breaker, or (writes refused) made writes fall back."""
+    return outage.breaker_opened or (outage.fault in CONFIG_FAULTS and outage.writes_fallback > 0)
 
 
 def _quantile_ms(samples_ns: Sequence[int], q: float) -> float | None:
@@ -383,7 +488,7 @@ class DemoResult:
         from .testing._plot import Timeline as Chart  # noqa: PLC0415 - optional plotting
 
         states: list[tuple[float, str]] = [(0.0, "closed")]
-        states += [(e.t, e.text.rpartition(" -> ")[2]) for e in self.events if e.kind == "breaker"]
+        states += [(e.t, breaker_state_of(e.text)) for e in self.events if e.kind == "breaker"]
         return Chart(
             calls=self.calls,
             states=states,
@@ -411,6 +516,9 @@ class DemoResult:
                 "reset_timeout": opts.reset_timeout,
                 "socket_timeout": opts.socket_timeout,
                 "latency_ms": opts.latency_ms,
+                "slow_call_ms": opts.slow_call_ms,
+                "slow_call_rate": opts.slow_call_rate,
+                "minimum_calls": opts.minimum_calls,
             },
             "events": [{"t": e.t, "kind": e.kind, "text": e.text} for e in self.events],
             "phases": [p.as_dict() for p in self.phases],
@@ -434,7 +542,7 @@ def format_summary(result: DemoResult) -> str:
         if p.kind == "recovery":
             if p.recovery_s is None:
                 recovered = "did not recover"
-            elif previous is not None and not previous.breaker_opened:
+            elif previous is not None and not _fell_back(previous):
                 recovered = "(breaker stayed closed)"
             else:
                 recovered = f"{p.recovery_s:.2f} s"
@@ -446,6 +554,18 @@ def format_summary(result: DemoResult) -> str:
         )
     lines.append("")
     lines.append("(open) = fallbacks answered by the open circuit without touching Redis")
+    for p in result.phases:
+        if p.kind == "outage" and p.fault == "oom" and p.reads:
+            lines.append(
+                f"{p.name}: {p.reads_ok} of {p.reads} reads served by Redis "
+                f"({100 * p.reads_ok / p.reads:.1f}%), {p.writes_fallback} of {p.writes} "
+                "writes fell back"
+            )
+        elif p.kind == "outage" and p.fault == "latency" and result.options.brownout():
+            lines.append(
+                f"{p.name}: {p.slow} slow calls (> {result.options.slow_call_ms:g} ms) "
+                f"answered by Redis, {p.short_circuited} fast fallbacks from the open circuit"
+            )
     if result.ok:
         lines.append("OK: no call failed; every outage was answered by the fallback and recovered.")
     else:
@@ -454,12 +574,24 @@ def format_summary(result: DemoResult) -> str:
 
 
 # -- the workload ----------------------------------------------------------------------------
+class Step(NamedTuple):
+    """One workload call: its outcome, the fallback's :class:`Failure` (if any), its duration
+    in nanoseconds, the exception if it raised (it should never), and whether it wrote."""
+
+    outcome: Outcome
+    failure: Failure | None
+    ns: int
+    exc: BaseException | None
+    write: bool
+
+
 class SessionWorkload:
     """A web app's session traffic: mostly reads, some refreshes, a local stale-copy fallback.
 
-    ``load`` and ``touch`` are guarded; when Redis is unavailable ``load`` answers from the
-    process-local cache (stale but usable) and ``touch`` remembers the write locally and
-    reports it as not persisted.
+    ``load`` (a read: ``GET``) and ``touch`` (a write: ``SET``) are guarded; when Redis is
+    unavailable ``load`` answers from the process-local cache (stale but usable) and ``touch``
+    remembers the write locally and reports it as not persisted. A session Redis does not
+    have yet is created locally by ``load`` and written by the next ``touch``.
     """
 
     def __init__(
@@ -481,11 +613,14 @@ class SessionWorkload:
                 "tracer_provider": otel.tracer_provider,
                 "meter_provider": otel.meter_provider,
             }
+        # Declared access: when Redis refuses writes (OOM) only the breaker's write side
+        # opens, so loads keep reading from Redis while touches fall back.
         self.load = redis_guarded(
             name="demo.session.load",
             fallback=self._load_fallback,
             breaker=breaker,
             retry=retry,
+            access="read",
             **providers,
         )(self._load)
         self.touch = redis_guarded(
@@ -493,6 +628,7 @@ class SessionWorkload:
             fallback=self._touch_fallback,
             breaker=breaker,
             retry=retry,
+            access="write",
             **providers,
         )(self._touch)
 
@@ -507,9 +643,8 @@ class SessionWorkload:
     def _load(self, session: str) -> bytes:
         # The client is built without decode_responses, so values come back as bytes.
         data = cast("bytes | None", self.client.get(self.key(session)))
-        if data is None:
-            data = self._payload(session)
-            self.client.set(self.key(session), data, ex=_SESSION_TTL)
+        if data is None:  # a new session: the next touch writes it
+            data = self.cache.get(session) or self._payload(session)
         self.cache[session] = data
         return data
 
@@ -528,23 +663,19 @@ class SessionWorkload:
         self.cache[session] = self._payload(session)
         return False
 
-    def step(self) -> tuple[Outcome, Failure | None, int, BaseException | None]:
-        """One request: 80% session reads, 20% refreshes.
-
-        Returns:
-            The outcome, the fallback's :class:`Failure` (if any), the call's duration in
-            nanoseconds, and the exception if the call raised (it should never).
-        """
+    def step(self) -> Step:
+        """One request: 80% session reads, 20% refreshes."""
         session = f"s{self.rng.randrange(_SESSIONS)}"
-        op = self.load if self.rng.random() < 0.8 else self.touch
+        write = self.rng.random() >= 0.8
+        op = self.touch if write else self.load
         self.failure = None
         began = time.perf_counter_ns()
         try:
             op(session)
         except Exception as exc:
-            return "error", None, time.perf_counter_ns() - began, exc
+            return Step("error", None, time.perf_counter_ns() - began, exc, write)
         ns = time.perf_counter_ns() - began
-        return ("ok" if self.failure is None else "fallback"), self.failure, ns, None
+        return Step("ok" if self.failure is None else "fallback", self.failure, ns, None, write)
 
     def cleanup(self) -> None:
         """Delete the demo's keys (best effort: the server may be gone)."""
@@ -657,14 +788,44 @@ class _LatencyFault:
 
     def inject(self) -> str:
         self.proxy.latency(self.ms)
+        timeout_ms = self.socket_timeout * 1000
+        if self.ms < timeout_ms:
+            return (
+                f"proxy delays every reply by {self.ms:g} ms, below the {timeout_ms:g} ms "
+                "socket timeout: a brownout, calls still succeed, slowly"
+            )
         return (
-            f"proxy delays every reply by {self.ms:g} ms "
-            f"(client socket_timeout {self.socket_timeout * 1000:g} ms)"
+            f"proxy delays every reply by {self.ms:g} ms (client socket_timeout {timeout_ms:g} ms)"
         )
 
     def heal(self) -> str:
         self.proxy.latency(0)
         return "proxy latency removed"
+
+
+class _OomFault:
+    """The private server refuses writes (``-OOM``) and keeps serving reads."""
+
+    name = "oom"
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    def _admin(self) -> redis.Redis:
+        return redis.Redis(**self.server.client_kwargs(), socket_timeout=5)
+
+    def inject(self) -> str:
+        with contextlib.closing(self._admin()) as admin:
+            refuse_writes(admin)
+        return (
+            "redis-server refuses writes: maxmemory 1 byte with noeviction answers SET with "
+            "-OOM; GET still works"
+        )
+
+    def heal(self) -> str:
+        with contextlib.closing(self._admin()) as admin:
+            allow_writes(admin)
+        return "memory limit removed: redis-server accepts writes again"
 
 
 @dataclass
@@ -727,6 +888,7 @@ def _open_target(options: DemoOptions, faults: Sequence[str]) -> Iterator[_Targe
         if server is not None:
             available["kill"] = _KillFault(server)
             available["pause"] = _PauseFault(server)
+            available["oom"] = _OomFault(server)
         if proxy is not None:
             available["blackhole"] = _BlackholeFault(proxy)
             available["reset"] = _ResetFault(proxy)
@@ -835,42 +997,83 @@ def configure_otel(mode: str, stream: TextIO | None = None) -> OtelSetup:
 
 # -- the run -----------------------------------------------------------------------------------
 class _PhaseNotes:
-    """Puts a phase's firsts on the timeline: first fallback, open circuit, first success."""
+    """Puts a phase's firsts on the timeline: first fallback, open circuit, first success.
 
-    def __init__(self, timeline: Timeline, kind: PhaseKind, began: float, *, narrate: bool) -> None:
+    With ``slow_ns`` it also notes the first slow success (a brownout); with ``writes_only``
+    (a fault that refuses writes) the open circuit is the write side, reads served by Redis
+    are noted, and recovery means a write succeeded.
+    """
+
+    def __init__(
+        self,
+        timeline: Timeline,
+        kind: PhaseKind,
+        began: float,
+        *,
+        narrate: bool,
+        slow_ns: int | None = None,
+        writes_only: bool = False,
+    ) -> None:
         self.timeline = timeline
         self.kind = kind
         self.began = began
         self.narrate = narrate
-        self._fallback = self._open = self._success = False
+        self.slow_ns = slow_ns
+        self.writes_only = writes_only
+        self._fallback = self._open = self._success = self._slow = self._read = False
 
-    def saw(self, outcome: Outcome, failure: Failure | None, ns: int) -> None:
+    def saw(self, step: Step) -> None:
         """Note one call's outcome."""
         if not self.narrate:
             return
+        outcome, failure, ns = step.outcome, step.failure, step.ns
         if outcome == "fallback" and failure is not None and self.kind != "recovery":
             if not self._fallback:
                 self._fallback = True
-                self.timeline.add("fallback", f"first fallback: {_why(failure)}")
+                what = "write " if self.writes_only and step.write else ""
+                self.timeline.add("fallback", f"first {what}fallback: {_why(failure)}")
             if failure.circuit_open and not self._open:
                 self._open = True
-                self.timeline.add(
-                    "fallback",
-                    f"calls answered by the open circuit without touching Redis "
-                    f"({ns / 1000:.0f} us)",
+                answered = (
+                    "writes answered by the open write side"
+                    if step.write
+                    else "calls answered by the open circuit"
                 )
-        elif outcome == "ok" and self.kind == "recovery" and not self._success:
+                self.timeline.add(
+                    "fallback", f"{answered} without touching Redis ({ns / 1000:.0f} us)"
+                )
+        elif outcome == "ok" and self.kind == "outage":
+            if self.slow_ns is not None and ns > self.slow_ns and not self._slow:
+                self._slow = True
+                self.timeline.add(
+                    "fault",
+                    f"calls still succeed, slowly: {ns / 1e6:.1f} ms (slow-call duration "
+                    f"{self.slow_ns / 1e6:g} ms)",
+                )
+            if self.writes_only and self._fallback and not step.write and not self._read:
+                self._read = True
+                self.timeline.add(
+                    "fault", f"reads are still served by Redis (GET in {ns / 1e6:.2f} ms)"
+                )
+        elif (
+            outcome == "ok"
+            and self.kind == "recovery"
+            and not self._success
+            and (step.write or not self.writes_only)
+        ):
             self._success = True
+            what = "write" if self.writes_only else "success"
             self.timeline.add(
-                "recovery", f"first success {time.monotonic() - self.began:.2f} s after the heal"
+                "recovery", f"first {what} {time.monotonic() - self.began:.2f} s after the heal"
             )
 
     def recovered(self, seconds: float) -> None:
         """The breaker is closed and calls succeed again."""
         if self.narrate:
+            calls = "writes" if self.writes_only else "calls"
             self.timeline.add(
                 "recovery",
-                f"recovered: breaker closed and calls succeed, {seconds:.2f} s after the heal",
+                f"recovered: breaker closed and {calls} succeed, {seconds:.2f} s after the heal",
             )
 
 
@@ -911,13 +1114,24 @@ class _Runner:
         previous = self.phases[-1] if self.phases else None
         self.phases.append(phase)
         self.timeline.add("phase", name)
-        opens = self.watcher.opens
+        opens, write_opens = self.watcher.opens, self.watcher.write_opens
         began = time.monotonic()
         if action is not None:
             self.timeline.add("fault" if kind == "outage" else "heal", action())
         # A recovery after a real outage is narrated; one after an absorbed fault is not.
-        narrate = kind != "recovery" or (previous is not None and previous.breaker_opened)
-        notes = _PhaseNotes(self.timeline, kind, began, narrate=narrate)
+        # Refused writes are not absorbed: they fell back.
+        writes_only = fault in CONFIG_FAULTS
+        narrate = kind != "recovery" or (previous is not None and _fell_back(previous))
+        brownout = fault == "latency" and self.options.brownout()
+        slow_ns = int(self.options.slow_call_ms * 1e6)
+        notes = _PhaseNotes(
+            self.timeline,
+            kind,
+            began,
+            narrate=narrate,
+            slow_ns=slow_ns if brownout else None,
+            writes_only=writes_only,
+        )
         length = self.options.phase_seconds
         # A recovery phase also waits for the breaker to close: one reset_timeout for the
         # trial call, plus slack for a trial that failed just before the heal.
@@ -936,17 +1150,20 @@ class _Runner:
             if elapsed >= limit or (elapsed >= length and done):
                 break
             called_at = self.timeline.now()
-            outcome, failure, ns, exc = self.workload.step()
-            phase.record(outcome, failure is not None and failure.circuit_open, ns)
+            step = self.workload.step()
+            outcome, failure, ns = step.outcome, step.failure, step.ns
+            circuit_open = failure is not None and failure.circuit_open
+            phase.record(outcome, circuit_open, ns, write=step.write, slow=ns > slow_ns)
             self.calls.append((called_at, ns / 1e9, outcome))
-            if exc is not None:
-                self._report_error(name, exc)
-            notes.saw(outcome, failure, ns)
+            if step.exc is not None:
+                self._report_error(name, step.exc)
+            notes.saw(step)
             if (
                 kind == "recovery"
                 and outcome == "ok"
                 and phase.recovery_s is None
-                and (self.breaker.current_state == "closed")
+                and (step.write or not writes_only)
+                and self._closed()
             ):
                 phase.recovery_s = time.monotonic() - began
                 notes.recovered(phase.recovery_s)
@@ -959,15 +1176,35 @@ class _Runner:
                 time.sleep(delay)
             else:  # a slow call: do not try to catch up with a burst
                 next_at = time.monotonic()
-        self._finish_phase(phase, limit, opens)
+        self._finish_phase(phase, limit, opens, write_opens)
         return phase
 
-    def _finish_phase(self, phase: PhaseStats, limit: float, opens: int) -> None:
+    def _closed(self) -> bool:
+        """The breaker is closed, its write side too."""
+        breaker = self.breaker
+        return breaker.current_state == "closed" and breaker.write_state == "closed"
+
+    def _finish_phase(self, phase: PhaseStats, limit: float, opens: int, write_opens: int) -> None:
         """Close a phase's books: note an absorbed fault or a missing recovery, emit a span."""
         kind, name = phase.kind, phase.name
         phase.end = self.timeline.now()
         phase.breaker_opened = self.watcher.opens > opens
-        if kind == "outage" and not phase.breaker_opened:
+        if phase.fault in CONFIG_FAULTS:  # refused writes open only the write side
+            phase.breaker_opened = self.watcher.write_opens > write_opens
+        if kind == "outage" and phase.fault in CONFIG_FAULTS:
+            self.timeline.add(
+                "fault",
+                f"while Redis refused writes: {phase.reads_ok} of {phase.reads} reads were "
+                f"served by Redis, {phase.writes_fallback} of {phase.writes} writes fell back",
+            )
+        elif kind == "outage" and not phase.breaker_opened and phase.slow:
+            p99 = phase.percentile_ms(0.99) or 0.0
+            self.timeline.add(
+                "recovery",
+                f"the breaker stayed closed: {phase.slow} calls succeeded slowly "
+                f"(p99 {p99:.1f} ms), {phase.fallbacks} fell back",
+            )
+        elif kind == "outage" and not phase.breaker_opened:
             self.timeline.add(
                 "recovery",
                 "the breaker stayed closed: the client's reconnects and the guard's retry "
@@ -1081,6 +1318,13 @@ def run_demo(
         reset_timeout=options.reset_timeout,
         monitoring_window=max(10.0, options.phase_seconds * 4),
         half_open_max_attempts=1,
+        # Slow-call breaking over the last 2 x minimum_calls calls: a brownout (replies
+        # slower than slow_call_ms, below the socket timeout) opens the breaker although
+        # every call succeeds.
+        slow_call_duration=options.slow_call_ms / 1000,
+        slow_call_rate_threshold=options.slow_call_rate,
+        minimum_calls=options.minimum_calls,
+        sliding_window_size=2 * options.minimum_calls,
     )
     # A private breaker: the demo never changes breakers an application in this process owns.
     breaker = Breaker(
@@ -1176,8 +1420,9 @@ def main(
             print(
                 f"redisguard {__version__} demo: fault {', '.join(faults)}, phases of "
                 f"{options.phase_seconds:g} s, breaker failure_threshold="
-                f"{options.failure_threshold} reset_timeout={options.reset_timeout:g} s, "
-                f"~{options.rate:g} calls/s\n",
+                f"{options.failure_threshold} reset_timeout={options.reset_timeout:g} s "
+                f"slow calls > {options.slow_call_ms:g} ms at {options.slow_call_rate:g}% of "
+                f"the last {2 * options.minimum_calls} calls, ~{options.rate:g} calls/s\n",
                 file=out,
             )
         result = run_demo(

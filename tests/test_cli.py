@@ -83,7 +83,7 @@ def test_demo_pause_json_summary(capsys: pytest.CaptureFixture[str]) -> None:
     assert phases["recovery (pause)"]["recovery_s"] is not None
     assert phases["healthy again"]["fallbacks"] == 0
     transitions = [e["text"] for e in report["events"] if e["kind"] == "breaker"]
-    assert transitions[0] == "closed -> open"
+    assert transitions[0].startswith("closed -> open (TimeoutError")  # with the reason
     assert transitions[-1] == "half-open -> closed"
     assert all(p["errors"] == 0 for p in report["phases"])
 
@@ -142,6 +142,84 @@ def test_unreachable_url_fails_redacted(capsys: pytest.CaptureFixture[str]) -> N
     assert "not reachable" in captured.err
 
 
+def test_demo_latency_is_a_brownout_that_slow_call_breaking_answers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """30 ms below the socket timeout: calls succeed slowly, the breaker opens for slow calls,
+    answers fast fallbacks, runs trial calls and closes once the delay is gone."""
+    argv = ["demo", *FAST, "--duration", "1.2", "--fault", "latency", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True, report["problems"]
+    assert report["config"]["latency_ms"] == 30
+    phases = {p["name"]: p for p in report["phases"]}
+    outage = phases["outage (latency)"]
+    assert outage["errors"] == 0
+    assert outage["slow"] > 0  # Redis answered, slowly, before the breaker opened
+    assert outage["breaker_opened"] is True
+    assert outage["short_circuited"] > 0
+    assert outage["p50_ms"] < 1.0  # most calls were fast fallbacks, not 30 ms round trips
+    assert phases["recovery (latency)"]["recovery_s"] is not None
+    assert phases["healthy again"]["fallbacks"] == 0
+    transitions = [e["text"] for e in report["events"] if e["kind"] == "breaker"]
+    opened = [t for t in transitions if t.startswith("closed -> open")]
+    assert opened
+    assert "slow" in opened[0]
+    assert any(t.startswith("open -> half-open") for t in transitions)
+    assert transitions[-1] == "half-open -> closed"
+    texts = [e["text"] for e in report["events"]]
+    assert any("below the 100 ms socket timeout" in t for t in texts)
+    assert any(t.startswith("calls still succeed, slowly") for t in texts)
+
+
+def test_demo_latency_above_the_socket_timeout_is_an_outage(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--latency-ms above --socket-timeout keeps the old behaviour: calls time out and fall back."""
+    argv = ["demo", *FAST, "--fault", "latency", "--latency-ms", "300", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    outage = {p["name"]: p for p in report["phases"]}["outage (latency)"]
+    assert outage["breaker_opened"] is True
+    assert outage["successes"] == 0
+    transitions = [e["text"] for e in report["events"] if e["kind"] == "breaker"]
+    assert "TimeoutError" in transitions[0]
+
+
+def test_demo_oom_falls_back_for_writes_and_still_reads_from_redis(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--fault oom: writes fall back (the write side opens), every read is served by Redis,
+    and writes succeed again once memory is freed."""
+    assert main(["demo", *FAST, "--fault", "oom"]) == 0
+    out = capsys.readouterr().out
+    assert "refuses writes" in out
+    assert "first write fallback: OutOfMemoryError" in out
+    assert "reads are still served by Redis" in out
+    assert "writes answered by the open write side" in out
+    assert "first write" in out
+    rows = _summary_rows(out)
+    calls, ok, fallbacks, short, errors = (int(v) for v in rows["outage (oom)"][:5])
+    assert fallbacks > 0
+    assert short > 0
+    assert errors == 0
+    assert ok == calls - fallbacks
+    assert int(rows["healthy again"][2]) == 0
+    line = next(t for t in out.splitlines() if t.startswith("outage (oom): "))
+    served, reads = (int(n) for n in line.split()[2:5:2])
+    assert served == reads > 0
+    assert "OK: no call failed" in out
+
+
+def test_url_refuses_the_oom_fault(capsys: pytest.CaptureFixture[str]) -> None:
+    """With --url the demo never sets maxmemory on a server it did not start."""
+    url = f"redis://:{PASSWORD}@127.0.0.1:1/0"
+    assert main(["demo", "--url", url, "--fault", "oom"]) == 2
+    err = capsys.readouterr().err
+    assert "never changes the configuration" in err
+    assert PASSWORD not in err
+
+
 def test_url_refuses_process_faults(capsys: pytest.CaptureFixture[str]) -> None:
     """With --url the demo refuses to kill or pause a server it did not start."""
     url = f"redis://:{PASSWORD}@127.0.0.1:1/0"
@@ -172,7 +250,7 @@ def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     [
         (DemoOptions(), ["kill"]),
         (DemoOptions(url="redis://127.0.0.1:1/0"), ["blackhole"]),
-        (DemoOptions(fault="all"), ["kill", "pause", "blackhole", "reset", "latency"]),
+        (DemoOptions(fault="all"), ["kill", "pause", "blackhole", "reset", "latency", "oom"]),
         (DemoOptions(url="redis://127.0.0.1:1/0", fault="all"), ["blackhole", "reset", "latency"]),
     ],
 )
@@ -186,7 +264,11 @@ def test_fault_plan(options: DemoOptions, expected: list[str]) -> None:
     [
         DemoOptions(fault="meteor"),
         DemoOptions(url="redis://127.0.0.1:1/0", fault="pause"),
-        DemoOptions(latency_ms=50, socket_timeout=0.2),
+        DemoOptions(url="redis://127.0.0.1:1/0", fault="oom"),
+        DemoOptions(latency_ms=5, slow_call_ms=10, socket_timeout=0.2),
+        DemoOptions(slow_call_rate=0),
+        DemoOptions(slow_call_rate=120),
+        DemoOptions(minimum_calls=0),
         DemoOptions(phase_seconds=0),
         DemoOptions(otel="zipkin"),
     ],

@@ -84,6 +84,20 @@ def test_config_rejects_unknown_faults_and_sub_timeout_latency() -> None:
         SoakConfig(seconds=1, latency_ms=100, socket_timeout=0.25)
 
 
+@pytest.mark.parametrize("brownout_ms", [0, 250, 400])
+def test_config_rejects_a_brownout_that_is_an_outage(brownout_ms: float) -> None:
+    """A 'brownout' at or above the socket timeout would time out: it is refused."""
+    with pytest.raises(ValueError, match="brownout_ms"):
+        SoakConfig(seconds=1, brownout_ms=brownout_ms, socket_timeout=0.25)
+
+
+def test_a_slow_call_opening_is_bounded_by_reset_timeout() -> None:
+    """The prober does not probe a breaker opened by slow calls: its bound is reset_timeout."""
+    config = SoakConfig(seconds=1, slack=0.1, breaker=BreakerConfig(reset_timeout=5))
+    assert config.recovery_bound(1.0) < 2
+    assert config.recovery_bound(1.0, probed=False) == pytest.approx(5.1)
+
+
 def test_seconds_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """REDISGUARD_SOAK_SECONDS sets the default length; garbage is an error, not 75 s."""
     monkeypatch.setenv(SECONDS_ENV, "240")
@@ -262,6 +276,54 @@ def test_analysis_attributes_calls_and_flags_slow_ones() -> None:
     assert "took 5000 ms" in problems[0]
 
 
+def test_oom_recovery_is_the_first_acknowledged_write() -> None:
+    """Reads never stopped during OOM: its recovery waits for a write, and none is a problem."""
+    config = SoakConfig(seconds=1, faults=("oom",))
+    recorder = Recorder()
+    recorder.windows.append(FaultWindow("oom", 1, injected=1.0, healed=2.0))
+    recorder.calls += [
+        CallRecord(1.5, 0.001, "sync-0", "session.set", "unavailable", "E", "OOM", write=True),
+        CallRecord(2.01, 0.001, "sync-0", "session.get", "ok"),
+        CallRecord(2.3, 0.001, "sync-0", "token.save", "ok", write=True),
+    ]
+    recorder.write_transitions += [
+        Transition(1.2, "closed", "open"),
+        Transition(2.25, "open", "half-open"),
+        Transition(2.3, "half-open", "closed"),
+    ]
+    problems: list[str] = []
+    rows = {row.kind: row for row in _analyse(config, recorder, problems)}
+    assert problems == []
+    assert rows["oom"].recovery_ms_max == pytest.approx(301, abs=1)
+    assert rows["oom"].breaker_cycles == 1  # the write side's
+    recorder.calls.pop()  # no value was stored after the heal (a delete does not count)
+    recorder.calls.append(CallRecord(2.3, 0.001, "sync-0", "token.revoke", "ok", write=True))
+    problems = []
+    _analyse(config, recorder, problems)
+    assert "oom #1: no store succeeded after it healed" in problems
+
+
+def test_oom_must_cycle_the_write_side_and_not_the_main_side() -> None:
+    """During OOM the write side must open and close; the main side opening is a problem."""
+    config = SoakConfig(seconds=1, faults=("oom",))
+    recorder = Recorder()
+    recorder.windows.append(FaultWindow("oom", 1, injected=1.0, healed=2.0))
+    recorder.calls.append(CallRecord(2.3, 0.001, "sync-0", "session.set", "ok", write=True))
+    recorder.transitions += [
+        Transition(1.1, "closed", "open"),
+        Transition(2.1, "open", "half-open"),
+        Transition(2.2, "half-open", "closed"),
+    ]
+    problems: list[str] = []
+    _analyse(config, recorder, problems)
+    assert "oom #1: the breaker's main side opened" in problems
+    assert "oom #1: the write side never opened during the outage" in problems
+    recorder.write_transitions.append(Transition(1.2, "closed", "open"))
+    problems = []
+    _analyse(config, recorder, problems)
+    assert "the run ended with the write side open" in problems
+
+
 def test_result_table_and_data() -> None:
     """The table has one line per row and the JSON form round-trips."""
     row = SoakRow("kill", 2, 10, 5, 1, 4, 0, 1.5, 2.5, 300, 400, 2, {"ConnectionError": 3})
@@ -354,8 +416,42 @@ def test_soak_holds_every_invariant(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "ConnectionError" in rows["kill"].causes
     for kind in ("pause", "blackhole", "latency"):
         assert "TimeoutError" in rows[kind].causes, kind
+    assert "OutOfMemoryError" in rows["oom"].causes
+    assert rows["brownout"].breaker_cycles == rows["brownout"].faults  # slow-call breaking
     assert report.read_text().startswith("| fault |")
     assert not math.isnan(rows["kill"].recovery_ms_max)
+
+
+@pytest.mark.timeout(120)
+def test_brownout_and_oom_soak() -> None:
+    """A short soak of the two non-outage faults: nothing lost or unreported, the slow-call
+    breaker cycles through each brownout, reads go on and writes come back after OOM."""
+    base = SoakConfig(seconds=1)
+    config = SoakConfig(
+        seconds=1,
+        faults=("brownout", "oom"),
+        breaker=replace(base.breaker, reset_timeout=1.5),
+        seed=3,
+    )
+    result = run_soak(config, out=None)
+    _check(result, config)
+    rows = {row.kind: row for row in result.rows}
+    assert rows["brownout"].breaker_cycles == rows["brownout"].faults
+    assert rows["brownout"].max_ms < config.latency_bound * 1000
+    assert "OutOfMemoryError" in rows["oom"].causes
+    # The write side cycled (the analysis checks that the main side never opened).
+    assert rows["oom"].breaker_cycles == rows["oom"].faults
+    assert [t for t in result.write_transitions if t.new == "open"]
+    assert not math.isnan(rows["oom"].recovery_ms_max)
+    reads = [c for c in result.calls if not c.write and _in(result, c, "oom")]
+    assert reads
+    assert all(c.outcome in ("ok", "miss") for c in reads)  # every read served by Redis
+
+
+def _in(result: SoakResult, call: CallRecord, kind: str) -> bool:
+    return any(
+        w.kind == kind and w.injected <= call.start and call.end <= w.healed for w in result.windows
+    )
 
 
 # -- the timeline chart -------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -413,3 +414,24 @@ def test_logging_listener_says_slow_calls_opened_it(
     (record,) = caplog.records
     assert record.getMessage() == "Circuit breaker opened: test"
     assert getattr(record, "opened_by", "").startswith("SlowCallsError: slow calls: 100.0%")
+
+
+def test_a_slow_trial_after_an_outage_closes_the_circuit() -> None:
+    """Opened by a connection error, the first trial pays a reconnect: slow, but it proves
+    Redis answers, so it closes the circuit; the window judges latency again from there."""
+    breaker = Breaker(
+        "slow-trial-outage",
+        BreakerConfig(
+            failure_threshold=1, slow_call_duration=0.01, sliding_window_size=20, minimum_calls=20
+        ),
+    )
+
+    def refused() -> None:
+        raise ConnectionRefusedError("refused")
+
+    with pytest.raises((ConnectionRefusedError, pybreaker.CircuitBreakerError)):
+        breaker.call(refused)
+    assert breaker.current_state == "open"
+    breaker.half_open()
+    breaker.call(time.sleep, 0.03)
+    assert breaker.current_state == "closed"

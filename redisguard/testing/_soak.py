@@ -7,7 +7,9 @@ A bounded run (``REDISGUARD_SOAK_SECONDS``, 75 s by default) against a ``redis-s
   writes through :mod:`redisguard.stores`, each worker owning its keys so it knows what every
   key may hold;
 * a **fault scheduler** injecting each fault kind repeatedly (kill/restart, pause/resume,
-  blackhole/heal, RST bursts, latency above the socket timeout, LOADING);
+  blackhole/heal, RST bursts, latency above the socket timeout, LOADING, a *brownout*:
+  latency below the socket timeout, and *OOM*: ``maxmemory`` with ``noeviction``, so Redis
+  refuses writes and still serves reads);
 * a **recorder** of every call (start, latency, outcome), every breaker transition (a
   pybreaker listener), and every fault window;
 * a **secret scanner** that sees every log record (root logger, DEBUG, message and every
@@ -30,7 +32,8 @@ The invariants, and the bounds they use (all derived from the configuration):
   way.
 * **reported failures**: every write either returned or raised one of those typed errors.
 * **breaker cycle**: during each outage the breaker goes closed -> open -> half-open ->
-  closed, and every opening (in any window) ends closed.
+  closed, and every opening (in any window) ends closed. During OOM the main side stays
+  closed (reads go on) and the *write side* makes that cycle instead.
 * **latency**: no call takes longer than ``deadline + socket_connect_timeout +
   socket_timeout + slack``. A sync attempt cannot be interrupted, and the retry loop only
   starts an attempt that, judging by the slowest attempt so far, ends before the deadline:
@@ -39,7 +42,12 @@ The invariants, and the bounds they use (all derived from the configuration):
 * **recovery**: after Redis returns, a call succeeds within one probe interval (``1.1 x
   probe_interval``: the prober's jitter, however long Redis was gone) plus one PING in
   flight of ``connect + read`` timeout, or within ``reset_timeout`` without the prober,
-  plus ``slack``.
+  plus ``slack``. A breaker opened by slow calls (a brownout) is not probed: it waits
+  ``reset_timeout``. After OOM, recovery is the first *acknowledged write* (reads never
+  stopped).
+
+A brownout and OOM are not outages (Redis answers): the breaker need not open, but any
+opening must end closed, and nothing may be lost or unreported.
 """
 
 from __future__ import annotations
@@ -65,6 +73,7 @@ from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
 
 import pybreaker
+import redis
 
 from redisguard._breaker import CLOSED, Breaker, get_breaker
 from redisguard._client import aconnect, connect
@@ -72,6 +81,7 @@ from redisguard._config import BreakerConfig, RetryPolicy
 from redisguard._errors import RedisUnavailableError
 from redisguard._prober import resolve_probe_interval
 from redisguard._redact import fingerprint
+from redisguard.testing._oom import allow_writes, refuse_writes
 from redisguard.testing._plot import Timeline, plot_timeline
 from redisguard.testing._proxy import FaultProxy
 from redisguard.testing._server import RedisServer
@@ -80,6 +90,8 @@ __all__ = [
     "FAULT_KINDS",
     "OUTAGE_KINDS",
     "SECONDS_ENV",
+    "UNPROBED_KINDS",
+    "WRITE_FAULT_KINDS",
     "CallRecord",
     "FaultWindow",
     "SecretScanner",
@@ -102,10 +114,27 @@ DEFAULT_SECONDS = 75.0
 #: one 0.25 s connect timeout for a TLS handshake, and the run has not started yet.
 STARTUP_WAIT = 10.0
 
-FAULT_KINDS: tuple[str, ...] = ("kill", "pause", "blackhole", "reset", "latency", "loading")
+FAULT_KINDS: tuple[str, ...] = (
+    "kill",
+    "pause",
+    "blackhole",
+    "reset",
+    "latency",
+    "loading",
+    "brownout",
+    "oom",
+)
 #: Faults after which Redis answers nothing: the breaker must open and recover.
-#: ``reset`` is a blip (each connection fails once, a retry on a new one succeeds).
+#: ``reset`` is a blip (each connection fails once, a retry on a new one succeeds);
+#: ``brownout`` (slow but answering) and ``oom`` (writes refused, reads served) are not outages.
 OUTAGE_KINDS: frozenset[str] = frozenset({"kill", "pause", "blackhole", "latency", "loading"})
+#: Faults that refuse only writes that store data (deletes still run during OOM): the
+#: breaker's write side must open and close again, the main side must not open, and
+#: recovery is the first acknowledged store.
+WRITE_FAULT_KINDS: frozenset[str] = frozenset({"oom"})
+#: Faults whose opening an answered PING cannot disprove (slow calls, refused writes): the
+#: recovery prober leaves the breaker alone and it waits out ``reset_timeout``.
+UNPROBED_KINDS: frozenset[str] = frozenset({"brownout", "oom"})
 
 Outcome = Literal["ok", "miss", "fallback", "unavailable", "error"]
 _ABSENT = "<absent>"
@@ -146,11 +175,21 @@ class SoakConfig:
         socket_timeout: redis-py read timeout.
         socket_connect_timeout: redis-py connect timeout.
         retry: The stores' retry policy (its ``deadline`` bounds caller latency).
-        breaker: The breaker's settings; ``reset_timeout`` is long so that the recovery
-            prober, not the timeout, is what brings the breaker back.
+        breaker: The breaker's settings. ``reset_timeout`` (4 s) is long enough that after
+            an outage the recovery prober, not the timeout, is what brings the breaker back
+            (a 1 s outage must recover within ~2 s), and short enough for the openings no
+            PING can disprove -- slow calls (brownout) and the write side (OOM) -- which
+            wait it out. Slow-call breaking: calls over 50 ms, at 50% of the last 50 calls,
+            once 20 were seen (the brownout adds 100 ms; a time window of seconds would
+            be full of the fast calls before it). The duration is not lower:
+            the first trial call after a restart pays the reconnect (connect, AUTH, HELLO,
+            TLS), 20-40 ms on a loaded 2-core machine, and a slow trial re-opens the breaker
+            for ``reset_timeout``.
         prober: Run the clients' recovery probers.
         latency_ms: Delay added by the ``latency`` fault (above the socket timeout: an
             outage, not a slowdown).
+        brownout_ms: Delay added by the ``brownout`` fault (below the socket timeout: every
+            call succeeds, slowly; the breaker's slow-call rate opens it).
         slack: Scheduling allowance added to the latency and recovery bounds (a loaded
             2-core CI machine runs ~10 threads and a fsync per write).
         capture_spans: Route spans to a scanning exporter (needs ``opentelemetry-sdk``).
@@ -172,13 +211,18 @@ class SoakConfig:
     breaker: BreakerConfig = field(
         default_factory=lambda: BreakerConfig(
             failure_threshold=3,
-            reset_timeout=30.0,
+            reset_timeout=4.0,
             monitoring_window=10.0,
             half_open_max_attempts=1,
+            slow_call_duration=0.05,
+            slow_call_rate_threshold=50.0,
+            minimum_calls=20,
+            sliding_window_size=50,
         )
     )
     prober: bool = True
     latency_ms: float = 600.0
+    brownout_ms: float = 100.0
     slack: float = 0.35
     capture_spans: bool = True
     seed: int | None = None
@@ -189,16 +233,25 @@ class SoakConfig:
             raise ValueError(f"faults must be a non-empty subset of {FAULT_KINDS}: {unknown}")
         if self.latency_ms / 1000 <= self.socket_timeout:
             raise ValueError("latency_ms must exceed socket_timeout: the fault is an outage")
+        if not 0 < self.brownout_ms / 1000 < self.socket_timeout:
+            raise ValueError(
+                f"brownout_ms must be positive and below socket_timeout (a slowdown, not an "
+                f"outage), got {self.brownout_ms!r}"
+            )
 
     @property
     def latency_bound(self) -> float:
         """The longest a call may take, in seconds (see the module docstring)."""
         return self.retry.deadline + self.socket_connect_timeout + self.socket_timeout + self.slack
 
-    def recovery_bound(self, open_for: float) -> float:
-        """How soon after Redis returns a call must succeed, given how long it was open."""
+    def recovery_bound(self, open_for: float, *, probed: bool = True) -> float:
+        """How soon after Redis returns a call must succeed, given how long it was open.
+
+        ``probed=False``: the breaker was opened by something a PING cannot disprove (slow
+        calls), so only ``reset_timeout`` brings it back.
+        """
         timeout_path = self.breaker.reset_timeout
-        if not self.prober:
+        if not self.prober or not probed:
             return timeout_path + self.slack
         # One probe interval, however long the breaker was open (``open_for`` no longer counts).
         step = resolve_probe_interval(None) * _PROBER_JITTER
@@ -247,11 +300,13 @@ class CallRecord:
 
 @dataclass(frozen=True)
 class Transition:
-    """A real breaker state change at ``at`` seconds."""
+    """A real breaker state change at ``at`` seconds (``cause``: for an opening, the class
+    name of the breaker's ``opened_by``, e.g. ``SlowCallsError``)."""
 
     at: float
     old: str
     new: str
+    cause: str = ""
 
 
 @dataclass
@@ -444,7 +499,14 @@ class _TransitionListener(pybreaker.CircuitBreakerListener):
     def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
         old = getattr(old_state, "name", None)
         if old is not None and old != new_state.name:
-            self._recorder.transition(old, new_state.name)
+            opened_by = getattr(cb, "opened_by", None) if new_state.name == "open" else None
+            cause = "" if opened_by is None else type(opened_by).__name__
+            self._recorder.transition(old, new_state.name, cause)
+
+    def write_state_change(self, cb: Any, event: Any) -> None:
+        """The write side moved (redisguard._sides: opened by refused writes)."""
+        if event.old != event.new:
+            self._recorder.write_transition(event.old, event.new)
 
 
 class Recorder:
@@ -456,6 +518,8 @@ class Recorder:
         self.transitions: list[Transition] = []
         self.windows: list[FaultWindow] = []
         self.last_ok_start = -1.0
+        self.last_ok_store_start = -1.0
+        self.write_transitions: list[Transition] = []
         self._lock = threading.Lock()
 
     def now(self) -> float:
@@ -466,10 +530,20 @@ class Recorder:
         self.calls.append(record)
         if record.outcome == "ok" and record.start > self.last_ok_start:
             self.last_ok_start = record.start
+        if (
+            record.outcome == "ok"
+            and record.op in _STORES
+            and record.start > self.last_ok_store_start
+        ):
+            self.last_ok_store_start = record.start
 
-    def transition(self, old: str, new: str) -> None:
+    def transition(self, old: str, new: str, cause: str = "") -> None:
         with self._lock:
-            self.transitions.append(Transition(self.now(), old, new))
+            self.transitions.append(Transition(self.now(), old, new, cause))
+
+    def write_transition(self, old: str, new: str) -> None:
+        with self._lock:
+            self.write_transitions.append(Transition(self.now(), old, new))
 
     def listener(self) -> pybreaker.CircuitBreakerListener:
         """A pybreaker listener recording this breaker's real transitions."""
@@ -479,6 +553,8 @@ class Recorder:
 # ------------------------------------------------------------------------------ workload
 
 _WRITES = frozenset({"session.set", "session.delete", "token.save", "token.revoke"})
+#: The writes that store data: refused during OOM (deletes free memory and still run).
+_STORES = frozenset({"session.set", "token.save"})
 # (op, weight): mostly reads and writes of values, a few deletes and revocations.
 _MIX = (
     ("session.set", 6),
@@ -705,6 +781,7 @@ class SoakResult:
             scanned for secrets.
         keys_checked: Keys read back by the verifier.
         unacked_landed: Keys whose final value came from a write reported as failed.
+        write_transitions: Every transition of the breaker's write side.
     """
 
     config: SoakConfig
@@ -718,6 +795,7 @@ class SoakResult:
     scanned: dict[str, int]
     keys_checked: int
     unacked_landed: int
+    write_transitions: list[Transition] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -755,7 +833,8 @@ class SoakResult:
             f"{', TLS' if c.tls else ''}); latency bound {c.latency_bound * 1000:.0f} ms; "
             f"{self.keys_checked} keys verified, {self.unacked_landed} held a write reported "
             f"as failed; scanned {scanned}; leaks: {len(self.leaks)}; "
-            f"problems: {len(self.problems)}."
+            f"problems: {len(self.problems)}. Recovery: from the heal to the first successful "
+            f"call (after oom, the first value stored again)."
         )
 
     def causes(self) -> str:
@@ -832,9 +911,16 @@ def _closed_after(window: FaultWindow, transitions: Sequence[Transition]) -> flo
 
 
 def _cycle_problems(
-    window: FaultWindow, transitions: Sequence[Transition], outage: bool, config: SoakConfig
+    window: FaultWindow,
+    transitions: Sequence[Transition],
+    outage: bool,
+    config: SoakConfig,
+    what: str = "the breaker",
 ) -> tuple[bool, list[str]]:
-    """Whether the window saw a full closed->open->half-open->closed cycle, and violations."""
+    """Whether the window saw a full closed->open->half-open->closed cycle, and violations.
+
+    ``what`` names the state machine in messages (``"the write side"``).
+    """
     until = min(window.end + 0.05, window.next_injected)
     inside = [t for t in transitions if window.injected <= t.at <= until]
     label = f"{window.kind} #{window.index}"
@@ -849,9 +935,9 @@ def _cycle_problems(
             complete = ("half-open", "closed") in after
     problems = []
     if outage and not opened:
-        problems.append(f"{label}: the breaker never opened during the outage")
+        problems.append(f"{label}: {what} never opened during the outage")
     if inside and inside[-1].new != "closed":
-        problems.append(f"{label}: the breaker ended {inside[-1].new}, not closed")
+        problems.append(f"{label}: {what} ended {inside[-1].new}, not closed")
     elif opened and not complete:
         problems.append(f"{label}: no closed -> open -> half-open -> closed cycle: {path}")
     if not math.isnan(window.recovery) and opened:
@@ -859,7 +945,14 @@ def _cycle_problems(
             (t.at for t in inside if t.new == "open" and t.at <= window.healed),
             default=window.injected,
         )
-        bound = config.recovery_bound(window.healed - last_open)
+        # Slow calls re-open for reset_timeout, and no PING disproves them: counted from the
+        # last such opening (a slow trial after the heal: the reconnect made it slow).
+        slow = [t.at for t in inside if t.new == "open" and t.cause == "SlowCallsError"]
+        if slow or window.kind in UNPROBED_KINDS:
+            since = max([window.healed, *slow]) - window.healed
+            bound = since + config.recovery_bound(0.0, probed=False)
+        else:
+            bound = config.recovery_bound(window.healed - last_open)
         if window.recovery > bound:
             problems.append(
                 f"{label}: first success {window.recovery * 1000:.0f} ms after Redis returned "
@@ -872,14 +965,26 @@ def _analyse(config: SoakConfig, recorder: Recorder, problems: list[str]) -> lis
     windows = recorder.windows
     for window, following in zip(windows, [*windows[1:], None], strict=True):
         window.next_injected = math.inf if following is None else following.injected
-        ok_after = [c.end for c in recorder.calls if c.outcome == "ok" and c.start >= window.healed]
+        writes_only = window.kind in WRITE_FAULT_KINDS
+        ok_after = [
+            c.end
+            for c in recorder.calls
+            if c.outcome == "ok"
+            and c.start >= window.healed
+            and (c.op in _STORES or not writes_only)
+        ]
         if ok_after:
             window.recovered = min(ok_after)
         else:
-            problems.append(f"{window.kind} #{window.index}: no call succeeded after it healed")
+            what = "store" if writes_only else "call"
+            problems.append(f"{window.kind} #{window.index}: no {what} succeeded after it healed")
         window.closed = _closed_after(window, recorder.transitions)
-    if recorder.transitions and recorder.transitions[-1].new != "closed":
-        problems.append(f"the run ended with the breaker {recorder.transitions[-1].new}")
+    for what, moves in (
+        ("breaker", recorder.transitions),
+        ("write side", recorder.write_transitions),
+    ):
+        if moves and moves[-1].new != "closed":
+            problems.append(f"the run ended with the {what} {moves[-1].new}")
     by_kind: dict[str, list[CallRecord]] = {kind: [] for kind in (*config.faults, "none")}
     for call in recorder.calls:
         owner = _window_of(windows, call)
@@ -895,9 +1000,22 @@ def _analyse(config: SoakConfig, recorder: Recorder, problems: list[str]) -> lis
         kind_windows = [w for w in windows if w.kind == kind]
         cycles = 0
         for window in kind_windows:
-            complete, found = _cycle_problems(
-                window, recorder.transitions, kind in OUTAGE_KINDS, config
-            )
+            if kind in WRITE_FAULT_KINDS:
+                # The main side must stay closed (reads go on); the write side cycles.
+                _, found = _cycle_problems(window, recorder.transitions, False, config)
+                problems.extend(f"{p} (writes were refused, reads were not)" for p in found)
+                if any(
+                    t.new == "open" and window.injected <= t.at <= window.end
+                    for t in recorder.transitions
+                ):
+                    problems.append(f"{kind} #{window.index}: the breaker's main side opened")
+                complete, found = _cycle_problems(
+                    window, recorder.write_transitions, True, config, "the write side"
+                )
+            else:
+                complete, found = _cycle_problems(
+                    window, recorder.transitions, kind in OUTAGE_KINDS, config
+                )
             cycles += complete
             problems.extend(found)
         recoveries = [w.recovery * 1000 for w in kind_windows if not math.isnan(w.recovery)]
@@ -1101,6 +1219,7 @@ class _Soak:
             scanned=dict(self.scanner.scanned),
             keys_checked=keys_checked,
             unacked_landed=landed,
+            write_transitions=self.recorder.write_transitions,
         )
 
     def _drive(self) -> None:
@@ -1210,6 +1329,15 @@ class _Soak:
             proxy.latency(config.latency_ms)
             self._sleep(config.hold)
             proxy.heal()
+        elif kind == "brownout":
+            proxy.latency(config.brownout_ms)
+            self._sleep(config.hold)
+            proxy.heal()
+        elif kind == "oom":
+            with self._admin() as admin:
+                refuse_writes(admin)
+                self._sleep(config.hold)
+                allow_writes(admin)
         elif kind == "reset":
             end = time.monotonic() + config.hold
             while time.monotonic() < end:
@@ -1243,14 +1371,32 @@ class _Soak:
             time.sleep(0.005)
 
     def _await_recovery(self, window: FaultWindow) -> float:
-        """Wait until a call that started after ``healed`` succeeded and the breaker closed."""
-        limit = time.monotonic() + self.config.recovery_bound(window.healed - window.injected) + 5
+        """Wait until a call that started after ``healed`` succeeded and the breaker closed.
+
+        After a fault that refused only writes, the call must store a value and the write
+        side must be closed too.
+        """
+        probed = window.kind not in UNPROBED_KINDS
+        bound = self.config.recovery_bound(window.healed - window.injected, probed=probed)
+        limit = time.monotonic() + bound + 5
         recorder, breaker = self.recorder, self.breaker
+        stores = window.kind in WRITE_FAULT_KINDS
         while time.monotonic() < limit:
-            if recorder.last_ok_start >= window.healed and breaker.state_code == CLOSED:
+            last = recorder.last_ok_store_start if stores else recorder.last_ok_start
+            closed = breaker.state_code == CLOSED and breaker.write_state == "closed"
+            if last >= window.healed and closed:
                 break
             time.sleep(0.005)
         return recorder.now()
+
+    @contextlib.contextmanager
+    def _admin(self) -> Iterator[Any]:
+        """A plain redis-py client straight to the server (no proxy, no guard)."""
+        client = redis.Redis(**self.server.client_kwargs(), socket_timeout=5)
+        try:
+            yield client
+        finally:
+            client.close()
 
     # -- verification ---------------------------------------------------------------------
     def _verify(self) -> tuple[int, int]:
