@@ -55,6 +55,7 @@ from redisguard._compat import wait_exponential_jitter
 
 __all__ = [
     "BREAKER_FIELDS",
+    "BREAKER_PRESETS",
     "SCENARIOS",
     "Env",
     "LatencyRound",
@@ -295,11 +296,34 @@ def bench_breaker(name: str, *, threshold: int = 5, reset: float = 30.0) -> Brea
     return Breaker(name, config)
 
 
+#: ``--breaker`` presets: every policy on (failure-rate mode, slow-call breaking, a bulkhead
+#: wider than any scenario's concurrency, the retry budget), count-based or time-based window.
+BREAKER_PRESETS: dict[str, dict[str, Any]] = {
+    "all": {
+        "failure_rate_threshold": 50,
+        "slow_call_duration": 0.25,
+        "minimum_calls": 20,
+        "sliding_window_size": 100,
+        "max_concurrent_calls": 64,
+    },
+    "all-time": {
+        "failure_rate_threshold": 50,
+        "slow_call_duration": 0.25,
+        "minimum_calls": 20,
+        "max_concurrent_calls": 64,
+    },
+}
+
+
 def _breaker_fields(text: str) -> dict[str, Any]:
     """``--breaker 'failure_rate_threshold=50,slow_call_duration=0.01'``: BreakerConfig fields
-    (numbers, or ``none``), checked by building a BreakerConfig."""
+    (numbers, or ``none``), checked by building a BreakerConfig. A preset name (``all``,
+    ``all-time``: :data:`BREAKER_PRESETS`) adds its fields; later items override them."""
     fields: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
+        if item in BREAKER_PRESETS:
+            fields.update(BREAKER_PRESETS[item])
+            continue
         key, sep, raw = item.partition("=")
         if not sep:
             raise argparse.ArgumentTypeError(f"--breaker expects FIELD=VALUE, got {item!r}")
@@ -1469,7 +1493,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="FIELD=VALUE,...",
         type=_breaker_fields,
         help="BreakerConfig fields for the guarded variants' breakers, e.g. "
-        "'failure_rate_threshold=50,slow_call_duration=0.01,minimum_calls=20'",
+        "'failure_rate_threshold=50,slow_call_duration=0.01,minimum_calls=20'; the presets "
+        "'all' and 'all-time' turn every policy on (count-based / time-based window): "
+        + "; ".join(
+            f"{name} = {','.join(f'{k}={v}' for k, v in fields.items())}"
+            for name, fields in BREAKER_PRESETS.items()
+        ),
     )
     return parser.parse_args(argv)
 

@@ -12,27 +12,22 @@ Cost: the slots are tokens in a pre-filled ``deque``; ``pop()`` and ``append()``
 in CPython, so taking and giving back a slot takes no lock. Only a call that finds no free
 slot *and* may wait (``max_wait_for_slot > 0``) waits: a thread on a ``Condition``, a task by
 polling with short ``asyncio.sleep``s (so it never blocks its event loop, and a slot freed by a
-thread or by another loop wakes it as well).
+thread or by another loop wakes it as well). The guard's wrapper takes and gives back its slot
+itself (:meth:`Bulkhead.slot_ops`), in its own frame: no extra wrapper layer per call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
 
 from ._fork import after_fork
 from ._tally import Tally
 
-__all__ = ["Bulkhead", "bulkhead_for", "limit_async", "limit_sync"]
-
-W = TypeVar("W", bound=Callable[..., Any])
-#: Called with a rejected call's (args, kwargs): answers it (the guard's fallback).
-Rejected = Callable[[tuple[Any, ...], dict[str, Any]], Any]
+__all__ = ["Bulkhead", "bulkhead_for"]
 
 # Polling steps of an asyncio task waiting for a slot: short at first, then at most 5 ms.
 _FIRST_POLL = 0.0005
@@ -104,6 +99,15 @@ class Bulkhead:
         except IndexError:
             return await self._await_or_reject()
 
+    def slot_ops(self) -> tuple[Callable[[], None], Callable[[None], None]]:
+        """``(take, give)``: what the guard's wrapper inlines instead of acquire/release.
+
+        ``take()`` raises IndexError when no slot is free (then call :meth:`_wait_or_reject`
+        or :meth:`_await_or_reject`); after ``give(None)``, call :meth:`_notify` if
+        ``_waiters`` is set. Both are the deque's bound methods: one C call each, no frame.
+        """
+        return self._slots.pop, self._slots.append
+
     def release(self) -> None:
         """Give a slot back (every acquire that returned True, exactly once)."""
         self._slots.append(None)
@@ -162,49 +166,3 @@ class Bulkhead:
 def bulkhead_for(limit: int | None, max_wait: float) -> Bulkhead | None:
     """A bulkhead for a breaker's config, or None when ``max_concurrent_calls`` is None."""
     return None if limit is None else Bulkhead(limit, max_wait)
-
-
-def limit_sync(fn: W, bulkhead: Bulkhead, rejected: Rejected) -> W:
-    """``fn`` run while holding a slot of ``bulkhead``; ``rejected`` answers when none is free.
-
-    The wrapper has ``fn``'s signature. Its fast path is inlined (a deque pop and append): no
-    lock, no extra method call.
-    """
-    take, give = bulkhead._slots.pop, bulkhead._slots.append
-
-    @functools.wraps(fn)
-    def limited(*args: Any, **kwargs: Any) -> Any:
-        try:
-            take()
-        except IndexError:
-            if not bulkhead._wait_or_reject():
-                return rejected(args, kwargs)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            give(None)
-            if bulkhead._waiters:
-                bulkhead._notify()
-
-    return cast(W, limited)
-
-
-def limit_async(fn: W, bulkhead: Bulkhead, rejected: Rejected) -> W:
-    """Async twin of :func:`limit_sync`; the slot is released on cancellation too."""
-    take, give = bulkhead._slots.pop, bulkhead._slots.append
-
-    @functools.wraps(fn)
-    async def limited(*args: Any, **kwargs: Any) -> Any:
-        try:
-            take()
-        except IndexError:
-            if not await bulkhead._await_or_reject():
-                return await rejected(args, kwargs)
-        try:
-            return await fn(*args, **kwargs)
-        finally:
-            give(None)
-            if bulkhead._waiters:
-                bulkhead._notify()
-
-    return cast(W, limited)

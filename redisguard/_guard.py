@@ -19,14 +19,14 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, NoReturn, ParamSpec, Protocol, TypeVar, cast, overload
+from typing import Any, NoReturn, ParamSpec, Protocol, TypeVar, overload
 
 import tenacity
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from ._breaker import CLOSED, NORMAL, OPEN, REJECT, Breaker, get_breaker
-from ._bulkhead import limit_async, limit_sync
+from ._bulkhead import Bulkhead
 from ._classify import Classifier, ErrorKind, classify_error, not_applied
 from ._compat import wait_exponential_jitter
 from ._config import RetryPolicy
@@ -46,6 +46,7 @@ from ._telemetry import (
     start_degraded,
     trace_success_default,
 )
+from ._window import CallWindow
 
 __all__ = ["DEFAULT_RETRY", "Failure", "current_failure", "redis_guarded"]
 
@@ -948,27 +949,12 @@ def _selecting_wrapper(
     return selected
 
 
-def _success_hooks(
-    breaker: Breaker, gate: Breaker | SideGate
-) -> tuple[object, bool, Callable[[int, bool, float], None]]:
-    """What the wrappers do after a success, chosen once, when the guard is built.
-
-    Without a failure-rate/slow-call window: test the breaker's failure deque (cleared in
-    place, never rebound), so a success with nothing to clear costs what it always did. With
-    one: True, so every success goes to the window's hook, and whether to time the call
-    (only for slow-call breaking). Outcomes that need more than counting go to ``gate`` (the
-    breaker, or the write side's gate, which decodes write-side trial tickets).
-    """
-    window = breaker._window
-    if window is None:
-        return breaker._window_storage._failures, False, gate._on_success
-    return True, window.slow_after < math.inf, window.success_hook(breaker, gate._on_success)
-
-
 def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
     breaker, classify, success, gate = guard.breaker, guard.classify, guard.success, guard.side
-    admit = gate._admit
-    failures, timed, on_success = _success_hooks(breaker, gate)
+    if breaker._window is not None or breaker._bulkhead is not None:
+        return _traced_sync(fn, guard, _sync_policy_wrapper(fn, guard))
+    admit, on_success = gate._admit, gate._on_success
+    failures = breaker._window_storage._failures  # cleared in place, never rebound
     clock, propagate = time.perf_counter, ErrorKind.PROPAGATE
 
     @functools.wraps(fn)
@@ -995,19 +981,110 @@ def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
                 raise
             return guard.recover(fn, args, kwargs, ticket, exc, kind, started)
         if ticket or failures or breaker._wants_call_events:
-            # A trial, a failure run to clear, listeners to call, or a window to count in.
-            on_success(ticket, False, clock() - started if timed else 0.0)
+            # A trial, a failure run to clear, or listeners to call.
+            on_success(ticket, False, 0.0)
         success.add()
         return result
 
-    if breaker._bulkhead is not None:
-        full = guard.full_failure
-        guarded = limit_sync(
-            guarded, breaker._bulkhead, lambda args, kwargs: guard.fall_back(args, kwargs, full)
-        )
+    return _traced_sync(fn, guard, guarded)
 
+
+def _window_parts(
+    window: CallWindow | None,
+) -> tuple[float, bool, Callable[[], int], Callable[[], float] | None]:
+    """``(slow_after, timed, take, clock)`` of a window's fast success (see ``fast_success``);
+    timed: whether slow-call breaking needs the call's duration."""
+    if window is None:
+        return math.inf, False, int, None  # never used: the wrapper checks the window first
+    slow_after, take, clock = window.fast_success()
+    return slow_after, slow_after < math.inf, take, clock
+
+
+def _slot_parts(bulkhead: Bulkhead | None) -> tuple[Callable[[], None], Callable[[None], None]]:
+    """A bulkhead's ``(take, give)`` (see ``Bulkhead.slot_ops``)."""
+    if bulkhead is None:
+        return _no_slot, _no_slot  # never used: the wrapper checks the bulkhead first
+    return bulkhead.slot_ops()
+
+
+def _no_slot(_: None = None) -> None:
+    raise AssertionError("no bulkhead")  # pragma: no cover
+
+
+def _sync_policy_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
+    """``_sync_wrapper`` with a window and/or a bulkhead, both inlined (no extra frame).
+
+    The bulkhead's slot (``redisguard._bulkhead``) is taken before anything else and given
+    back on every path; a fast success is counted in the window (``redisguard._window``,
+    :meth:`CallWindow.fast_success`) without a call into it, and the call is timed a second
+    time only for slow-call breaking. Everything else is ``_sync_wrapper``'s.
+    """
+    breaker, classify, success, gate = guard.breaker, guard.classify, guard.success, guard.side
+    # The failure deque is cleared in place, never rebound.
+    admit, on_success, failures = gate._admit, gate._on_success, breaker._window_storage._failures
+    clock, propagate = time.perf_counter, ErrorKind.PROPAGATE
+    window, bulkhead, full = breaker._window, breaker._bulkhead, guard.full_failure
+    slow_after, timed, take_number, window_clock = _window_parts(window)
+    take_slot, give_slot = _slot_parts(bulkhead)
+
+    @functools.wraps(fn)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if bulkhead is not None:
+            try:
+                take_slot()
+            except IndexError:
+                if not bulkhead._wait_or_reject():
+                    return guard.fall_back(args, kwargs, full)
+        try:
+            ticket = NORMAL if gate._code == CLOSED else admit()
+            if ticket == REJECT:
+                if guard.constant_fallback():
+                    return guard.fallback
+                return guard.fall_back(args, kwargs, guard.failure(None, None))
+            if breaker._wants_call_events:
+                breaker._before_call(fn, args, kwargs)
+            started = clock()
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                try:
+                    kind = classify(exc)
+                except Exception:
+                    kind = guard.misclassified(exc)
+                if kind is propagate:
+                    guard.propagated(ticket, exc, started)
+                    raise
+                if guard.excluded(ticket, exc, started):
+                    raise
+                return guard.recover(fn, args, kwargs, ticket, exc, kind, started)
+            if window is None:
+                if ticket or failures or breaker._wants_call_events:
+                    on_success(ticket, False, 0.0)
+            else:
+                elapsed = clock() - started if timed else 0.0
+                if ticket or failures or breaker._wants_call_events or elapsed > slow_after:
+                    on_success(ticket, False, elapsed)
+                else:  # a fast success: the window's note_fast, inlined
+                    number = take_number()
+                    if window_clock is not None and window_clock() >= window._edge:
+                        window._turn(number)
+            success.add()
+            return result
+        finally:
+            if bulkhead is not None:
+                give_slot(None)
+                if bulkhead._waiters:
+                    bulkhead._notify()
+
+    return guarded
+
+
+def _traced_sync(
+    fn: Callable[..., Any], guard: _Guard, guarded: Callable[..., Any]
+) -> Callable[..., Any]:
+    """``guarded``, traced when ``trace_success`` is on, marked with its guard."""
     if guard.trace_success:
-        inner = guarded
+        inner, clock = guarded, time.perf_counter
 
         @functools.wraps(fn)
         def guarded(*args: Any, **kwargs: Any) -> Any:
@@ -1028,8 +1105,10 @@ def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
 
 def _async_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable[..., Any]:
     breaker, classify, success, gate = guard.breaker, guard.classify, guard.success, guard.side
-    admit = gate._admit
-    failures, timed, on_success = _success_hooks(breaker, gate)
+    if breaker._window is not None or breaker._bulkhead is not None:
+        return _traced_async(fn, guard, _async_policy_wrapper(fn, guard))
+    admit, on_success = gate._admit, gate._on_success
+    failures = breaker._window_storage._failures  # cleared in place, never rebound
     clock, propagate = time.perf_counter, ErrorKind.PROPAGATE
 
     @functools.wraps(fn)
@@ -1056,19 +1135,84 @@ def _async_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable
                 raise
             return await guard.arecover(fn, args, kwargs, ticket, exc, kind, started)
         if ticket or failures or breaker._wants_call_events:
-            # A trial, a failure run to clear, listeners to call, or a window to count in.
-            on_success(ticket, False, clock() - started if timed else 0.0)
+            # A trial, a failure run to clear, or listeners to call.
+            on_success(ticket, False, 0.0)
         success.add()
         return result
 
-    if breaker._bulkhead is not None:
-        full = guard.full_failure
-        guarded = limit_async(
-            guarded, breaker._bulkhead, lambda args, kwargs: guard.afall_back(args, kwargs, full)
-        )
+    return _traced_async(fn, guard, guarded)
 
+
+def _async_policy_wrapper(
+    fn: Callable[..., Awaitable[Any]], guard: _Guard
+) -> Callable[..., Any]:
+    """Async twin of :func:`_sync_policy_wrapper`; the slot is released on cancellation too."""
+    breaker, classify, success, gate = guard.breaker, guard.classify, guard.success, guard.side
+    # The failure deque is cleared in place, never rebound.
+    admit, on_success, failures = gate._admit, gate._on_success, breaker._window_storage._failures
+    clock, propagate = time.perf_counter, ErrorKind.PROPAGATE
+    window, bulkhead, full = breaker._window, breaker._bulkhead, guard.full_failure
+    slow_after, timed, take_number, window_clock = _window_parts(window)
+    take_slot, give_slot = _slot_parts(bulkhead)
+
+    @functools.wraps(fn)
+    async def guarded(*args: Any, **kwargs: Any) -> Any:
+        if bulkhead is not None:
+            try:
+                take_slot()
+            except IndexError:
+                if not await bulkhead._await_or_reject():
+                    return await guard.afall_back(args, kwargs, full)
+        try:
+            ticket = NORMAL if gate._code == CLOSED else admit()
+            if ticket == REJECT:
+                if guard.constant_fallback():
+                    return guard.fallback
+                return await guard.afall_back(args, kwargs, guard.failure(None, None))
+            if breaker._wants_call_events:
+                breaker._before_call(fn, args, kwargs)
+            started = clock()
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                try:
+                    kind = classify(exc)
+                except Exception:
+                    kind = guard.misclassified(exc)
+                if kind is propagate:
+                    guard.propagated(ticket, exc, started)
+                    raise
+                if guard.excluded(ticket, exc, started):
+                    raise
+                return await guard.arecover(fn, args, kwargs, ticket, exc, kind, started)
+            if window is None:
+                if ticket or failures or breaker._wants_call_events:
+                    on_success(ticket, False, 0.0)
+            else:
+                elapsed = clock() - started if timed else 0.0
+                if ticket or failures or breaker._wants_call_events or elapsed > slow_after:
+                    on_success(ticket, False, elapsed)
+                else:  # a fast success: the window's note_fast, inlined
+                    number = take_number()
+                    if window_clock is not None and window_clock() >= window._edge:
+                        window._turn(number)
+            success.add()
+            return result
+        finally:
+            if bulkhead is not None:
+                give_slot(None)
+                if bulkhead._waiters:
+                    bulkhead._notify()
+
+    return guarded
+
+
+def _traced_async(
+    fn: Callable[..., Any], guard: _Guard, guarded: Callable[..., Any]
+) -> Callable[..., Any]:
+    """Async twin of :func:`_traced_sync`."""
     if guard.trace_success:
-        inner = guarded
+        inner, clock = guarded, time.perf_counter
 
         @functools.wraps(fn)
         async def guarded(*args: Any, **kwargs: Any) -> Any:
@@ -1084,4 +1228,4 @@ def _async_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable
             return result
 
     guarded.__redisguard__ = guard  # type: ignore[attr-defined]
-    return cast(Callable[..., Any], guarded)
+    return guarded

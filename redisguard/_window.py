@@ -13,8 +13,9 @@ A :class:`CallWindow` counts the outcomes of a closed breaker's calls over the l
 Neither rate is judged before the window holds ``minimum_calls`` calls, and rates are judged
 when a failure or a slow call is recorded (a fast success can only lower them).
 
-How it is kept cheap (the guard calls :meth:`CallWindow.success_hook`'s closure after a
-success, the breaker calls the other hooks; see ``Breaker._on_success``):
+How it is kept cheap (the guard inlines :meth:`CallWindow.note_fast` after a fast success,
+see :meth:`CallWindow.fast_success`; the breaker calls the other hooks, see
+``Breaker._on_success``):
 
 * Every recorded call takes a number from an ``itertools.count`` -- one atomic C call in
   CPython, no lock. A fast success does only that (plus, time-based, a clock read and, once
@@ -42,7 +43,6 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from ._config import BreakerConfig
 from ._errors import SlowCallsError
@@ -159,47 +159,22 @@ class CallWindow:
         )
 
     # -- recording ---------------------------------------------------------------------------
-    def success_hook(
-        self, breaker: Any, on_success: Callable[[int, bool, float], None] | None = None
-    ) -> Callable[[int, bool, float], None]:
-        """The windowed guard's success hook: ``hook(ticket, count, elapsed)``.
+    def fast_success(self) -> tuple[float, Callable[[], int], Callable[[], float] | None]:
+        """What the windowed guard inlines after a success: ``(slow_after, take, clock)``.
 
-        A closed, fast success with no failure run to clear, no listener to call and no
-        count to add is only numbered here (one frame, closure loads only); anything else
-        goes to ``on_success`` (the full path).
+        A closed success with no failure run to clear, no listener to call and no count to
+        add, taking at most ``slow_after`` seconds, is recorded by the guard itself, without
+        a call into this class (no extra Python frame)::
 
-        Args:
-            breaker: The :class:`~redisguard.Breaker` this window belongs to.
-            on_success: The full path: ``breaker._on_success`` (the default), or the write
-                side's gate, which decodes write-side trial tickets before calling it.
+            number = take()
+            if clock is not None and clock() >= window._edge:
+                window._turn(number)
+
+        which is :meth:`note_fast`. ``clock`` is None for a count-based window (taking a
+        number is all it needs). Anything else goes to ``Breaker._on_success``.
         """
-        failures = breaker._window_storage._failures  # cleared in place, never rebound
-        if on_success is None:
-            on_success = breaker._on_success
-        slow_after = self.slow_after
         take = self._numbers.__next__
-        if self._count_based:
-
-            def hook(ticket: int, count: bool, elapsed: float) -> None:
-                busy = ticket or failures or count or breaker._wants_call_events
-                if busy or elapsed > slow_after:
-                    on_success(ticket, count, elapsed)
-                else:
-                    take()
-
-            return hook
-        clock, turn = self._clock, self._turn
-
-        def timed_hook(ticket: int, count: bool, elapsed: float) -> None:
-            busy = ticket or failures or count or breaker._wants_call_events
-            if busy or elapsed > slow_after:
-                on_success(ticket, count, elapsed)
-            else:
-                number = take()
-                if clock() >= self._edge:
-                    turn(number)
-
-        return timed_hook
+        return self.slow_after, take, None if self._count_based else self._clock
 
     def _note_timed(self) -> None:
         """``note_fast`` of a time-based window: a number, and a new bucket when one is due."""

@@ -142,3 +142,20 @@ def test_json_output_has_sdk_rows(bench: ModuleType, tmp_path: Path) -> None:
     assert scenario["key"] == "open-circuit-sdk"
     assert {v["key"] for v in scenario["variants"]} >= {"span-min", "guarded-value"}
     assert all(v["p50_ratio"] is not None for v in scenario["variants"])
+
+
+def test_breaker_presets_turn_every_policy_on(bench: ModuleType) -> None:
+    """``--breaker all`` / ``all-time``: every policy on; later items override a preset."""
+    from redisguard import BreakerConfig
+
+    every = bench._breaker_fields("all")
+    config = BreakerConfig(**every)
+    assert config.failure_rate_threshold == 50
+    assert config.slow_call_duration == 0.25
+    assert config.sliding_window_size == 100
+    assert config.max_concurrent_calls == 64
+    assert config.retry_budget_ratio is not None  # the budget is on by default
+    timed = bench._breaker_fields("all-time,slow_call_duration=0.01")
+    assert "sliding_window_size" not in timed
+    assert timed["slow_call_duration"] == 0.01
+    assert timed["max_concurrent_calls"] == 64

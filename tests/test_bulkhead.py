@@ -396,16 +396,26 @@ def test_metrics_show_rejections_and_calls_in_flight(client: redis.Redis) -> Non
 
 
 def test_bulkhead_off_adds_no_wrapper_layer() -> None:
-    """Without ``max_concurrent_calls`` the guard is the plain wrapper (nothing extra to run)."""
+    """Without ``max_concurrent_calls`` the guard is the plain wrapper (nothing extra to run);
+    with it, a variant of the wrapper that holds the slot itself (still one layer)."""
 
     def get() -> None:
         return None
 
-    plain = redis_guarded(name="plain", breaker=Breaker("off"))(get)
-    limited = redis_guarded(name="limited", breaker=bulkhead_breaker(4))(get)
-    assert plain.__wrapped__ is get  # type: ignore[attr-defined]
-    assert limited.__wrapped__ is not get  # type: ignore[attr-defined]
-    assert limited.__wrapped__.__wrapped__ is get  # type: ignore[attr-defined]
+    async def aget() -> None:
+        return None
+
+    def code(fn: object) -> object:
+        return fn.__code__  # type: ignore[attr-defined]
+
+    for fn in (get, aget):
+        plain = redis_guarded(name="plain", breaker=Breaker("off"))(fn)
+        other = redis_guarded(name="other", breaker=Breaker("off2"))(fn)
+        limited = redis_guarded(name="limited", breaker=bulkhead_breaker(4))(fn)
+        assert plain.__wrapped__ is fn  # type: ignore[attr-defined]
+        assert limited.__wrapped__ is fn  # type: ignore[attr-defined]
+        assert code(plain) is code(other)
+        assert code(limited) is not code(plain)
     assert Breaker("off").stats().bulkhead_in_flight is None
 
 

@@ -20,6 +20,7 @@ from redisguard import (
     ConfigError,
     LoggingListener,
     SlowCallsError,
+    redis_guarded,
 )
 from redisguard._breaker import NORMAL
 from redisguard._prober import ping_proves_recovery
@@ -143,13 +144,13 @@ def test_concurrent_successes_never_lose_a_failure(size: int | None) -> None:
     start = threading.Barrier(threads + 1)
 
     assert breaker._window is not None
-    success = breaker._window.success_hook(breaker)  # what a windowed guard calls
+    success = redis_guarded(name="hammer", breaker=breaker)(_ok)  # the windowed wrapper
 
     def hammer() -> None:
         try:
             start.wait()
             for _ in range(per_thread):
-                success(NORMAL, False, 0.0)
+                success()
         except BaseException as exc:  # pragma: no cover - the assertion below reports it
             errors.append(exc)
 
