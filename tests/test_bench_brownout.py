@@ -8,35 +8,19 @@ OOM raw redis-py callers see errors while guarded ones see none and keep reading
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_brownout.py"
-
-
-def _load_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_brownout_smoke", BENCH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
+from _bench import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
     """The benchmark script loaded as a module."""
-    return _load_bench()
+    return load_benchmark("bench_brownout.py")
 
 
 @pytest.fixture(scope="module")

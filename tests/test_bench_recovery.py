@@ -6,36 +6,20 @@ asserts recovery itself with generous bounds.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_recovery.py"
+from _bench import load_benchmark
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _load_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_recovery_smoke", BENCH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
     """The benchmark script loaded as a module."""
-    return _load_bench()
+    return load_benchmark("bench_recovery.py")
 
 
 def test_every_fault_and_mode_reports_a_recovery(bench: ModuleType) -> None:

@@ -7,37 +7,22 @@ and that ``--json`` writes the SDK rows.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from _bench import load_benchmark
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_guard.py"
 OPEN_SCENARIOS = ("open-circuit", "open-circuit-sdk")
-
-
-def _load_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_guard_smoke", BENCH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
     """The benchmark script loaded as a module (its own scenario registry)."""
-    return _load_bench()
+    return load_benchmark("bench_guard.py")
 
 
 @pytest.fixture(scope="module")
