@@ -107,8 +107,8 @@ class OpenTelemetryListener(pybreaker.CircuitBreakerListener):
     def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
         old = getattr(old_state, "name", None)
         new = new_state.name
-        if old is None or old == new:
-            return
+        if old is None or old == new or getattr(cb, "_adopting", False):
+            return  # (adopting: another process on the host made it, and counted it)
         self._tally(cb.name or "", old, new).add()
         span = trace.get_current_span()
         if span.is_recording():
