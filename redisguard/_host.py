@@ -429,6 +429,16 @@ class HostBreaker(Breaker):
         self._seg.set_text(text)
         self._cause_local = None if cause is None else (kind, self._seg.text(), cause)
 
+    @property
+    def state(self) -> Any:
+        """pybreaker's state object, after adopting what other processes changed."""
+        self._sync()
+        return self._state
+
+    @state.setter
+    def state(self, state_str: str) -> None:
+        Breaker.state.fset(self, state_str)  # type: ignore[attr-defined]
+
     # -- adoption ------------------------------------------------------------------------------
     def _adopt(self) -> None:
         """Take over the transitions other processes made (under the gate)."""

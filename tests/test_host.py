@@ -525,3 +525,114 @@ def test_a_transaction_cut_short_by_sigkill_is_rolled_back() -> None:
     assert time.monotonic() - started < 1.0
     assert (stats.state, stats.failure_count, breaker._seg.u64(GENERATION)) == before
     assert breaker._seg.u32(TRIALS) == 0
+
+
+# -- the guard on a host-shared breaker ---------------------------------------------------------
+@pytest.mark.parametrize("access", ["read", "both", "write"])
+def test_a_guard_sees_an_open_made_in_another_process_on_its_next_call(access: str) -> None:
+    from redisguard import redis_guarded
+
+    breaker = Breaker("redis", _config())
+    calls: list[str] = []
+
+    @redis_guarded(name="get", breaker=breaker, fallback="fallback", access=access)  # type: ignore[arg-type]
+    def get() -> str:
+        calls.append("redis")
+        return "value"
+
+    assert get() == "value"
+
+    def open_there() -> None:
+        other = Breaker("redis", _config())
+        for _ in range(3):
+            _fail(other)
+
+    assert _in_child(open_there) == 0
+    assert get() == "fallback"
+    assert calls == ["redis"]
+    assert breaker.stats().rejected_count == 1  # counted here, by this worker
+    assert _in_child(lambda: Breaker("redis", _config()).close()) == 0
+    assert get() == "value"
+    assert breaker.state.name == "closed"
+
+
+async def test_an_async_guard_on_a_host_breaker() -> None:
+    from redisguard import redis_guarded
+
+    breaker = Breaker("redis", _config())
+
+    @redis_guarded(name="aget", breaker=breaker, fallback="fallback", access="read")
+    async def aget() -> str:
+        return "value"
+
+    assert await aget() == "value"
+    assert _in_child(lambda: Breaker("redis", _config()).open()) == 0
+    assert await aget() == "fallback"
+
+
+def test_a_guarded_success_clears_a_host_run_and_a_failure_adds_to_it() -> None:
+    from redisguard import redis_guarded
+
+    breaker = Breaker("redis", _config())
+    fail = [True]
+
+    @redis_guarded(name="get", breaker=breaker, fallback="fallback", access="read")
+    def get() -> str:
+        if fail[0]:
+            raise ConnectionError("down")
+        return "value"
+
+    assert get() == "fallback"
+    assert _in_child(lambda: _assert_failures(Breaker("redis", _config()), 1)) == 0
+    fail[0] = False
+    assert get() == "value"
+    assert _in_child(lambda: _assert_failures(Breaker("redis", _config()), 0)) == 0
+
+
+def _assert_failures(breaker: Breaker, count: int) -> None:
+    assert breaker.fail_counter == count, breaker.fail_counter
+
+
+def test_metrics_say_host_shared_and_count_a_transition_once_per_host() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from redisguard import redis_guarded
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    breaker = Breaker("redis", _config())
+    plain = Breaker("plain", BreakerConfig())
+
+    def series() -> dict[str, dict[frozenset[Any], Any]]:
+        out: dict[str, dict[frozenset[Any], Any]] = {}
+        data = reader.get_metrics_data()
+        for rm in data.resource_metrics if data else ():
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    for point in metric.data.data_points:
+                        key = frozenset((point.attributes or {}).items())
+                        out.setdefault(metric.name, {})[key] = getattr(point, "value", None)
+        return out
+
+    try:
+        get = redis_guarded(
+            name="get", breaker=breaker, fallback=None, access="read", meter_provider=provider
+        )(lambda: "value")
+        redis_guarded(name="p", breaker=plain, fallback=None, meter_provider=provider)(
+            lambda: None
+        )
+        from redisguard._telemetry import OpenTelemetryListener
+
+        breaker.add_listener(OpenTelemetryListener())
+        assert _in_child(lambda: Breaker("redis", _config()).open()) == 0
+        assert get() is None  # adopted here: not counted here
+        breaker.close()  # made here: counted here
+        got = series()
+        assert got["circuit_breaker_host_shared"][frozenset({("name", "redis")})] == 1
+        assert got["circuit_breaker_host_shared"][frozenset({("name", "plain")})] == 0
+        transitions = got.get("circuit_breaker_transitions", {})
+        assert transitions[frozenset({("name", "redis"), ("from", "closed"), ("to", "open")})] == 0
+        assert transitions[frozenset({("name", "redis"), ("from", "open"), ("to", "closed")})] == 1
+    finally:
+        provider.shutdown()
