@@ -202,6 +202,8 @@ class Breaker(pybreaker.CircuitBreaker):
         clock: A monotonic clock in seconds (injectable for tests).
         wall_clock: Seconds since the epoch, for :meth:`stats` and the storage's
             ``opened_at``.
+        redis_url: The Redis this breaker guards; a host-shared breaker (``config.shared``
+            True) derives its namespace from it (default ``$REDIS_URL``).
 
     Raises:
         ConfigError: an invalid setting, or ``config`` and a pybreaker keyword disagree.
@@ -234,7 +236,9 @@ class Breaker(pybreaker.CircuitBreaker):
         throw_new_error_on_trip: bool = True,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        redis_url: str | None = None,
     ) -> None:
+        del redis_url  # only a host-shared breaker uses it (redisguard._host)
         name = "redis" if name is None else name
         if not isinstance(name, str) or not name:
             raise ConfigError(
@@ -1038,12 +1042,15 @@ renew_lock_after_fork(__name__, "_registry_lock")
 _default_listener_factories: list[Callable[[], pybreaker.CircuitBreakerListener]] = []
 
 
-def get_breaker(name: str = "redis", config: BreakerConfig | None = None) -> Breaker:
+def get_breaker(
+    name: str = "redis", config: BreakerConfig | None = None, *, redis_url: str | None = None
+) -> Breaker:
     """Return the breaker called ``name``, creating it on first use.
 
     One breaker per dependency, shared by every operation that names it. A new breaker gets
     ``config``, or ``BreakerConfig.from_env()``, and the default listeners (logging and
-    OpenTelemetry).
+    OpenTelemetry). ``redis_url`` (the Redis it guards) names the namespace of a new
+    host-shared breaker (see :class:`Breaker`).
 
     Raises:
         ConfigError: ``config`` differs from the config the existing breaker was created with.
@@ -1054,7 +1061,7 @@ def get_breaker(name: str = "redis", config: BreakerConfig | None = None) -> Bre
             breaker = _registry.get(name)
             if breaker is None:
                 listeners = [factory() for factory in _default_listener_factories]
-                breaker = Breaker(name, config, listeners=listeners)
+                breaker = Breaker(name, config, listeners=listeners, redis_url=redis_url)
                 _registry[name] = breaker
                 return breaker
     if config is not None and config != breaker.config:

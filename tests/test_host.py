@@ -636,3 +636,26 @@ def test_metrics_say_host_shared_and_count_a_transition_once_per_host() -> None:
         assert transitions[frozenset({("name", "redis"), ("from", "open"), ("to", "closed")})] == 1
     finally:
         provider.shutdown()
+
+
+def test_a_client_names_the_namespace_of_the_breakers_it_creates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two services' clients of different Redis servers never share a breaker named alike."""
+    import redisguard
+
+    monkeypatch.setenv(SHARED_ENV, "1")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "svc")
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    one = redisguard.connect(
+        "redis://:s3cret@127.0.0.1:7001/0", check=False, prober=False, breakers=("a",)
+    )
+    two = redisguard.connect("redis://127.0.0.1:7002/0", check=False, prober=False, breakers=("b",))
+    try:
+        a, b = redisguard.get_breaker("a"), redisguard.get_breaker("b")
+        assert a.host_segment == str(segment_path("a", "svc@127.0.0.1:7001/0"))
+        assert b.host_segment == str(segment_path("b", "svc@127.0.0.1:7002/0"))
+        assert "s3cret" not in str(a.stats().as_dict())
+    finally:
+        one.close()
+        two.close()
