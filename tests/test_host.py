@@ -659,3 +659,39 @@ def test_a_client_names_the_namespace_of_the_breakers_it_creates(
     finally:
         one.close()
         two.close()
+
+
+def _probe_for(url: str, seconds: float, out: Any) -> None:
+    """A worker: a connect() client on a dead Redis; fail until open, then count its PINGs."""
+    import redisguard
+
+    client = redisguard.connect(url, check=False, probe_interval=0.05, breakers=("fleet",))
+
+    @redisguard.redis_guarded(name="get", breaker="fleet", fallback=None, access="read")
+    def get() -> Any:
+        return client.get("k")
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        get()
+        time.sleep(0.01)
+    prober = client.prober
+    out.put(prober.plan.probes if prober is not None else 0)
+    client.close()
+
+
+def test_one_process_probes_for_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three workers on a dead Redis: their breaker opens once, and one of them PINGs."""
+    from redisguard.testing import free_port
+
+    monkeypatch.setenv(SHARED_ENV, "probe-test")
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    out = FORK.Queue()
+    workers = [FORK.Process(target=_probe_for, args=(url, 1.5, out)) for _ in range(3)]
+    for w in workers:
+        w.start()
+    probes = sorted(out.get(timeout=30) for _ in workers)
+    for w in workers:
+        w.join(20)
+    assert probes[:2] == [0, 0], probes
+    assert probes[2] >= 5, probes
