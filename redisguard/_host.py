@@ -46,6 +46,7 @@ from redis import exceptions as rx
 from ._breaker import ADOPTED, CLOSED, HALF_OPEN, OPEN, STATE_NAMES, Breaker
 from ._config import BreakerConfig, with_pybreaker_keywords
 from ._errors import ConfigError, SlowCallsError
+from ._fork import after_fork
 from ._prober import ping_proves_recovery
 from ._redact import redact_text
 from ._segment import (
@@ -373,6 +374,7 @@ class HostBreaker(Breaker):
         self._state = self._create_new_state(STATE_NAMES[self._code], notify=False)
         self._seen = segment.u64(SEQ)
         self._attached = True
+        after_fork(self, HostBreaker._host_after_fork)
         if segment.f64(LAST_CHANGE) == 0.0:  # a new segment
             with self._gate:
                 if segment.f64(LAST_CHANGE) == 0.0:
@@ -497,17 +499,21 @@ class HostBreaker(Breaker):
         with self._gate:
             seg = self._seg
             holder, seen = seg.u32(PROBER_PID), seg.f64(PROBER_SEEN)
-            if holder in (0, me) or not pid_alive(holder) or now - seen > PROBER_LEASE:
+            elected = holder in (0, me) or not pid_alive(holder) or now - seen > PROBER_LEASE
+            if elected:
                 seg.set_u32(PROBER_PID, me)
                 seg.set_f64(PROBER_SEEN, now)
-                return True
-        return False
+        if self._events:
+            self._drain()
+        return elected
 
     def release_prober(self) -> None:
         """Give the prober lease up (this process stopped probing)."""
         with self._gate:
             if self._seg.u32(PROBER_PID) == os.getpid():
                 self._seg.set_u32(PROBER_PID, 0)
+        if self._events:
+            self._drain()
 
     @property
     def _host_head(self) -> Any:
@@ -519,8 +525,9 @@ class HostBreaker(Breaker):
         """The path of the segment this breaker shares."""
         return str(self._seg.path)
 
-    def _after_fork(self) -> None:
-        super()._after_fork()
+    def _host_after_fork(self) -> None:
+        """In a forked child (after ``Breaker._after_fork``): its own open file description,
+        so that the host lock excludes the parent, and a new gate over it."""
         self._seg.after_fork()
         self._gate = HostGate(self)  # type: ignore[assignment]
 

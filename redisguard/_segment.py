@@ -32,8 +32,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import fcntl
 import hashlib
+import logging
 import mmap
 import os
 import re
@@ -48,6 +48,11 @@ from urllib.parse import urlsplit
 
 from ._errors import ConfigError
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: host-shared breakers are unavailable
+    fcntl = None  # type: ignore[assignment]
+
 if TYPE_CHECKING:
     from ._config import BreakerConfig
 
@@ -61,6 +66,8 @@ __all__ = [
     "parse_shared",
     "segment_path",
 ]
+
+logger = logging.getLogger("redisguard")
 
 SHARED_ENV = "REDISGUARD_SHARED_BREAKERS"
 DIR_ENV = "REDISGUARD_SHARED_DIR"
@@ -230,6 +237,8 @@ class HostSegment:
 
     # -- opening -------------------------------------------------------------------------
     def _open(self) -> int:
+        if fcntl is None:  # pragma: no cover - not POSIX
+            raise ConfigError("host-shared breakers need a POSIX system (flock and mmap)")
         directory = self.path.parent
         if not directory.is_dir():
             raise ConfigError(
@@ -276,6 +285,12 @@ class HostSegment:
                 if ready:
                     # A previous deployment's segment (another layout or configuration):
                     # unlink it; its processes keep their mapping, new ones get a new file.
+                    logger.warning(
+                        "redisguard: replacing host segment %s: it was made with another "
+                        "configuration (a previous deployment?); its state is not reused",
+                        self.path,
+                        extra={"category": "circuit-breaker"},
+                    )
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(self.path)
                     return False

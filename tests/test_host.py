@@ -695,3 +695,25 @@ def test_one_process_probes_for_the_host(monkeypatch: pytest.MonkeyPatch) -> Non
         w.join(20)
     assert probes[:2] == [0, 0], probes
     assert probes[2] >= 5, probes
+
+
+def test_a_breaker_inherited_through_fork_still_excludes_its_parent() -> None:
+    """After fork the child takes the host lock on its own open file description: while the
+    child holds it, the parent waits (an inherited description would not exclude it)."""
+    breaker = Breaker("redis", _config())
+    ready = FORK.Event()
+
+    def hold() -> None:
+        with breaker._gate:
+            ready.set()
+            time.sleep(0.6)
+
+    child = FORK.Process(target=hold)
+    child.start()
+    try:
+        assert ready.wait(20)
+        started = time.monotonic()
+        breaker.stats()  # takes the gate
+        assert time.monotonic() - started >= 0.4
+    finally:
+        child.join(20)
