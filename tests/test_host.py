@@ -661,7 +661,7 @@ def test_a_client_names_the_namespace_of_the_breakers_it_creates(
         two.close()
 
 
-def _probe_for(url: str, seconds: float, out: Any) -> None:
+def _probe_for(url: str, seconds: float, out: Any, reported: Any) -> None:
     """A worker: a connect() client on a dead Redis; fail until open, then count its PINGs."""
     import redisguard
 
@@ -677,6 +677,9 @@ def _probe_for(url: str, seconds: float, out: Any) -> None:
         time.sleep(0.01)
     prober = client.prober
     out.put(prober.plan.probes if prober is not None else 0)
+    # Close only once every worker reported: closing gives the lease up, and a worker still
+    # running would then take it over.
+    reported.wait(20)
     client.close()
 
 
@@ -686,13 +689,16 @@ def test_one_process_probes_for_the_host(monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setenv(SHARED_ENV, "probe-test")
     url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    out = FORK.Queue()
-    workers = [FORK.Process(target=_probe_for, args=(url, 1.5, out)) for _ in range(3)]
+    out, reported = FORK.Queue(), FORK.Event()
+    workers = [FORK.Process(target=_probe_for, args=(url, 1.5, out, reported)) for _ in range(3)]
     for w in workers:
         w.start()
-    probes = sorted(out.get(timeout=30) for _ in workers)
-    for w in workers:
-        w.join(20)
+    try:
+        probes = sorted(out.get(timeout=30) for _ in workers)
+    finally:
+        reported.set()
+        for w in workers:
+            w.join(20)
     assert probes[:2] == [0, 0], probes
     assert probes[2] >= 5, probes
 
