@@ -236,6 +236,26 @@ class HostWindowStorage(WindowStorage):
         return self._segment.failures.count(self._clock() - self._window)
 
 
+def _host_field(offset: int, kind: str, *, side: bool = False) -> Any:
+    """A breaker (or, ``side``: write-side) attribute kept in the segment; written only once
+    the breaker is attached (``Breaker.__init__`` assigns every field its start value)."""
+    get = getattr(HostSegment, kind)
+    put = getattr(HostSegment, f"set_{kind}")
+
+    def breaker_of(self: Any) -> HostBreaker:
+        return self.breaker if side else self  # type: ignore[no-any-return]
+
+    def fget(self: Any) -> Any:
+        return get(breaker_of(self)._seg, offset)
+
+    def fset(self: Any, value: Any) -> None:
+        breaker = breaker_of(self)
+        if breaker._attached:
+            put(breaker._seg, offset, value)
+
+    return property(fget, fset)
+
+
 class HostSideGate(SideGate):
     """A write or delete gate of a host breaker: its code is a byte of the segment, kept at
     max(main side, write side) by whichever process moves either side; the guard's happy
@@ -259,21 +279,6 @@ class HostSideGate(SideGate):
             self._host_head._code = value
 
 
-def _side_field(offset: int, kind: str) -> Any:
-    """A write-side attribute kept in the segment (written once the breaker is attached)."""
-    get = getattr(HostSegment, kind)
-    put = getattr(HostSegment, f"set_{kind}")
-
-    def fget(self: HostWriteSide) -> Any:
-        return get(self.breaker._seg, offset)
-
-    def fset(self: HostWriteSide, value: Any) -> None:
-        if self.breaker._attached:
-            put(self.breaker._seg, offset, value)
-
-    return property(fget, fset)
-
-
 class HostWriteSide(WriteSide):
     """The write side of a host breaker: opened by write refusals anywhere on the host (an
     OOM or a READONLY replica is the server's, not one worker's), blocking every worker's
@@ -283,12 +288,12 @@ class HostWriteSide(WriteSide):
     breaker: HostBreaker
     _gate_class = HostSideGate
 
-    _code = _side_field(W_STATE, "u8")
-    _opened_at = _side_field(W_OPENED_AT, "f64")
-    _generation = _side_field(W_GENERATION, "u64")
-    _trials = _side_field(W_TRIALS, "u32")
-    _trial_admitted_at = _side_field(W_TRIAL_ADMITTED_AT, "f64")
-    _trial_successes = _side_field(W_TRIAL_SUCCESSES, "u32")
+    _code = _host_field(W_STATE, "u8", side=True)
+    _opened_at = _host_field(W_OPENED_AT, "f64", side=True)
+    _generation = _host_field(W_GENERATION, "u64", side=True)
+    _trials = _host_field(W_TRIALS, "u32", side=True)
+    _trial_admitted_at = _host_field(W_TRIAL_ADMITTED_AT, "f64", side=True)
+    _trial_successes = _host_field(W_TRIAL_SUCCESSES, "u32", side=True)
 
     @property
     def _spares(self) -> bool:
@@ -381,21 +386,6 @@ class HostGate:
             self._breaker._seg.unlock()
         finally:
             self._thread.release()
-
-
-def _host_field(offset: int, kind: str) -> Any:
-    """A breaker attribute kept in the segment (written only once the breaker is attached)."""
-    get = getattr(HostSegment, kind)
-    put = getattr(HostSegment, f"set_{kind}")
-
-    def fget(self: HostBreaker) -> Any:
-        return get(self._seg, offset)
-
-    def fset(self: HostBreaker, value: Any) -> None:
-        if self._attached:
-            put(self._seg, offset, value)
-
-    return property(fget, fset)
 
 
 class HostBreaker(Breaker):
