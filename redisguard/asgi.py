@@ -119,6 +119,10 @@ class HealthMiddleware:
         ready_path: Path of the readiness probe.
         live_path: Path of the liveness probe.
         timeout: Upper bound on the readiness PING, in seconds.
+        details: Put the Redis target, PING latency, last error, failure counts and the
+            version in the bodies. Off by default: readiness routes are often reachable from
+            outside, and those details map the network behind the service (see
+            :mod:`redisguard.health`). Turn it on only where the route is private.
     """
 
     def __init__(
@@ -130,6 +134,7 @@ class HealthMiddleware:
         ready_path: str = "/ready",
         live_path: str = "/live",
         timeout: float = 0.25,
+        details: bool = False,
     ) -> None:
         self.app = app
         self.client = client
@@ -137,16 +142,17 @@ class HealthMiddleware:
         self.ready_path = ready_path
         self.live_path = live_path
         self.timeout = timeout
+        self.details = details
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path") if scope["type"] == "http" else None
         if path == self.live_path:
             live = liveness()
-            await send_json(send, live.http_status, live.as_dict())
+            await send_json(send, live.http_status, live.as_dict(details=self.details))
         elif path == self.ready_path:
             client = self.client() if callable(self.client) else self.client
             ready = await areadiness(client, breakers=self.breakers, timeout=self.timeout)
-            await send_json(send, ready.http_status, ready.as_dict())
+            await send_json(send, ready.http_status, ready.as_dict(details=self.details))
         elif self.app is not None:
             await self.app(scope, receive, send)
         elif scope["type"] == "http":
