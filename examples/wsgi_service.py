@@ -63,10 +63,11 @@ def create_app(client: Any = None, *, rate_limit: int = 100, window: float = 60.
 
     @app.get("/sessions/<sid>")
     def get_session(sid: str) -> Any:
-        value = sessions.get(sid)
-        if value is None:
-            return jsonify(error="session_not_found"), 404
-        return jsonify(session=value)
+        found = sessions.lookup(sid)
+        if found.value is None:
+            # degraded: Redis was unavailable for this read, so "not found" is a fallback.
+            return jsonify(error="session_not_found", degraded=found.degraded), 404
+        return jsonify(session=found.value)
 
     @app.put("/sessions/<sid>")
     def put_session(sid: str) -> Any:
