@@ -21,10 +21,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-class Service:
-    """The Starlette example under uvicorn in a subprocess, plus every status it answered."""
+#: The ASGI examples, each served by uvicorn: the same routes, the same behaviour.
+APPS = {
+    "starlette": "examples.asgi_service:create_app",
+    "fastapi": "examples.fastapi_service:create_app",
+}
 
-    def __init__(self, redis_url: str, policy: str, limit: int = 5, threshold: int = 2) -> None:
+
+class Service:
+    """An ASGI example under uvicorn in a subprocess, plus every status it answered."""
+
+    def __init__(
+        self, app: str, redis_url: str, policy: str, limit: int = 5, threshold: int = 2
+    ) -> None:
         self.port = free_port()
         env = {
             **os.environ,
@@ -41,7 +50,7 @@ class Service:
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "examples.asgi_service:create_app",
+                app,
                 "--factory",
                 "--host",
                 "127.0.0.1",
@@ -99,12 +108,13 @@ class Service:
             self.proc.stderr.close()
 
 
-@pytest.fixture
-def start_service() -> Iterator[Callable[..., Service]]:
+@pytest.fixture(params=sorted(APPS))
+def start_service(request: pytest.FixtureRequest) -> Iterator[Callable[..., Service]]:
+    """Starts the example named by the parameter (every test runs against each ASGI app)."""
     started: list[Service] = []
 
     def start(redis_url: str, policy: str, limit: int = 5, threshold: int = 2) -> Service:
-        service = Service(redis_url, policy, limit, threshold)
+        service = Service(APPS[request.param], redis_url, policy, limit, threshold)
         started.append(service)
         return service
 
