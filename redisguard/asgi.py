@@ -20,6 +20,7 @@ from .ratelimit import AsyncRateLimiter
 
 __all__ = [
     "RATE_LIMIT_BODY",
+    "UNAVAILABLE_BODY",
     "HealthMiddleware",
     "RateLimitMiddleware",
     "client_address",
@@ -38,6 +39,9 @@ RATE_LIMIT_BODY = (
     b'{"jsonrpc":"2.0","error":{"code":-32003,"message":"Rate limit exceeded",'
     b'"data":{"reason":"too_many_requests"}},"id":null}'
 )
+#: The body the integrations answer with 503 when a store raises
+#: :class:`~redisguard.stores.TemporarilyUnavailableError` (RFC 6749's error code).
+UNAVAILABLE_BODY = {"error": "temporarily_unavailable", "error_description": "storage unavailable"}
 
 
 async def send_json(

@@ -36,7 +36,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from ._client import aconnect
-from .asgi import RATE_LIMIT_BODY, Scope, client_address
+from .asgi import RATE_LIMIT_BODY, UNAVAILABLE_BODY, Scope, client_address
 from .health import areadiness, liveness
 from .ratelimit import AsyncRateLimiter, Decision, Policy, RateLimitExceeded
 from .stores import (
@@ -63,8 +63,6 @@ __all__ = [
 
 #: The lifespan state key holding the :class:`Guarded` services.
 STATE_KEY = "redisguard"
-#: The body of a 503 answered for :class:`~redisguard.stores.TemporarilyUnavailableError`.
-UNAVAILABLE_BODY = {"error": "temporarily_unavailable", "error_description": "storage unavailable"}
 
 
 @dataclass(frozen=True)
