@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 
 from redisguard import BreakerConfig, get_breaker
 from redisguard.asgi import RATE_LIMIT_BODY, UNAVAILABLE_BODY
@@ -45,8 +45,9 @@ def _app(guard: RedisGuard) -> FastAPI:
         return {"value": found.value, "degraded": found.degraded}
 
     @app.put("/tokens/{tid}", status_code=204)
-    async def put_token(tid: str, tokens: Tokens) -> None:
+    async def put_token(tid: str, tokens: Tokens) -> Response:
         await tokens.save(tid, "secret-value", ttl=60)
+        return Response(status_code=204)
 
     @app.get("/clients/{cid}")
     async def get_client(cid: str, registry: Registry) -> Any:
@@ -67,7 +68,13 @@ def serve(app: FastAPI, *, lifespan: str = "on") -> Iterator[httpx.Client]:
     """
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan=lifespan, log_level="warning", ws="none"
+        app,
+        host="127.0.0.1",
+        port=port,
+        lifespan=lifespan,
+        log_level="warning",
+        log_config=None,  # uvicorn's records reach pytest's caplog
+        ws="none",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -151,7 +158,7 @@ def test_rate_limit_dependency(server: RedisServer) -> None:
         assert web.get("/sessions/b").status_code == 200  # its own key
 
 
-def test_misuse_is_named(server: RedisServer) -> None:
+def test_misuse_is_named(server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
     """Bad arguments, a missing lifespan or limiter say what is wrong."""
     with pytest.raises(ValueError, match="rate_limit"):
         RedisGuard(rate_limit=-1)
@@ -160,7 +167,10 @@ def test_misuse_is_named(server: RedisServer) -> None:
     with pytest.raises(RuntimeError, match="lifespan"):
         guarded(Request({"type": "http", "state": {}}))
     with serve(_app(_guard(server)), lifespan="off") as web:
-        assert web.get("/clients/c").status_code == 500  # the RuntimeError above
+        assert web.get("/clients/c").status_code == 500
+    assert "FastAPI(lifespan=guard.lifespan)" in caplog.text
     with serve(_app(_guard(server))) as web:
-        assert web.get("/limit").status_code == 500  # "no limiter"
         assert web.get("/clients/c").json() is None
+        # Last: uvicorn closes the connection after an unhandled error.
+        assert web.get("/limit").status_code == 500
+    assert "RedisGuard(rate_limit=...)" in caplog.text
