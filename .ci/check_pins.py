@@ -33,6 +33,7 @@ COVERED_BY = {
     "examples": "constraints-lowest.txt",
     "flask": "constraints-lowest.txt",
     "fastapi": "constraints-lowest.txt",
+    "flask-caching": "constraints-lowest.txt",
     "test": "constraints-lowest.txt",
     "prometheus": "constraints-py312.txt",
     "dev": "constraints-py312.txt",

@@ -29,8 +29,8 @@ The URL comes from ``url=``, else ``app.config["REDISGUARD_URL"]``, else ``$REDI
 The readiness body says only the status and the breakers' states unless ``details=True``: see
 :mod:`redisguard.health` for why.
 
-Why no Flask-Caching backend here: see :mod:`redisguard.flask_caching`, which has one and is
-importable only with Flask-Caching installed.
+For Flask-Caching, :mod:`redisguard.flask_caching` has a guarded backend (its own module:
+it imports Flask-Caching, which this one does not need).
 """
 
 from __future__ import annotations
