@@ -35,7 +35,7 @@ from fastapi import Body, FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from redisguard.asgi import Scope
-from redisguard.fastapi import RateLimit, RedisGuard, Registry, Sessions, Tokens
+from redisguard.fastapi import RateLimit, Redisguard, Registry, Sessions, Tokens
 from redisguard.stores import ClientExistsError
 
 #: Any JSON body.
@@ -61,7 +61,7 @@ def create_app(
     """Build the FastAPI app."""
     env = os.environ
     on_unavailable: Any = policy or env.get("RATE_POLICY", "open")
-    guard = RedisGuard(
+    guard = Redisguard(
         redis_url,
         rate_limit=rate_limit or int(env.get("RATE_LIMIT", "100")),
         window=window or float(env.get("RATE_WINDOW", "60")),

@@ -4,9 +4,9 @@ Install with ``pip install redisguard[fastapi]``. A thin layer over :mod:`redisg
 :mod:`redisguard.health` and the asyncio stores::
 
     from fastapi import FastAPI
-    from redisguard.fastapi import RateLimit, RedisGuard, Sessions
+    from redisguard.fastapi import RateLimit, Redisguard, Sessions
 
-    guard = RedisGuard("redis://cache:6379/0", rate_limit=100, window=60, on_unavailable="local")
+    guard = Redisguard("redis://cache:6379/0", rate_limit=100, window=60, on_unavailable="local")
     app = FastAPI(lifespan=guard.lifespan)
     guard.install(app)                       # GET /ready, GET /live, the 503 and 429 handlers
 
@@ -51,7 +51,7 @@ __all__ = [
     "Guarded",
     "Limiter",
     "RateLimit",
-    "RedisGuard",
+    "Redisguard",
     "Registry",
     "Sessions",
     "Tokens",
@@ -78,7 +78,7 @@ class Guarded:
     exempt: frozenset[str]
 
 
-class RedisGuard:
+class Redisguard:
     """Configuration of the client, stores and limiter that :meth:`lifespan` builds.
 
     Args:
@@ -209,7 +209,7 @@ def _registry(request: Request) -> AsyncClientRegistry:
 def _limiter(request: Request) -> AsyncRateLimiter:
     limiter = guarded(request).limiter
     if limiter is None:
-        raise RuntimeError("redisguard.fastapi: no limiter; pass RedisGuard(rate_limit=...)")
+        raise RuntimeError("redisguard.fastapi: no limiter; pass Redisguard(rate_limit=...)")
     return limiter
 
 

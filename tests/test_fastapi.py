@@ -19,7 +19,7 @@ from redisguard.fastapi import (
     Client,
     Limiter,
     RateLimit,
-    RedisGuard,
+    Redisguard,
     Registry,
     Sessions,
     Tokens,
@@ -35,7 +35,7 @@ def server() -> Iterator[RedisServer]:
         yield srv
 
 
-def _app(guard: RedisGuard) -> FastAPI:
+def _app(guard: Redisguard) -> FastAPI:
     app = FastAPI(lifespan=guard.lifespan)
     guard.install(app)
 
@@ -92,8 +92,8 @@ def serve(app: FastAPI, *, lifespan: str = "on") -> Iterator[httpx.Client]:
         thread.join(10)
 
 
-def _guard(server: RedisServer, **options: Any) -> RedisGuard:
-    return RedisGuard(server.url, connect={"prober": False, "check": False}, **options)
+def _guard(server: RedisServer, **options: Any) -> Redisguard:
+    return Redisguard(server.url, connect={"prober": False, "check": False}, **options)
 
 
 def test_lifespan_dependencies_and_probes(server: RedisServer) -> None:
@@ -161,9 +161,9 @@ def test_rate_limit_dependency(server: RedisServer) -> None:
 def test_misuse_is_named(server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
     """Bad arguments, a missing lifespan or limiter say what is wrong."""
     with pytest.raises(ValueError, match="rate_limit"):
-        RedisGuard(rate_limit=-1)
+        Redisguard(rate_limit=-1)
     with pytest.raises(TypeError, match="key"):
-        RedisGuard(key="ip")  # type: ignore[arg-type]
+        Redisguard(key="ip")  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="lifespan"):
         guarded(Request({"type": "http", "state": {}}))
     with serve(_app(_guard(server)), lifespan="off") as web:
@@ -173,4 +173,4 @@ def test_misuse_is_named(server: RedisServer, caplog: pytest.LogCaptureFixture) 
         assert web.get("/clients/c").json() is None
         # Last: uvicorn closes the connection after an unhandled error.
         assert web.get("/limit").status_code == 500
-    assert "RedisGuard(rate_limit=...)" in caplog.text
+    assert "Redisguard(rate_limit=...)" in caplog.text
