@@ -158,8 +158,10 @@ class Redisguard:
         self, app: FastAPI, *, ready_path: str = "/ready", live_path: str = "/live"
     ) -> None:
         """Add ``GET /ready`` and ``GET /live`` (left out of the OpenAPI schema) and the
-        handlers answering 503 for an outage and 429 for a denied request."""
+        handlers answering 503 for an outage and 429 for a denied request (the probes' paths
+        join ``exempt``: :data:`RateLimit` never limits them)."""
         details = self.details
+        self.exempt = self.exempt | {ready_path, live_path}
 
         async def ready(request: Request) -> Response:
             result = await areadiness(guarded(request).client)
