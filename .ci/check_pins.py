@@ -31,6 +31,8 @@ COVERED_BY = {
     "otlp": "constraints-lowest.txt",
     "plot": "constraints-lowest.txt",
     "examples": "constraints-lowest.txt",
+    "django": "constraints-lowest.txt",
+    "bench": "constraints-lowest.txt",
     "test": "constraints-lowest.txt",
     "prometheus": "constraints-py312.txt",
     "dev": "constraints-py312.txt",

@@ -1,0 +1,315 @@
+"""redisguard.django against a real redis-server that is killed, paused and restarted.
+
+The cache checks are modelled on Django's own ``tests/cache`` (BaseCacheTests): each scenario
+runs on Django's built-in ``RedisCache`` and on ours against the same server, and the results
+must be equal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+django = pytest.importorskip("django")
+
+import django_project.settings as project  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+if not settings.configured:
+    settings.configure(**{name: getattr(project, name) for name in dir(project) if name.isupper()})
+    django.setup()
+
+from django.core.cache import caches  # noqa: E402
+from django.core.cache.backends.base import DEFAULT_TIMEOUT  # noqa: E402
+from django.test import Client  # noqa: E402
+from django.test.utils import override_settings  # noqa: E402
+
+from redisguard import TemporarilyUnavailableError, get_breaker  # noqa: E402
+from redisguard.django import RedisCache, close_clients, dropped_writes  # noqa: E402
+from redisguard.testing import RedisServer  # noqa: E402
+
+BUILTIN = "django.core.cache.backends.redis.RedisCache"
+
+
+@pytest.fixture
+def project_on(redis_server: RedisServer) -> Iterator[Callable[..., None]]:
+    """Point the project's caches and sessions at the test's server; undo it afterwards."""
+    overrides: list[override_settings] = []
+
+    def point(**options: Any) -> None:
+        url = redis_server.url
+        cache_settings = project.caches(url, **options)
+        cache_settings["builtin"] = {"BACKEND": BUILTIN, "LOCATION": url, "KEY_PREFIX": "b"}
+        cache_settings["default"]["KEY_PREFIX"] = "g"
+        override = override_settings(
+            CACHES=cache_settings, REDISGUARD_SESSIONS=project.sessions(url)
+        )
+        override.enable()
+        overrides.append(override)
+
+    try:
+        yield point
+    finally:
+        for override in reversed(overrides):
+            override.disable()
+        close_clients()
+
+
+def _wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def _scenario(cache: Any) -> list[Any]:
+    """Every public method, as Django's cache tests exercise them; returns what each said."""
+    out: list[Any] = []
+    out.append(cache.get("missing"))
+    out.append(cache.get("missing", "dflt"))
+    out.append(cache.set("k", "v"))
+    out.append(cache.get("k"))
+    out.append(cache.add("k", "other"))
+    out.append(cache.add("new", {"a": [1, 2]}))
+    out.append(cache.get("new"))
+    out.append(cache.add("zero", 1, timeout=0))
+    out.append(cache.has_key("zero"))
+    out.append(cache.has_key("k"))
+    out.append("k" in cache)
+    out.append(cache.set("n", 10))
+    out.append(cache.incr("n"))
+    out.append(cache.incr("n", 5))
+    out.append(cache.decr("n", 3))
+    with pytest.raises(ValueError, match="not found"):
+        cache.incr("nope")
+    out.append(cache.set_many({"a": 1, "b": b"bytes", "c": None}))
+    out.append(cache.get_many(["a", "b", "c", "d"]))
+    out.append(cache.delete_many(["a", "b"]))
+    out.append(cache.get_many(["a", "b", "c"]))
+    out.append(cache.delete("k"))
+    out.append(cache.delete("k"))
+    out.append(cache.touch("new", 100))
+    out.append(cache.touch("missing", 100))
+    out.append(cache.touch("new", None))
+    out.append(cache.set("v", 1, version=2))
+    out.append(cache.get("v"))
+    out.append(cache.get("v", version=2))
+    out.append(cache.incr_version("v", version=2))
+    out.append(cache.get("v", version=3))
+    out.append(cache.decr_version("v", version=3))
+    out.append(cache.get("v", version=2))
+    out.append(cache.get_or_set("gos", lambda: "computed"))
+    out.append(cache.get_or_set("gos", "ignored"))
+    out.append(cache.set("short", 1, timeout=0))
+    out.append(cache.get("short"))
+    out.append(cache.set("forever", 1, timeout=None))
+    out.append(cache.set("dt", 1, timeout=DEFAULT_TIMEOUT))
+    out.append(cache.clear())
+    out.append(cache.get("new"))
+    return out
+
+
+def test_same_results_as_djangos_redis_cache(project_on: Callable[..., None]) -> None:
+    """On a healthy server every method answers what Django's built-in backend answers."""
+    project_on()
+    ours, builtin = caches["default"], caches["builtin"]
+    assert isinstance(ours, RedisCache)
+    assert _scenario(builtin) == _scenario(ours)
+    assert dropped_writes().get("django.cache.set", 0) == 0
+
+
+async def test_async_methods_are_guarded_too(project_on: Callable[..., None]) -> None:
+    """Django's a-prefixed methods reach the guarded client."""
+    project_on()
+    cache = caches["default"]
+    await cache.aset("k", 1)
+    assert await cache.aget("k") == 1
+    assert await cache.aadd("k", 2) is False
+    assert await cache.adelete("k") is True
+
+
+def test_killed_redis_reads_miss_and_writes_drop(
+    project_on: Callable[..., None], redis_server: RedisServer
+) -> None:
+    """With Redis dead each method answers its documented outage value, never a 500."""
+    project_on()
+    cache = caches["default"]
+    cache.set("k", "v")
+    redis_server.kill()
+    before = dropped_writes().get("django.cache.set", 0)
+    answers = [cache.get("k", "dflt") for _ in range(3)]
+    assert answers == ["dflt"] * 3
+    assert get_breaker("redis").current_state == "open"
+    started = time.perf_counter()
+    assert cache.get("k") is None
+    assert time.perf_counter() - started < 0.01
+    assert cache.get_many(["k"]) == {}
+    assert cache.has_key("k") is False
+    assert cache.set("k", "w") is None
+    assert dropped_writes()["django.cache.set"] == before + 1
+    assert cache.set_many({"x": 1, "y": 2}) == ["x", "y"]
+    assert cache.add("fresh", 1) is False
+    assert cache.delete("k") is False
+    assert cache.touch("k") is False
+    assert cache.clear() is False
+    assert cache.get_or_set("gos", "computed") == "computed"
+    with pytest.raises(TemporarilyUnavailableError) as raised:
+        cache.incr("n")
+    assert 1 <= raised.value.retry_after <= 30
+
+
+def test_write_failure_raise(project_on: Callable[..., None], redis_server: RedisServer) -> None:
+    """WRITE_FAILURE='raise': writes raise during an outage, reads still miss."""
+    project_on(WRITE_FAILURE="raise")
+    cache = caches["default"]
+    redis_server.kill()
+    assert cache.get("k", 0) == 0
+    for write in (lambda: cache.set("k", 1), lambda: cache.add("k", 1), lambda: cache.delete("k")):
+        with pytest.raises(TemporarilyUnavailableError):
+            write()
+
+
+def test_bad_options_name_the_option(project_on: Callable[..., None]) -> None:
+    """A typo or a wrong value in OPTIONS is a ConfigError naming it."""
+    from redisguard import ConfigError
+
+    project_on(WRITE_FAILURE="ignore")
+    with pytest.raises(ConfigError, match="WRITE_FAILURE"):
+        caches["default"].get("k")
+    project_on(BREAKERR="x")
+    with pytest.raises(ConfigError, match="BREAKERR"):
+        caches["default"].get("k")
+
+
+def test_paused_redis_answers_in_microseconds_once_open(
+    project_on: Callable[..., None], redis_server: RedisServer
+) -> None:
+    """A paused Redis costs the socket timeout until the breaker opens, then nothing."""
+    project_on(RETRY=None)
+    cache = caches["default"]
+    cache.set("k", "v")
+    redis_server.pause()
+    try:
+        slow = time.perf_counter()
+        assert cache.get("k") is None
+        assert time.perf_counter() - slow >= 0.2
+        cache.get("k")
+        assert get_breaker("redis").current_state == "open"
+        timings = []
+        for _ in range(200):
+            started = time.perf_counter()
+            cache.get("k")
+            timings.append(time.perf_counter() - started)
+        timings.sort()
+        assert timings[int(len(timings) * 0.99)] < 0.001
+    finally:
+        redis_server.resume()
+    _wait_until(lambda: cache.get("k") == "v")
+
+
+def test_restart_recovers_through_the_prober(
+    project_on: Callable[..., None], redis_server: RedisServer
+) -> None:
+    """After Redis comes back the cache serves and stores again, with no reset timeout."""
+    project_on()
+    cache = caches["default"]
+    redis_server.kill()
+    cache.get("k")
+    cache.get("k")
+    assert get_breaker("redis").current_state == "open"
+    redis_server.restart()
+    _wait_until(lambda: get_breaker("redis").current_state != "open")  # half-open: a trial
+    cache.set("k", "back")
+    assert cache.get("k") == "back"
+
+
+def test_cache_page_and_get_or_set_views(project_on: Callable[..., None]) -> None:
+    """cache_page serves repeats from the cache; a cache-using view keeps counting."""
+    project_on()
+    client = Client()
+    first = client.get("/page").content
+    assert client.get("/page").content == first
+    assert [client.get("/counter").json()["hits"] for _ in range(3)] == [0, 1, 2]
+
+
+def test_views_keep_answering_while_redis_is_dead(
+    project_on: Callable[..., None], redis_server: RedisServer
+) -> None:
+    """cache_page renders and a cache-using view answers 200 with Redis dead."""
+    project_on()
+    client = Client()
+    redis_server.kill()
+    first, second = client.get("/page"), client.get("/page")
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert first.content != second.content  # rendered twice: nothing was cached
+    assert client.get("/counter").json() == {"hits": 0}
+
+
+def test_session_round_trip(project_on: Callable[..., None], redis_server: RedisServer) -> None:
+    """A session is stored signed in Redis under the prefix, with the expiry age as TTL."""
+    project_on()
+    client = Client()
+    assert client.get("/login?name=grace").status_code == 200
+    body = client.get("/session").json()
+    assert body["name"] == "grace"
+    admin = get_admin(redis_server)
+    key = f"django.session:{body['key']}"
+    assert admin.exists(key)
+    assert 0 < admin.ttl(key) <= settings.SESSION_COOKIE_AGE
+    admin.close()
+
+
+def get_admin(server: RedisServer) -> Any:
+    import redis
+
+    return redis.Redis(**server.client_kwargs())
+
+
+def test_session_outage_is_anonymous_and_saving_is_503(
+    project_on: Callable[..., None], redis_server: RedisServer
+) -> None:
+    """During an outage a session read is anonymous (200); a session write is a 503."""
+    project_on()
+    client = Client()
+    client.get("/login?name=grace")
+    redis_server.kill()
+    anonymous = client.get("/session")
+    assert anonymous.status_code == 200
+    assert anonymous.json() == {"name": None, "key": None}
+    refused = client.get("/login?name=eve")
+    assert refused.status_code == 503
+    assert 1 <= int(refused["Retry-After"]) <= 30
+    assert refused.json()["error"] == "temporarily_unavailable"
+    assert "127.0.0.1" not in refused.content.decode()
+    redis_server.restart()
+    _wait_until(lambda: get_breaker("redis").current_state != "open")  # half-open: a trial
+    assert client.get("/login?name=ada").status_code == 200
+    assert client.get("/session").json()["name"] == "ada"
+
+
+def test_readiness_hides_the_target_unless_details(
+    project_on: Callable[..., None], redis_server: RedisServer
+) -> None:
+    """/ready says status and breaker state; /private/ready (details=True) adds the target."""
+    project_on()
+    client = Client()
+    ready = client.get("/ready")
+    assert ready.status_code == 200
+    assert ready.json() == {
+        "status": "ready",
+        "checks": {"redis": {"healthy": True, "state": "closed", "write_state": "closed"}},
+    }
+    assert "127.0.0.1" not in ready.content.decode()
+    detailed = client.get("/private/ready").json()
+    assert str(redis_server.port) in detailed["checks"]["redis"]["target"]
+    assert client.get("/live").json()["status"] == "alive"
+    redis_server.kill()
+    degraded = client.get("/ready")
+    assert degraded.status_code == 503
+    assert degraded.json()["status"] == "degraded"
+    assert "error" not in degraded.json()["checks"]["redis"]
+    assert "error" in client.get("/private/ready").json()["checks"]["redis"]
+    assert client.get("/live").status_code == 200
