@@ -240,6 +240,7 @@ class GuardedCacheClient(DjangoRedisCacheClient):  # type: ignore[misc]
         self.breaker = get_breaker(guarding.breaker, guarding.breaker_config)
         self.guarding = guarding
         self._connect_options = dict(self._pool_options)
+        self._clients: dict[int, Any] = {}
         if parser_class is None:  # connect()'s own default parser, not Django's override
             self._connect_options.pop("parser_class", None)
         for op, spec in _OPS.items():
@@ -282,9 +283,12 @@ class GuardedCacheClient(DjangoRedisCacheClient):  # type: ignore[misc]
     def get_client(self, key: Any = None, *, write: bool = False) -> Any:
         """The shared guarded client of the server Django's policy picks."""
         index = self._get_connection_pool_index(write)
-        return _shared_client(
-            self._servers[index], self.breaker, self.guarding, self._connect_options
-        )
+        client = self._clients.get(index)
+        if client is None:
+            client = self._clients[index] = _shared_client(
+                self._servers[index], self.breaker, self.guarding, self._connect_options
+            )
+        return client
 
     def clients(self) -> list[Any]:
         """Every server's client (for the readiness probe)."""
