@@ -28,7 +28,12 @@ from django.test import Client  # noqa: E402
 from django.test.utils import override_settings  # noqa: E402
 
 from redisguard import TemporarilyUnavailableError, get_breaker  # noqa: E402
-from redisguard.django import RedisCache, close_clients, dropped_writes  # noqa: E402
+from redisguard.django import (  # noqa: E402
+    RedisCache,
+    close_clients,
+    dropped_writes,
+    stale_served,
+)
 from redisguard.testing import RedisServer  # noqa: E402
 
 BUILTIN = "django.core.cache.backends.redis.RedisCache"
@@ -313,3 +318,83 @@ def test_readiness_hides_the_target_unless_details(
     assert "error" not in degraded.json()["checks"]["redis"]
     assert "error" in client.get("/private/ready").json()["checks"]["redis"]
     assert client.get("/live").status_code == 200
+
+
+def test_serve_stale_answers_from_the_l1_during_an_outage(
+    project_on: Callable[..., None], redis_server: RedisServer
+) -> None:
+    """With STALE_FOR, values read before the outage are served; unread keys miss."""
+    project_on(STALE_FOR=60)
+    cache = caches["default"]
+    cache.set_many({"a": {"n": [1]}, "b": 2, "unread": 3})
+    assert cache.get("a") == {"n": [1]}
+    assert cache.get_many(["b"]) == {"b": 2}
+    redis_server.kill()
+    served = stale_served()
+    stale = cache.get("a")
+    assert stale == {"n": [1]}
+    stale["n"].append(2)  # each caller gets its own copy, as from Redis
+    assert cache.get("a") == {"n": [1]}
+    assert cache.get_many(["a", "b", "unread"]) == {"a": {"n": [1]}, "b": 2}
+    assert cache.get("unread", "dflt") == "dflt"
+    assert stale_served() == served + 4
+
+
+def test_serve_stale_is_bounded_by_age(
+    project_on: Callable[..., None], redis_server: RedisServer
+) -> None:
+    """A value older than STALE_FOR is not served."""
+    project_on(STALE_FOR=0.2)
+    cache = caches["default"]
+    cache.set("k", "v")
+    assert cache.get("k") == "v"
+    redis_server.kill()
+    assert cache.get("k") == "v"
+    time.sleep(0.3)
+    assert cache.get("k", "dflt") == "dflt"
+
+
+def test_nothing_changed_during_an_outage_is_served_stale(
+    project_on: Callable[..., None], redis_server: RedisServer
+) -> None:
+    """A delete or set that did not reach Redis blocks the key; clear empties the L1."""
+    project_on(STALE_FOR=60)
+    cache = caches["default"]
+    cache.set_many({"deleted": 1, "replaced": 2, "other": 3, "kept": 4})
+    assert cache.get_many(["deleted", "replaced", "other", "kept"]) == {
+        "deleted": 1,
+        "replaced": 2,
+        "other": 3,
+        "kept": 4,
+    }
+    redis_server.kill()
+    assert cache.delete("deleted") is False
+    assert cache.set("replaced", 20) is None
+    assert cache.get("deleted") is None
+    assert cache.get("replaced") is None
+    assert cache.get("kept") == 4
+    assert cache.clear() is False
+    assert cache.get("other") is None
+    redis_server.restart()
+    _wait_until(lambda: get_breaker("redis").current_state != "open")
+    _wait_until(lambda: cache.set("replaced", 30) is None and cache.get("replaced") == 30)
+    redis_server.kill()
+    assert cache.get("replaced") == 30  # a write that reached Redis unblocked the key
+
+
+def test_serve_stale_keeps_djangos_results_when_healthy(project_on: Callable[..., None]) -> None:
+    """With an L1 the healthy results are still Django's own."""
+    project_on(STALE_FOR=60)
+    assert _scenario(caches["builtin"]) == _scenario(caches["default"])
+
+
+def test_bad_stale_options_name_the_option(project_on: Callable[..., None]) -> None:
+    """STALE_FOR and the L1 bounds are validated with the option's name."""
+    from redisguard import ConfigError
+
+    project_on(STALE_FOR=-1)
+    with pytest.raises(ConfigError, match="STALE_FOR"):
+        caches["default"].get("k")
+    project_on(STALE_FOR=1, L1_MAX_ENTRIES=0)
+    with pytest.raises(ConfigError, match=r"L1_MAX_ENTRIES.*max_entries"):
+        caches["default"].get("k")

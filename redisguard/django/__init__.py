@@ -30,6 +30,14 @@ once, without touching Redis):
 
 With ``WRITE_FAILURE="raise"`` every write raises
 :class:`~redisguard.TemporarilyUnavailableError` (``retry_after`` set) instead.
+
+Serve stale: with ``OPTIONS["STALE_FOR"] = seconds``, every value a ``get``/``get_many``
+read from Redis is also kept (serialized) in a bounded in-process LRU (``L1_MAX_ENTRIES``,
+``L1_MAX_BYTES``), and while Redis is unavailable those reads answer from it, for values up
+to ``STALE_FOR`` old (counted in :func:`stale_served`). On the happy path Redis stays the
+source of truth. A write or delete that may not have reached Redis (an outage) blocks its
+keys in the L1, and ``clear`` empties it: nothing the application tried to change or remove
+is served stale afterwards.
 """
 
 from __future__ import annotations
@@ -39,6 +47,18 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("redisguard.django needs Django: pip install 'redisguard[django]'") from exc
 
-from ._cache import GuardedCacheClient, RedisCache, close_clients, dropped_writes
+from redisguard.django._cache import (
+    GuardedCacheClient,
+    RedisCache,
+    close_clients,
+    dropped_writes,
+    stale_served,
+)
 
-__all__ = ["GuardedCacheClient", "RedisCache", "close_clients", "dropped_writes"]
+__all__ = [
+    "GuardedCacheClient",
+    "RedisCache",
+    "close_clients",
+    "dropped_writes",
+    "stale_served",
+]

@@ -30,11 +30,18 @@ from redisguard._client import GuardedRedis, connect
 from redisguard._config import BreakerConfig, RetryPolicy
 from redisguard._errors import ConfigError
 from redisguard._guard import DEFAULT_RETRY, current_failure, redis_guarded
+from redisguard._l1 import L1
 from redisguard._sides import Access
 from redisguard._stores_core import unavailable
 from redisguard._tally import Tally
 
-__all__ = ["GuardedCacheClient", "RedisCache", "close_clients", "dropped_writes"]
+__all__ = [
+    "GuardedCacheClient",
+    "RedisCache",
+    "close_clients",
+    "dropped_writes",
+    "stale_served",
+]
 
 WriteFailure = Literal["drop", "raise"]
 
@@ -50,6 +57,9 @@ class _Op:
         outage: What the op returns when it is answered without Redis (a write in "drop"
             mode, or a read); ``_ARG_DEFAULT`` for ``get``'s own ``default`` argument.
         always_raise: No honest value exists (``incr``): raise in either mode.
+        invalidates: Which of the op's keys a failed call leaves unknown in Redis, so the
+            L1 must not serve them stale: its first argument as one key (``"key"``), as
+            keys (``"keys"``), or every key (``"all"``).
     """
 
     access: Access
@@ -57,6 +67,7 @@ class _Op:
     write: bool
     outage: Any = None
     always_raise: bool = False
+    invalidates: Literal["key", "keys", "all"] | None = None
 
 
 _ARG_DEFAULT: Any = object()
@@ -67,19 +78,19 @@ _OPS: Mapping[str, _Op] = {
     "get_many": _Op("read", True, False, {}),
     "has_key": _Op("read", True, False, False),
     # SET key value EX t: a replay stores the same value.
-    "set": _Op("write", True, True, None),
+    "set": _Op("write", True, True, None, invalidates="key"),
     # MSET + EXPIREs in one pipeline; Django's set_many answers the keys it failed to store.
-    "set_many": _Op("write", True, True, _ALL_KEYS),
+    "set_many": _Op("write", True, True, _ALL_KEYS, invalidates="keys"),
     # SET NX: a retried success would read as "already there".
     "add": _Op("write", False, True, False),
     # EXPIRE/PERSIST grow no memory: Redis runs them during an OOM.
     "touch": _Op("delete", True, True, False),
     # DEL's reply says "was there": not idempotent.
-    "delete": _Op("delete", False, True, False),
-    "delete_many": _Op("delete", True, True, None),
+    "delete": _Op("delete", False, True, False, invalidates="key"),
+    "delete_many": _Op("delete", True, True, None, invalidates="keys"),
     # EXISTS + INCRBY: no number can honestly be returned without Redis.
-    "incr": _Op("write", False, True, always_raise=True),
-    "clear": _Op("delete", True, True, False),
+    "incr": _Op("write", False, True, always_raise=True, invalidates="key"),
+    "clear": _Op("delete", True, True, False, invalidates="all"),
 }
 
 _dropped: dict[str, Tally] = {}
@@ -117,6 +128,9 @@ class _Guarding:
     socket_timeout: float
     socket_connect_timeout: float
     probe_interval: float | None
+    stale_for: float | None = None
+    l1_max_entries: int | None = 10_000
+    l1_max_bytes: int | None = None
 
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> _Guarding:
@@ -160,6 +174,20 @@ class _Guarding:
             isinstance(interval, bool) or not isinstance(interval, int | float)
         ):
             raise ConfigError(f"OPTIONS['PROBE_INTERVAL'] must be seconds, got {interval!r}")
+        stale_for = options.get("STALE_FOR")
+        if stale_for is not None and (
+            isinstance(stale_for, bool) or not isinstance(stale_for, int | float) or stale_for <= 0
+        ):
+            raise ConfigError(
+                f"OPTIONS['STALE_FOR'] must be a positive number of seconds, got {stale_for!r}"
+            )
+        max_entries = options.get("L1_MAX_ENTRIES", 10_000)
+        max_bytes = options.get("L1_MAX_BYTES")
+        if stale_for is not None:
+            try:
+                L1(max_entries=max_entries, max_bytes=max_bytes)
+            except ConfigError as exc:
+                raise ConfigError(f"OPTIONS['L1_MAX_ENTRIES'/'L1_MAX_BYTES']: {exc}") from None
         return cls(
             breaker,
             config,
@@ -169,6 +197,9 @@ class _Guarding:
             timeouts["SOCKET_TIMEOUT"],
             timeouts["SOCKET_CONNECT_TIMEOUT"],
             interval,
+            None if stale_for is None else float(stale_for),
+            max_entries,
+            max_bytes,
         )
 
 
@@ -182,6 +213,9 @@ _GUARD_KEYS = frozenset(
         "SOCKET_TIMEOUT",
         "SOCKET_CONNECT_TIMEOUT",
         "PROBE_INTERVAL",
+        "STALE_FOR",
+        "L1_MAX_ENTRIES",
+        "L1_MAX_BYTES",
     }
 )
 
@@ -208,11 +242,35 @@ def _shared_client(url: str, breaker: Breaker, guarding: _Guarding, kwargs: dict
         return client
 
 
+# One L1 per (servers, settings), shared by every thread's backend instance, as the clients.
+_l1s: dict[str, L1] = {}
+
+
+def _shared_l1(servers: list[str], guarding: _Guarding) -> L1:
+    key = repr((servers, guarding))
+    with _clients_lock:
+        l1 = _l1s.get(key)
+        if l1 is None:
+            l1 = _l1s[key] = L1(
+                max_entries=guarding.l1_max_entries, max_bytes=guarding.l1_max_bytes
+            )
+        return l1
+
+
+_stale_served = Tally()
+
+
+def stale_served() -> int:
+    """Cache reads answered from the L1 (``STALE_FOR``) because Redis was unavailable."""
+    return _stale_served.value
+
+
 def close_clients() -> None:
     """Close every shared client (their pools and probers); the next call reconnects."""
     with _clients_lock:
         clients = list(_clients.values())
         _clients.clear()
+        _l1s.clear()
     for client in clients:
         client.close()
 
@@ -241,6 +299,7 @@ class GuardedCacheClient(DjangoRedisCacheClient):  # type: ignore[misc]
         self.guarding = guarding
         self._connect_options = dict(self._pool_options)
         self._clients: dict[int, Any] = {}
+        self.l1 = None if guarding.stale_for is None else _shared_l1(servers, guarding)
         if parser_class is None:  # connect()'s own default parser, not Django's override
             self._connect_options.pop("parser_class", None)
         for op, spec in _OPS.items():
@@ -257,6 +316,23 @@ class GuardedCacheClient(DjangoRedisCacheClient):  # type: ignore[misc]
             setattr(self, op, guard(method))
 
     def _fallback(self, operation: str, spec: _Op) -> Callable[..., Any]:
+        answer = self._outage_answer(operation, spec)
+        l1, invalidates = self.l1, spec.invalidates
+        if l1 is None or invalidates is None:
+            return answer
+
+        def forget(*args: Any, **kwargs: Any) -> Any:
+            # The write may or may not have reached Redis: never serve these keys stale.
+            if invalidates == "all":
+                l1.clear()
+            else:
+                for key in [args[0]] if invalidates == "key" else list(args[0]):
+                    l1.block(key)
+            return answer(*args, **kwargs)
+
+        return forget
+
+    def _outage_answer(self, operation: str, spec: _Op) -> Callable[..., Any]:
         breaker = self.breaker
         if spec.always_raise or (spec.write and self.guarding.write_failure == "raise"):
 
@@ -265,6 +341,10 @@ class GuardedCacheClient(DjangoRedisCacheClient):  # type: ignore[misc]
 
             return refuse
         if not spec.write:
+            if self.l1 is not None and operation.endswith(".get"):
+                return self._stale_get
+            if self.l1 is not None and operation.endswith(".get_many"):
+                return self._stale_get_many
             if spec.outage is _ARG_DEFAULT:
                 return _default_argument
             value = spec.outage
@@ -279,6 +359,106 @@ class GuardedCacheClient(DjangoRedisCacheClient):  # type: ignore[misc]
             return outage
 
         return drop
+
+    # -- serve stale (STALE_FOR) -------------------------------------------------------------
+    def _stale(self, key: str) -> tuple[bool, Any]:
+        l1, stale_for = self.l1, self.guarding.stale_for
+        assert l1 is not None
+        assert stale_for is not None
+        entry = l1.get(key)
+        if entry is None or l1.age(entry) > stale_for:
+            return False, None
+        _stale_served.add()
+        # The L1 keeps the serialized value: each caller gets its own copy, as from Redis.
+        return True, self._serializer.loads(entry.value)
+
+    def _stale_get(self, key: str, default: Any) -> Any:
+        found, value = self._stale(key)
+        return value if found else default
+
+    def _stale_get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        answers = {}
+        for key in keys:
+            found, value = self._stale(key)
+            if found:
+                answers[key] = value
+        return answers
+
+    def _keep(self, since: int, key: str, raw: Any) -> None:
+        """Remember what Redis answered for ``key`` (``raw`` None: it has nothing)."""
+        assert self.l1 is not None
+        if raw is None:
+            if self.l1.peek(key) is not None:
+                self.l1.discard(key)
+        else:
+            self.l1.put(key, raw, size=len(raw) if isinstance(raw, bytes) else 8, since=since)
+
+    def get(self, key: str, default: Any) -> Any:
+        """Django's ``get``; with ``STALE_FOR``, what Redis answered is kept in the L1."""
+        if self.l1 is None:
+            return super().get(key, default)
+        since = self.l1.version
+        raw = self.get_client(key).get(key)
+        self._keep(since, key, raw)
+        return default if raw is None else self._serializer.loads(raw)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """Django's ``get_many``; with ``STALE_FOR``, the answers are kept in the L1."""
+        if self.l1 is None:
+            return super().get_many(keys)  # type: ignore[no-any-return]
+        keys = list(keys)
+        since = self.l1.version
+        raws = self.get_client(None).mget(keys)
+        answers = {}
+        for key, raw in zip(keys, raws, strict=True):
+            self._keep(since, key, raw)
+            if raw is not None:
+                answers[key] = self._serializer.loads(raw)
+        return answers
+
+    def _written(self, keys: Iterable[str]) -> None:
+        """A write reached Redis: the L1 forgets the keys (the next read refills them)."""
+        if self.l1 is not None:
+            for key in keys:
+                self.l1.unblock(key)
+                self.l1.discard(key)
+
+    def set(self, key: str, value: Any, timeout: int | None) -> None:
+        """Django's ``set``."""
+        super().set(key, value, timeout)
+        self._written([key])
+
+    def add(self, key: str, value: Any, timeout: int | None) -> bool:
+        """Django's ``add``."""
+        added: bool = super().add(key, value, timeout)
+        if added:
+            self._written([key])
+        return added
+
+    def delete(self, key: str) -> bool:
+        """Django's ``delete``."""
+        deleted: bool = super().delete(key)
+        self._written([key])
+        return deleted
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Django's ``delete_many``."""
+        keys = list(keys)
+        super().delete_many(keys)
+        self._written(keys)
+
+    def incr(self, key: str, delta: int) -> int:
+        """Django's ``incr``."""
+        value: int = super().incr(key, delta)
+        self._written([key])
+        return value
+
+    def clear(self) -> bool:
+        """Django's ``clear``."""
+        cleared: bool = super().clear()
+        if self.l1 is not None:
+            self.l1.clear()
+        return cleared
 
     def get_client(self, key: Any = None, *, write: bool = False) -> Any:
         """The shared guarded client of the server Django's policy picks."""
@@ -300,6 +480,7 @@ class GuardedCacheClient(DjangoRedisCacheClient):  # type: ignore[misc]
     def set_many(self, data: Mapping[str, Any], timeout: int | None) -> list[str]:
         """Django's, answering the keys not stored: [] once the pipeline ran."""
         super().set_many(data, timeout)
+        self._written(data)
         return []
 
 
@@ -326,6 +507,9 @@ class RedisCache(DjangoRedisCache):  # type: ignore[misc]
                     "SOCKET_TIMEOUT": 0.25,
                     "SOCKET_CONNECT_TIMEOUT": 0.25,
                     "PROBE_INTERVAL": None,      # the recovery prober's interval (s)
+                    "STALE_FOR": None,           # seconds: serve stale reads from an L1
+                    "L1_MAX_ENTRIES": 10_000,    # the L1's bounds (with STALE_FOR)
+                    "L1_MAX_BYTES": None,
                 },
             }
         }
