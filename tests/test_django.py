@@ -281,9 +281,12 @@ def test_session_outage_is_anonymous_and_saving_is_503(
     client = Client()
     client.get("/login?name=grace")
     redis_server.kill()
+    key = client.cookies["sessionid"].value
     anonymous = client.get("/session")
     assert anonymous.status_code == 200
-    assert anonymous.json() == {"name": None, "key": None}
+    assert anonymous.json()["name"] is None
+    assert "sessionid" not in anonymous.cookies  # the cookie is neither deleted nor replaced
+    assert client.cookies["sessionid"].value == key
     refused = client.get("/login?name=eve")
     assert refused.status_code == 503
     assert 1 <= int(refused["Retry-After"]) <= 30
@@ -293,6 +296,21 @@ def test_session_outage_is_anonymous_and_saving_is_503(
     _wait_until(lambda: get_breaker("redis").current_state != "open")  # half-open: a trial
     assert client.get("/login?name=ada").status_code == 200
     assert client.get("/session").json()["name"] == "ada"
+
+
+def test_session_survives_a_pause(
+    project_on: Callable[..., None], redis_server: RedisServer
+) -> None:
+    """A session read during a pause is anonymous; after resume the visitor is back."""
+    project_on()
+    client = Client()
+    client.get("/login?name=grace")
+    redis_server.pause()
+    try:
+        assert client.get("/session").json()["name"] is None
+    finally:
+        redis_server.resume()
+    _wait_until(lambda: client.get("/session").json()["name"] == "grace")
 
 
 def test_readiness_hides_the_target_unless_details(

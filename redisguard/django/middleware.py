@@ -14,6 +14,7 @@ from typing import Any
 
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.http import HttpRequest, HttpResponse
+from django.utils.cache import patch_vary_headers
 
 from redisguard._errors import TemporarilyUnavailableError
 
@@ -47,11 +48,20 @@ class UnavailableMiddleware:
 class SessionMiddleware(DjangoSessionMiddleware):  # type: ignore[misc]
     """Django's ``SessionMiddleware``; a session that cannot be saved answers 503.
 
+    When the session could not be loaded (Redis unavailable) and the view did not change it,
+    the response leaves the session cookie alone, where Django's would delete it.
+
     The view has run by then: the 503 tells the client that its session change (a login,
     a cart) was not kept and that it should retry after ``Retry-After`` seconds.
     """
 
     def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        session: Any = getattr(request, "session", None)
+        if getattr(session, "redis_unavailable", False) and not session.modified:
+            # The session could not be loaded, so it looks empty: Django would delete the
+            # visitor's cookie. Keep it: the session is still in Redis.
+            patch_vary_headers(response, ("Cookie",))
+            return response
         try:
             result: HttpResponse = super().process_response(request, response)
         except TemporarilyUnavailableError as exc:

@@ -18,7 +18,9 @@ age as its Redis TTL.
 
 While Redis is unavailable:
 
-* loading a session answers "no session": the request is anonymous, not a 500;
+* loading a session answers "no session": the request is anonymous, not a 500, and the
+  session cookie is kept (with the provided middleware), so the visitor is signed in again
+  once Redis is back;
 * saving, deleting or cycling a session raises
   :class:`~redisguard.TemporarilyUnavailableError` (nothing was written), which
   :class:`redisguard.django.middleware.SessionMiddleware` turns into a 503 with
@@ -37,7 +39,7 @@ from django.core.signals import setting_changed
 from redisguard._breaker import get_breaker
 from redisguard._client import GuardedRedis, connect
 from redisguard._config import BreakerConfig
-from redisguard._errors import ConfigError
+from redisguard._errors import ConfigError, TemporarilyUnavailableError
 from redisguard.stores import SessionStore as _Store
 
 __all__ = ["SessionStore", "store"]
@@ -131,15 +133,27 @@ setting_changed.connect(_reset)
 class SessionStore(SessionBase):  # type: ignore[misc]
     """Django's session API over a guarded Redis store (see the module docstring)."""
 
+    #: True once loading this session found Redis unavailable (the data is unknown).
+    redis_unavailable = False
+
     def __init__(self, session_key: str | None = None) -> None:
         self._store = store()
         super().__init__(session_key)
 
     def load(self) -> dict[str, Any]:
-        """The session's data; ``{}`` (a new, anonymous session) when it is missing, corrupt
-        or Redis is unavailable."""
+        """The session's data; ``{}`` (an anonymous session) when it is missing, corrupt or
+        Redis is unavailable.
+
+        When Redis is unavailable the session key is kept and :attr:`redis_unavailable` is
+        set: :class:`~redisguard.django.middleware.SessionMiddleware` then leaves the cookie
+        alone, so the visitor is signed in again once Redis is back.
+        """
         key = self._get_session_key()
-        raw = self._store.get(key) if key else None
+        try:
+            raw = self._store.get(key, strict=True) if key else None
+        except TemporarilyUnavailableError:
+            self.redis_unavailable = True
+            return {}
         if isinstance(raw, str):
             data = self.decode(raw)
             if data:
