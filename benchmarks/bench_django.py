@@ -3,13 +3,15 @@
 Two measurements, each against one private ``redis-server``:
 
 * **healthy**: ``cache.get`` and ``cache.set`` throughput of Django's built-in ``RedisCache``
-  (the baseline), ``redisguard.django.RedisCache`` and django-redis. The variants run in
+  (the baseline), ``redisguard.django.RedisCache`` (without and with ``STALE_FOR``, which
+  keeps every read in the L1) and django-redis (``IGNORE_EXCEPTIONS``). The variants run in
   alternating rounds (builtin, redisguard, django-redis, then rotated), so drift in CPU
   frequency or machine load hits all alike; a variant's result is the median of the per-round
   ratios ``baseline time / variant time`` (1.00 = as fast as Django's own backend).
 * **paused**: Redis is SIGSTOPped. Each backend has a 250 ms socket timeout. Reported per
   backend: how long the calls took until the breaker opened (redisguard only), then p50/p99
-  of ``cache.get`` latency and what the caller saw (a miss, or the exception raised).
+  of ``cache.get`` latency and what the caller saw (a miss, a stale hit from the L1, or the
+  exception raised).
 
 Run it::
 
@@ -118,6 +120,10 @@ def backends(url: str) -> dict[str, Any]:
         url,
         {"OPTIONS": {"BREAKER": BREAKER, "SOCKET_TIMEOUT": TIMEOUT}},
     )
+    stale = RedisCache(
+        url,
+        {"OPTIONS": {"BREAKER": BREAKER, "SOCKET_TIMEOUT": TIMEOUT, "STALE_FOR": 600}},
+    )
     ignoring = DjangoRedisCache(
         url,
         {
@@ -128,7 +134,12 @@ def backends(url: str) -> dict[str, Any]:
             }
         },
     )
-    return {"builtin": builtin, "redisguard": guarded, "django-redis": ignoring}
+    return {
+        "builtin": builtin,
+        "redisguard": guarded,
+        "redisguard+stale": stale,
+        "django-redis": ignoring,
+    }
 
 
 def _quantile(values: Sequence[float], q: float) -> float:
@@ -175,7 +186,7 @@ def _timed(call: Callable[[], Any], n: int) -> tuple[list[float], str]:
         except Exception as exc:
             outcome = f"raised {type(exc).__name__}"
         else:
-            outcome = "miss" if value is None else "hit"
+            outcome = "miss" if value is None else "hit (stale)"
         timings.append(time.perf_counter() - started)
     return timings, outcome
 
@@ -195,6 +206,7 @@ def _row(variant: str, timings: list[float], outcome: str, **extra: Any) -> Paus
 def _paused(caches: dict[str, Any], server: RedisServer, s: Settings) -> list[PausedResult]:
     breaker = get_breaker(BREAKER)
     rows = []
+    caches["redisguard+stale"].get("bench:key")  # the L1 keeps what a read saw
     server.pause()
     try:
         guarded = caches["redisguard"]
@@ -215,6 +227,9 @@ def _paused(caches: dict[str, Any], server: RedisServer, s: Settings) -> list[Pa
                 calls_until_open=calls,
             )
         )
+        stale = caches["redisguard+stale"]
+        timings, outcome = _timed(lambda: stale.get("bench:key"), s.open_calls)
+        rows.append(_row("redisguard+stale", timings, outcome))
         for name in ("django-redis", "builtin"):
             cache = caches[name]
             timings, outcome = _timed(lambda cache=cache: cache.get("bench:key"), s.slow_calls)
@@ -275,7 +290,7 @@ def _print(report: dict[str, Any]) -> None:
             else ""
         )
         print(
-            f"  {row['variant']:<12} p50 {row['p50_ms']:.4f} ms, p99 {row['p99_ms']:.4f} ms, "
+            f"  {row['variant']:<16} p50 {row['p50_ms']:.4f} ms, p99 {row['p99_ms']:.4f} ms, "
             f"max {row['max_ms']:.4f} ms over {row['calls']} calls: {row['outcome']}{opened}"
         )
 

@@ -32,7 +32,7 @@ def test_healthy_rows_compare_every_backend_to_djangos(report: dict[str, Any]) -
     rows = report["healthy"]
     assert [row["operation"] for row in rows] == ["get", "set"]
     for row in rows:
-        assert set(row["ratio"]) == {"builtin", "redisguard", "django-redis"}
+        assert set(row["ratio"]) == {"builtin", "redisguard", "redisguard+stale", "django-redis"}
         assert row["ratio"]["builtin"] == 1.0
         assert all(ratio > 0 for ratio in row["ratio"].values())
 
@@ -45,6 +45,9 @@ def test_paused_rows_say_what_the_caller_saw(report: dict[str, Any]) -> None:
     assert guarded["calls"] == 200
     assert guarded["calls_until_open"] >= 1
     assert guarded["p50_ms"] < 5
+    stale = rows["redisguard+stale"]
+    assert stale["outcome"] == "hit (stale)"
+    assert stale["p50_ms"] < 5
     assert ignoring["outcome"] == "miss"
     assert ignoring["p50_ms"] >= 240
     assert builtin["outcome"] == "raised TimeoutError"
