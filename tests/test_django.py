@@ -187,6 +187,19 @@ def test_bad_options_name_the_option(project_on: Callable[..., None]) -> None:
     project_on(BREAKERR="x")
     with pytest.raises(ConfigError, match="BREAKERR"):
         caches["default"].get("k")
+    project_on(socket_timeout=1, SOCKET_TIMEOUT=2)
+    with pytest.raises(ConfigError, match="socket_timeout"):
+        caches["default"].get("k")
+
+
+def test_djangos_lower_case_timeouts_are_honoured(project_on: Callable[..., None]) -> None:
+    """OPTIONS written for Django's backend (socket_timeout=...) keep working."""
+    project_on(socket_timeout=0.5, socket_connect_timeout=0.75)
+    cache = caches["default"]
+    cache.set("k", 1)
+    assert cache.get("k") == 1
+    kwargs = cache.clients()[0].connection_pool.connection_kwargs
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (0.5, 0.75)
 
 
 def test_paused_redis_answers_in_microseconds_once_open(

@@ -522,6 +522,12 @@ class RedisCache(DjangoRedisCache):  # type: ignore[misc]
     def __init__(self, server: str | list[str], params: dict[str, Any]) -> None:
         super().__init__(server, params)
         options = dict(self._options)
+        for lower in ("socket_timeout", "socket_connect_timeout"):
+            # Django's own backend takes these lower-case: keep such OPTIONS working.
+            if lower in options:
+                if lower.upper() in options:
+                    raise ConfigError(f"OPTIONS has both {lower!r} and {lower.upper()!r}; give one")
+                options[lower.upper()] = options.pop(lower)
         self._guarding = _Guarding.parse(options)
         self._client_options = {k: v for k, v in options.items() if not k.isupper()}
         self._class = GuardedCacheClient
