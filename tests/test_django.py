@@ -429,3 +429,28 @@ def test_bad_stale_options_name_the_option(project_on: Callable[..., None]) -> N
     project_on(STALE_FOR=1, L1_MAX_ENTRIES=0)
     with pytest.raises(ConfigError, match=r"L1_MAX_ENTRIES.*max_entries"):
         caches["default"].get("k")
+
+
+@pytest.mark.parametrize(
+    "middleware",
+    [
+        "redisguard.django.middleware.SessionMiddleware",
+        "redisguard.django.middleware.UnavailableMiddleware",
+    ],
+)
+def test_a_view_that_raises_unavailable_answers_503(
+    project_on: Callable[..., None], redis_server: RedisServer, middleware: str
+) -> None:
+    """Either middleware turns TemporarilyUnavailableError from a view into 503 + Retry-After."""
+    project_on()
+    with override_settings(MIDDLEWARE=[middleware]):
+        client = Client()
+        assert client.get("/incr").json() == {"n": 1}
+        redis_server.kill()
+        refused = client.get("/incr")
+    assert refused.status_code == 503
+    assert 1 <= int(refused["Retry-After"]) <= 30
+    assert refused.json() == {
+        "error": "temporarily_unavailable",
+        "retry_after": int(refused["Retry-After"]),
+    }

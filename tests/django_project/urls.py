@@ -25,6 +25,12 @@ def counter(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"hits": hits})
 
 
+def incr(request: HttpRequest) -> JsonResponse:
+    """cache.incr: raises TemporarilyUnavailableError during an outage (no number to give)."""
+    cache.add("n", 0)
+    return JsonResponse({"n": cache.incr("n")})
+
+
 def session_get(request: HttpRequest) -> JsonResponse:
     """The visitor's name, or anonymous."""
     return JsonResponse({"name": request.session.get("name"), "key": request.session.session_key})
@@ -39,6 +45,7 @@ def session_set(request: HttpRequest) -> JsonResponse:
 urlpatterns = [
     path("page", page),
     path("counter", counter),
+    path("incr", incr),
     path("session", session_get),
     path("login", session_set),
     path("", include("redisguard.django.urls")),
