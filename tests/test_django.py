@@ -454,3 +454,72 @@ def test_a_view_that_raises_unavailable_answers_503(
         "error": "temporarily_unavailable",
         "retry_after": int(refused["Retry-After"]),
     }
+
+
+def test_session_store_api(project_on: Callable[..., None], redis_server: RedisServer) -> None:
+    """SessionStore follows Django's contract: create, save, exists, cycle_key, delete."""
+    from django.contrib.sessions.backends.base import UpdateError
+
+    from redisguard.django.sessions import SessionStore
+
+    project_on()
+    session = SessionStore()
+    assert session.session_key is None
+    session["cart"] = [1, 2]
+    session.save()
+    key = session.session_key
+    assert key is not None
+    assert session.exists(key)
+    assert SessionStore(key)["cart"] == [1, 2]
+    session.cycle_key()
+    assert session.session_key != key
+    assert not session.exists(key)
+    assert SessionStore(session.session_key)["cart"] == [1, 2]
+    assert SessionStore("no-such-session-key-000000000000").load() == {}
+    gone = SessionStore(session.session_key)
+    assert gone["cart"] == [1, 2]  # loaded now, deleted below
+    session.delete()
+    assert not session.exists(gone.session_key)
+    gone["cart"] = []
+    with pytest.raises(UpdateError):
+        gone.save()
+    SessionStore.clear_expired()
+    SessionStore().delete()  # no key: nothing to do
+
+
+def test_session_delete_during_an_outage_raises(
+    project_on: Callable[..., None], redis_server: RedisServer
+) -> None:
+    """Logging out during an outage raises: the session was not deleted."""
+    from redisguard.django.sessions import SessionStore
+
+    project_on()
+    session = SessionStore()
+    session["user"] = 1
+    session.save()
+    redis_server.kill()
+    loaded = SessionStore(session.session_key)
+    assert loaded.load() == {}
+    assert loaded.redis_unavailable
+    with pytest.raises(TemporarilyUnavailableError):
+        loaded.flush()
+    with pytest.raises(TemporarilyUnavailableError):
+        SessionStore().save()
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ([], "REDISGUARD_SESSIONS must be a dict"),
+        ({"LOCATON": "redis://x"}, "LOCATON"),
+        ({"BREAKER_CONFIG": "fast"}, "BREAKER_CONFIG"),
+        ({"BREAKER_CONFIG": {"treshold": 1}}, "BREAKER_CONFIG"),
+    ],
+)
+def test_bad_session_settings_name_the_setting(value: Any, named: str) -> None:
+    """A wrong REDISGUARD_SESSIONS is a ConfigError naming what is wrong."""
+    from redisguard import ConfigError
+    from redisguard.django.sessions import SessionStore
+
+    with override_settings(REDISGUARD_SESSIONS=value), pytest.raises(ConfigError, match=named):
+        SessionStore()

@@ -73,7 +73,10 @@ def _settings() -> dict[str, Any]:
 def _build(config: dict[str, Any]) -> tuple[_Store, GuardedRedis]:
     breaker_config = config.get("BREAKER_CONFIG")
     if isinstance(breaker_config, dict):
-        breaker_config = BreakerConfig(**breaker_config)
+        try:
+            breaker_config = BreakerConfig(**breaker_config)
+        except TypeError as exc:
+            raise ConfigError(f"REDISGUARD_SESSIONS['BREAKER_CONFIG']: {exc}") from None
     elif breaker_config is not None and not isinstance(breaker_config, BreakerConfig):
         raise ConfigError(
             "REDISGUARD_SESSIONS['BREAKER_CONFIG'] must be a dict or a BreakerConfig, "
