@@ -523,3 +523,27 @@ def test_bad_session_settings_name_the_setting(value: Any, named: str) -> None:
 
     with override_settings(REDISGUARD_SESSIONS=value), pytest.raises(ConfigError, match=named):
         SessionStore()
+
+
+def test_the_core_never_imports_django() -> None:
+    """Importing redisguard and its non-Django modules leaves Django unimported."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, redisguard, redisguard.stores, redisguard.health, redisguard.ratelimit, "
+        "redisguard.asgi, redisguard.testing, redisguard._cli, redisguard._l1\n"
+        "assert 'django' not in sys.modules, sorted(m for m in sys.modules if 'django' in m)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", "import redisguard.django, sys; print('django' in sys.modules)"],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == "True"
