@@ -7,6 +7,7 @@ must be equal.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -547,3 +548,44 @@ def test_the_core_never_imports_django() -> None:
         timeout=60,
     )
     assert done.stdout.strip() == "True"
+
+
+def test_each_operation_can_have_its_own_breaker_and_retry(
+    project_on: Callable[..., None], redis_server: RedisServer
+) -> None:
+    """OPERATIONS gives get its own breaker: reads failing open it, not the writes' breaker."""
+    project_on(OPERATIONS={"get": {"BREAKER": "cache-reads", "RETRY": None}})
+    cache = caches["default"]
+    cache.set("k", 1)
+    assert cache.get("k") == 1
+    redis_server.kill()
+    cache.get("k")
+    cache.get("k")
+    assert get_breaker("cache-reads").current_state == "open"
+    assert get_breaker("redis").current_state == "closed"
+    body = Client().get("/private/ready").json()
+    assert set(body["checks"]) == {"redis", "cache-reads"}
+    redis_server.restart()
+    _wait_until(lambda: get_breaker("cache-reads").current_state != "open")
+    _wait_until(lambda: cache.set("k", 2) is None and cache.get("k") == 2)
+
+
+@pytest.mark.parametrize(
+    ("operations", "named"),
+    [
+        ([], "must be a dict"),
+        ({"fetch": {}}, "unknown operation"),
+        ({"get": {"RETRIES": 1}}, "BREAKER and/or RETRY"),
+        ({"get": {"BREAKER": 1}}, "BREAKER'] must be a breaker name"),
+        ({"get": {"RETRY": 3}}, "RETRY'] must be a RetryPolicy"),
+    ],
+)
+def test_bad_operations_name_the_option(
+    project_on: Callable[..., None], operations: Any, named: str
+) -> None:
+    """A wrong OPERATIONS entry is a ConfigError naming it."""
+    from redisguard import ConfigError
+
+    project_on(OPERATIONS=operations)
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        caches["default"].get("k")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
@@ -131,6 +131,7 @@ class _Guarding:
     stale_for: float | None = None
     l1_max_entries: int | None = 10_000
     l1_max_bytes: int | None = None
+    operations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> _Guarding:
@@ -188,6 +189,7 @@ class _Guarding:
                 L1(max_entries=max_entries, max_bytes=max_bytes)
             except ConfigError as exc:
                 raise ConfigError(f"OPTIONS['L1_MAX_ENTRIES'/'L1_MAX_BYTES']: {exc}") from None
+        operations = _parse_operations(options.get("OPERATIONS", {}))
         return cls(
             breaker,
             config,
@@ -200,7 +202,29 @@ class _Guarding:
             None if stale_for is None else float(stale_for),
             max_entries,
             max_bytes,
+            operations,
         )
+
+
+def _parse_operations(operations: Any) -> dict[str, dict[str, Any]]:
+    """``OPTIONS["OPERATIONS"]``: per operation, its own ``BREAKER`` and/or ``RETRY``."""
+    if not isinstance(operations, Mapping):
+        raise ConfigError(f"OPTIONS['OPERATIONS'] must be a dict, got {operations!r}")
+    parsed = {}
+    for op, tuning in operations.items():
+        where = f"OPTIONS['OPERATIONS'][{op!r}]"
+        if op not in _OPS:
+            raise ConfigError(f"{where}: unknown operation; known: {sorted(_OPS)}")
+        if not isinstance(tuning, Mapping) or not set(tuning) <= {"BREAKER", "RETRY"}:
+            raise ConfigError(f"{where} must be a dict with BREAKER and/or RETRY, got {tuning!r}")
+        breaker = tuning.get("BREAKER")
+        if breaker is not None and (not isinstance(breaker, str) or not breaker):
+            raise ConfigError(f"{where}['BREAKER'] must be a breaker name, got {breaker!r}")
+        retry = tuning.get("RETRY")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigError(f"{where}['RETRY'] must be a RetryPolicy or None, got {retry!r}")
+        parsed[op] = dict(tuning)
+    return parsed
 
 
 _GUARD_KEYS = frozenset(
@@ -216,6 +240,7 @@ _GUARD_KEYS = frozenset(
         "STALE_FOR",
         "L1_MAX_ENTRIES",
         "L1_MAX_BYTES",
+        "OPERATIONS",
     }
 )
 
@@ -225,15 +250,18 @@ _clients: dict[tuple[str, str], GuardedRedis] = {}
 _clients_lock = threading.Lock()
 
 
-def _shared_client(url: str, breaker: Breaker, guarding: _Guarding, kwargs: dict[str, Any]) -> Any:
-    key = (url, repr((id(breaker), guarding, sorted(kwargs.items(), key=lambda kv: kv[0]))))
+def _shared_client(
+    url: str, breakers: tuple[Breaker, ...], guarding: _Guarding, kwargs: dict[str, Any]
+) -> Any:
+    ids = [id(breaker) for breaker in breakers]
+    key = (url, repr((ids, guarding, sorted(kwargs.items(), key=lambda kv: kv[0]))))
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
             client = _clients[key] = connect(
                 url,
                 check=False,
-                breakers=(breaker,),
+                breakers=breakers,
                 socket_timeout=guarding.socket_timeout,
                 socket_connect_timeout=guarding.socket_connect_timeout,
                 probe_interval=guarding.probe_interval,
@@ -297,6 +325,13 @@ class GuardedCacheClient(DjangoRedisCacheClient):  # type: ignore[misc]
         super().__init__(servers, serializer=serializer, parser_class=parser_class, **options)
         self.breaker = get_breaker(guarding.breaker, guarding.breaker_config)
         self.guarding = guarding
+        self._op_breakers = {
+            op: get_breaker(tuning["BREAKER"], guarding.breaker_config)
+            for op, tuning in guarding.operations.items()
+            if tuning.get("BREAKER")
+        }
+        #: Every breaker this cache's operations use (the prober drives them all).
+        self.breakers = tuple(dict.fromkeys([self.breaker, *self._op_breakers.values()]))
         self._connect_options = dict(self._pool_options)
         self._clients: dict[int, Any] = {}
         self.l1 = None if guarding.stale_for is None else _shared_l1(servers, guarding)
@@ -304,19 +339,20 @@ class GuardedCacheClient(DjangoRedisCacheClient):  # type: ignore[misc]
             self._connect_options.pop("parser_class", None)
         for op, spec in _OPS.items():
             method = getattr(self, op)  # the class's (or Django's) bound method
-            fallback = self._fallback(f"{guarding.name}.{op}", spec)
+            fallback = self._fallback(op, spec)
+            tuning = guarding.operations.get(op, {})
             guard = redis_guarded(
                 name=f"{guarding.name}.{op}",
                 fallback=fallback,
-                breaker=self.breaker,
-                retry=guarding.retry,
+                breaker=self._op_breakers.get(op, self.breaker),
+                retry=tuning.get("RETRY", guarding.retry),
                 idempotent=spec.idempotent,
                 access=spec.access,
             )
             setattr(self, op, guard(method))
 
-    def _fallback(self, operation: str, spec: _Op) -> Callable[..., Any]:
-        answer = self._outage_answer(operation, spec)
+    def _fallback(self, op: str, spec: _Op) -> Callable[..., Any]:
+        answer = self._outage_answer(op, spec)
         l1, invalidates = self.l1, spec.invalidates
         if l1 is None or invalidates is None:
             return answer
@@ -332,8 +368,9 @@ class GuardedCacheClient(DjangoRedisCacheClient):  # type: ignore[misc]
 
         return forget
 
-    def _outage_answer(self, operation: str, spec: _Op) -> Callable[..., Any]:
-        breaker = self.breaker
+    def _outage_answer(self, op: str, spec: _Op) -> Callable[..., Any]:
+        breaker = self._op_breakers.get(op, self.breaker)
+        operation = f"{self.guarding.name}.{op}"
         if spec.always_raise or (spec.write and self.guarding.write_failure == "raise"):
 
             def refuse(*args: Any, **kwargs: Any) -> Any:
@@ -341,9 +378,9 @@ class GuardedCacheClient(DjangoRedisCacheClient):  # type: ignore[misc]
 
             return refuse
         if not spec.write:
-            if self.l1 is not None and operation.endswith(".get"):
+            if self.l1 is not None and op == "get":
                 return self._stale_get
-            if self.l1 is not None and operation.endswith(".get_many"):
+            if self.l1 is not None and op == "get_many":
                 return self._stale_get_many
             if spec.outage is _ARG_DEFAULT:
                 return _default_argument
@@ -466,14 +503,14 @@ class GuardedCacheClient(DjangoRedisCacheClient):  # type: ignore[misc]
         client = self._clients.get(index)
         if client is None:
             client = self._clients[index] = _shared_client(
-                self._servers[index], self.breaker, self.guarding, self._connect_options
+                self._servers[index], self.breakers, self.guarding, self._connect_options
             )
         return client
 
     def clients(self) -> list[Any]:
         """Every server's client (for the readiness probe)."""
         return [
-            _shared_client(url, self.breaker, self.guarding, self._connect_options)
+            _shared_client(url, self.breakers, self.guarding, self._connect_options)
             for url in self._servers
         ]
 
@@ -510,6 +547,8 @@ class RedisCache(DjangoRedisCache):  # type: ignore[misc]
                     "STALE_FOR": None,           # seconds: serve stale reads from an L1
                     "L1_MAX_ENTRIES": 10_000,    # the L1's bounds (with STALE_FOR)
                     "L1_MAX_BYTES": None,
+                    # per operation: its own breaker and/or retry policy
+                    "OPERATIONS": {"get": {"BREAKER": "redis-reads", "RETRY": None}},
                 },
             }
         }
