@@ -34,6 +34,8 @@ COVERED_BY = {
     "flask": "constraints-lowest.txt",
     "fastapi": "constraints-lowest.txt",
     "flask-caching": "constraints-lowest.txt",
+    "django": "constraints-lowest.txt",
+    "bench": "constraints-lowest.txt",
     "test": "constraints-lowest.txt",
     "prometheus": "constraints-py312.txt",
     "dev": "constraints-py312.txt",
