@@ -456,17 +456,17 @@ def churners() -> Iterator[list[Any]]:
 
 
 def test_the_host_state_survives_workers_killed_at_any_point(churners: list[Any]) -> None:
-    """Kill churning workers with SIGKILL at random moments for 3 s, inside transitions too;
+    """Kill churning workers with SIGKILL at random moments, 60 times, inside transitions too;
     the segment must stay usable (no stuck lock, a rolled-back record, bounded trials)."""
     import random
 
     config = _config(half_open_max_attempts=2, half_open_trial_timeout=3600, reset_timeout=0.01)
     breaker = Breaker("redis", config)
     rng = random.Random(7)
-    deadline = time.monotonic() + 3.0
+    deadline = time.monotonic() + 60.0  # a safety net only: a loaded machine forks slowly
     kills = 0
     seed = 0
-    while time.monotonic() < deadline:
+    while kills < 60 and time.monotonic() < deadline:
         while len([p for p in churners if p.is_alive()]) < 4:
             seed += 1
             p = FORK.Process(target=_churn, args=(config, seed), daemon=True)
@@ -481,7 +481,7 @@ def test_the_host_state_survives_workers_killed_at_any_point(churners: list[Any]
         if p.is_alive():
             os.kill(p.pid, signal.SIGKILL)
         p.join(5)
-    assert kills >= 50
+    assert kills == 60
     # Every worker is dead: the lock must be free, a half-done transaction rolled back.
     started = time.monotonic()
     stats = breaker.stats()

@@ -57,22 +57,6 @@ def readiness_of_project() -> Readiness:
     return Readiness("ready" if ready else "degraded", 200 if ready else 503, checks)
 
 
-def _brief(body: dict[str, Any]) -> dict[str, Any]:
-    """Status and breaker states only: no target, latency, error text or times."""
-    brief = {
-        name: {
-            "healthy": check["healthy"],
-            "state": check["state"],
-            "write_state": check["write_state"],
-        }
-        for name, check in body["checks"].items()
-    }
-    out = {"status": body["status"], "checks": brief}
-    if "writes_refused" in body:
-        out["writes_refused"] = body["writes_refused"]
-    return out
-
-
 def _json(status: int, body: dict[str, Any]) -> HttpResponse:
     return HttpResponse(json.dumps(body), status=status, content_type="application/json")
 
@@ -81,12 +65,11 @@ def _json(status: int, body: dict[str, Any]) -> HttpResponse:
 def ready(request: HttpRequest, details: bool = False) -> HttpResponse:
     """200 when every breaker is closed and Redis answers a PING, else 503."""
     result = readiness_of_project()
-    body = result.as_dict()
-    return _json(result.http_status, body if details else _brief(body))
+    return _json(result.http_status, result.as_dict(details=details))
 
 
 @never_cache  # type: ignore[untyped-decorator]
 def live(request: HttpRequest, details: bool = False) -> HttpResponse:
     """Always 200 while the process serves requests: never touches Redis."""
     result = liveness()
-    return _json(result.http_status, result.as_dict())
+    return _json(result.http_status, result.as_dict(details=details))
