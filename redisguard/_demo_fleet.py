@@ -21,10 +21,12 @@ one clock for every process of the host.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import multiprocessing
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -36,8 +38,11 @@ import redis
 from ._breaker import get_breaker
 from ._client import connect
 from ._config import BreakerConfig
+from ._demo import INSTALL_HINT, DemoError, redis_server_available
 from ._guard import redis_guarded
-from .testing import RedisServer
+from ._redact import redact_url
+from ._version import __version__
+from .testing import RedisServer, ServerError, ServerNotFoundError
 
 __all__ = [
     "BREAKER",
@@ -48,9 +53,10 @@ __all__ = [
     "FleetOptions",
     "FleetRun",
     "WorkerReport",
+    "fleet_main",
+    "fleet_verdict",
     "format_fleet",
     "run_fleet",
-    "run_fleet_demo",
 ]
 
 #: The breaker every worker guards its GET with (created from the environment in each worker).
@@ -552,28 +558,70 @@ def format_fleet(run: FleetRun) -> str:
     return "\n".join(lines)
 
 
-def run_fleet_demo(options: FleetOptions, *, stream: TextIO, executable: str | None = None) -> int:
+def fleet_main(
+    options: FleetOptions,
+    *,
+    as_json: bool = False,
+    quiet: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
     """``redisguard demo --workers N``: run the fleet on a private server, print, verdict.
 
+    Human output goes to ``out`` (with ``quiet`` only the table and the verdict; with
+    ``as_json`` only a JSON document); errors go to ``err``.
+
     Returns:
-        0 when the fleet tripped and recovered together, 1 otherwise.
+        0 when the fleet tripped and recovered together, 1 when it did not (or the private
+        server failed), 2 when the demo cannot run (no ``redis-server``).
     """
-    with RedisServer(executable=executable) as server:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    live = not quiet and not as_json
 
-        def on_fault() -> None:
-            verb = "paused (SIGSTOP)" if options.fault == "pause" else "killed (SIGKILL)"
-            print(f"Redis {verb}; the workers keep calling ...", file=stream, flush=True)
+    def say(text: str) -> None:
+        if live:
+            print(text, file=out, flush=True)
 
-        def on_heal() -> None:
-            verb = "resumed" if options.fault == "pause" else "restarted on the same port"
-            print(f"Redis {verb}.", file=stream, flush=True)
+    def on_fault() -> None:
+        verb = "paused (SIGSTOP)" if options.fault == "pause" else "killed (SIGKILL)"
+        say(f"Redis {verb}; every worker keeps calling ...")
 
-        print(
-            f"redisguard demo: {options.workers} forked workers on {server.url}, {SHARED_ENV}=1",
-            file=stream,
-            flush=True,
-        )
-        run = run_fleet(server, options, on_fault=on_fault, on_heal=on_heal)
-    print(format_fleet(run), file=stream, flush=True)
-    ok, _ = fleet_verdict(run)
+    def on_heal() -> None:
+        verb = "resumed (SIGCONT)" if options.fault == "pause" else "restarted on the same port"
+        say(f"Redis {verb}; waiting {options.after:g} s for the workers to close ...")
+
+    try:
+        if not redis_server_available():
+            raise DemoError(INSTALL_HINT.rstrip())
+        try:
+            server = RedisServer()
+            server.start()
+        except ServerNotFoundError:
+            raise DemoError(INSTALL_HINT.rstrip()) from None
+        except ServerError as exc:
+            raise DemoError(f"could not start redis-server: {exc}", EXIT_FAILED) from None
+        with server:
+            say(
+                f"redisguard {__version__} demo: {options.workers} forked workers x "
+                f"{options.rate:g} guarded GET/s on a private redis-server "
+                f"({redact_url(server.url)}), {SHARED_ENV}="
+                f"{'1' if options.shared else '0'}; {options.fault} for {options.outage:g} s "
+                f"after {options.warmup:g} s"
+            )
+            try:
+                run = run_fleet(server, options, on_fault=on_fault, on_heal=on_heal)
+            except RuntimeError as exc:
+                raise DemoError(str(exc), EXIT_FAILED) from None
+    except DemoError as exc:
+        print(f"redisguard demo: {exc}", file=err)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("redisguard demo: interrupted", file=err)
+        return 130
+    ok, problems = fleet_verdict(run)
+    if as_json:
+        print(json.dumps({**run.as_dict(), "ok": ok, "problems": problems}, indent=2), file=out)
+    else:
+        print(("\n" if live else "") + format_fleet(run), file=out, flush=True)
     return EXIT_OK if ok else EXIT_FAILED
