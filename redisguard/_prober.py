@@ -250,6 +250,25 @@ class ProbePlan:
         """True while the client is open for business and a breaker a PING can heal is open."""
         return not self.stopping and any(_probeable(b) for b in self.breakers)
 
+    def elected(self) -> bool:
+        """Whether this process PINGs now: yes, unless every breaker a PING can heal is
+        host-shared (``redisguard._host``) and another live process holds the host's prober
+        lease -- one prober per host is enough. Taking or renewing the lease is a short
+        host transaction, no I/O."""
+        shared = []
+        for breaker in self.breakers:
+            if _probeable(breaker):
+                if not breaker.is_host_shared:
+                    return True
+                shared.append(breaker)
+        return not shared or any(b.claim_prober() for b in shared)  # type: ignore[attr-defined]
+
+    def finished(self) -> None:
+        """Probing stopped: give up the host prober leases this process holds."""
+        for breaker in self.breakers:
+            if breaker.is_host_shared:
+                breaker.release_prober()  # type: ignore[attr-defined]
+
     def started(self) -> None:
         """A probing run begins: the log pacing starts over."""
         self._run_probes = 0
@@ -372,6 +391,8 @@ class ThreadProber:
     def _attempt(self) -> bool:
         if not self.plan.needed():
             return True
+        if not self.plan.elected():
+            return False  # another process probes for the host; look again next interval
         ping = self._ping()
         if ping is None:  # the client was garbage-collected
             self.abandon()
@@ -401,6 +422,7 @@ class ThreadProber:
                 # thread still registered (and we loop) or no thread (and starts one).
                 if self._stop.is_set() or not self.plan.needed():
                     self._thread = None
+                    self.plan.finished()
                     return
 
     def abandon(self) -> None:
@@ -488,6 +510,8 @@ class TaskProber:
     async def _attempt(self) -> bool:
         if not self.plan.needed():
             return True
+        if not self.plan.elected():
+            return False  # another process probes for the host; look again next interval
         ping = self._ping()
         if ping is None:  # the client was garbage-collected
             self.abandon()
@@ -514,6 +538,7 @@ class TaskProber:
                 await asyncio.sleep(self.plan.next_delay())
                 done = await self._attempt()
             if not self.plan.needed():
+                self.plan.finished()
                 return
 
     def abandon(self) -> None:

@@ -294,6 +294,7 @@ class WriteSide:
     def admit(self, deletes: bool) -> int:
         """A write (or delete) call's ticket: the main side's, a write trial, or REJECT."""
         b = self.breaker
+        b._sync()  # a host-shared main side may have moved in another process
         main = b._code
         if main == CLOSED:
             # The hot path of a write-refusing Redis: answer at once, no lock.
