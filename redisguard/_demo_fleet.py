@@ -14,8 +14,10 @@ worker's breaker state just before and just after it.
 restart on the same port) into a private :class:`~redisguard.testing.RedisServer` and returns
 a :class:`FleetRun`, whose properties are the figures the issue asks for: failed calls before
 every worker was open, the time until then, trial calls, and the time from the heal until
-every worker was closed again. All times come from ``time.monotonic()``, which on Linux is
-one clock for every process of the host.
+every worker was closed again. When a worker's breaker opened or closed is taken from a
+watcher thread in the worker that samples its state every 2 ms (with a host-shared breaker
+the state can change while the worker's own call still waits on Redis). All times come from
+``time.monotonic()``, which on Linux is one clock for every process of the host.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -70,6 +73,7 @@ _FALLBACK = "fallback"
 #: the fallback; answered by the fallback without reaching Redis (the breaker rejected it).
 SERVED, FAILED, REJECTED = "served", "failed", "rejected"
 EXIT_OK, EXIT_FAILED = 0, 1
+_WATCH_EVERY = 0.002  # seconds between a worker's samples of its breaker state
 
 
 @dataclass(frozen=True)
@@ -158,26 +162,33 @@ class WorkerReport:
     shared: bool  # Breaker.stats().shared
     host_segment: str | None  # Breaker.stats().host_segment
     error: str | None = None  # an exception that escaped a call (never expected)
+    # (monotonic time, state) each time the watcher thread saw the breaker state change
+    transitions: list[tuple[float, str]] = field(default_factory=list)
 
     def opened_at(self, fault_at: float) -> float | None:
-        """When this worker first saw its breaker not closed after the fault (monotonic)."""
+        """When this worker's breaker state was first seen not closed after the fault
+        (monotonic), by the worker's watcher thread: from then on it rejects new calls."""
+        for at, state in self.transitions:
+            if at >= fault_at and state != "closed":
+                return at
+        return None
+
+    def closed_at(self, heal_at: float) -> float | None:
+        """When this worker's breaker state was first seen closed again after the heal."""
+        for at, state in self.transitions:
+            if at >= heal_at and state == "closed":
+                return at
+        return None
+
+    def observed_open_at(self, fault_at: float) -> float | None:
+        """When this worker's own calls first saw the breaker not closed after the fault: a
+        call admitted just before the breaker opened ends a socket timeout later."""
         for call in self.calls:
             if call.end < fault_at:
                 continue
             if call.before != "closed" and call.start >= fault_at:
                 return call.start
             if call.after != "closed":
-                return call.end
-        return None
-
-    def closed_at(self, heal_at: float) -> float | None:
-        """When this worker first saw its breaker closed again after the heal (monotonic)."""
-        for call in self.calls:
-            if call.end < heal_at:
-                continue
-            if call.before == "closed" and call.start >= heal_at:
-                return call.start
-            if call.after == "closed":
                 return call.end
         return None
 
@@ -210,6 +221,15 @@ class FleetRun:
         if not opened or None in opened:
             return None
         return max(t for t in opened if t is not None) - self.fault_at
+
+    @property
+    def all_observed_open_s(self) -> float | None:
+        """Seconds from the fault until every worker's own calls had seen the breaker open
+        (the last call admitted before the opening has ended)."""
+        observed = [w.observed_open_at(self.fault_at) for w in self.workers]
+        if not observed or None in observed:
+            return None
+        return max(t for t in observed if t is not None) - self.fault_at
 
     @property
     def failed_before_all_open(self) -> int:
@@ -307,6 +327,7 @@ class FleetRun:
             "failed_total": self.failed_total,
             "failed_call_s": self.failed_call_s,
             "all_open_s": self.all_open_s,
+            "all_observed_open_s": self.all_observed_open_s,
             "opened_s": self.opened_s,
             "trials": self.trials,
             "all_closed_s": self.all_closed_s,
@@ -331,6 +352,21 @@ def _worker(
     calls: list[Call] = []
     error: str | None = None
     breaker = get_breaker(BREAKER)  # created without a config: it reads the environment
+    transitions: list[tuple[float, str]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        # The state as every new call would find it, sampled every 2 ms: it changes while
+        # this worker's own call may still be waiting on Redis.
+        last = None
+        while not done.is_set():
+            state = breaker.current_state
+            if state != last:
+                transitions.append((time.monotonic(), state))
+                last = state
+            done.wait(_WATCH_EVERY)
+
+    watcher = threading.Thread(target=watch, name="redisguard-fleet-watch", daemon=True)
     client = None
     try:
         client = connect(
@@ -349,6 +385,7 @@ def _worker(
 
         period = 1.0 / options.rate
         ready.wait()
+        watcher.start()
         next_at = time.monotonic()
         while not stop.is_set():
             before = breaker.current_state
@@ -365,6 +402,9 @@ def _worker(
         error = f"{type(exc).__name__}: {exc}"
         ready.abort()  # the parent must not wait for a worker that will never be ready
     finally:
+        done.set()
+        if watcher.is_alive():
+            watcher.join()
         stats = breaker.stats()
         out.put(
             WorkerReport(
@@ -374,6 +414,7 @@ def _worker(
                 shared=bool(getattr(stats, "shared", False)),
                 host_segment=getattr(stats, "host_segment", None),
                 error=error,
+                transitions=transitions,
             )
         )
         if client is not None:
@@ -543,7 +584,8 @@ def format_fleet(run: FleetRun) -> str:
         "",
         f"host-wide: {run.failed_before_all_open} {failed_kind} calls before every worker was "
         f"open (median {_ms(run.failed_call_s)} each); all open {_ms(run.all_open_s)} into "
-        f"the outage",
+        f"the outage (the last call admitted before that ended at "
+        f"{_ms(run.all_observed_open_s)})",
         f"after the heal: {run.trials} trial call(s) host-wide; all closed "
         f"{_ms(run.all_closed_s)} after Redis was back",
     ]
