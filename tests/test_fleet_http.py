@@ -65,6 +65,7 @@ class Fleet:
         self._ids = iter(range(10**9))
         self._local = threading.local()
         self._clients: list[httpx.Client] = []
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="fleet-poll")
 
     def _client(self) -> httpx.Client:
         client: httpx.Client | None = getattr(self._local, "client", None)
@@ -80,8 +81,9 @@ class Fleet:
         with self._lock:
             client_id = f"fleet-{next(self._ids)}"  # its own rate-limit budget
         headers = {"connection": "close", "x-client-id": client_id}
+        client = self._client()  # building one takes a while: not part of the latency
         start = time.monotonic()
-        response = self._client().request(method, path, headers=headers, **kwargs)
+        response = client.request(method, path, headers=headers, **kwargs)
         latency = time.monotonic() - start
         try:
             body = response.json()
@@ -101,15 +103,15 @@ class Fleet:
         is accepted; return those answers. Fails the test after ``timeout`` seconds."""
         latest: dict[int, Answer] = {}
         deadline = time.monotonic() + timeout
-        with ThreadPoolExecutor(self.workers) as pool:
-            while time.monotonic() < deadline:
-                for answer in pool.map(lambda _: self.request("GET", path), range(self.workers)):
-                    if answer.pid not in latest or answer.start > latest[answer.pid].start:
-                        latest[answer.pid] = answer
-                if len(latest) >= self.workers and all(accept(a) for a in latest.values()):
-                    assert len(latest) == self.workers, f"more workers than started: {latest}"
-                    return latest
-                time.sleep(0.02)
+        while time.monotonic() < deadline:
+            batch = self._pool.map(lambda _: self.request("GET", path), range(self.workers))
+            for answer in batch:
+                if answer.pid not in latest or answer.start > latest[answer.pid].start:
+                    latest[answer.pid] = answer
+            if len(latest) >= self.workers and all(accept(a) for a in latest.values()):
+                assert len(latest) == self.workers, f"more workers than started: {latest}"
+                return latest
+            time.sleep(0.02)
         refused = {pid: (a.status, a.redis_state) for pid, a in latest.items() if not accept(a)}
         pytest.fail(
             f"{path}: after {timeout} s heard from {len(latest)}/{self.workers} workers; "
@@ -117,6 +119,7 @@ class Fleet:
         )
 
     def close(self) -> None:
+        self._pool.shutdown()
         for client in self._clients:
             client.close()
 
