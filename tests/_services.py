@@ -125,12 +125,14 @@ def uvicorn_argv(app: str, *, workers: int | None = None, factory: bool = True) 
     return argv
 
 
-def gunicorn_argv(app: str, *, workers: int) -> list[str]:
-    """``python -m gunicorn APP -w N`` (sync workers) on 127.0.0.1:{port}, quiet."""
+def gunicorn_argv(app: str, *, workers: int, preload: bool = False) -> list[str]:
+    """``python -m gunicorn APP -w N`` (sync workers) on 127.0.0.1:{port}, quiet; with
+    ``preload`` the master loads the app before it forks the workers (``--preload``)."""
     return [
         sys.executable, "-m", "gunicorn", app,
         "--workers", str(workers),
         "--bind", "127.0.0.1:{port}",
         "--log-level", "warning",
         "--graceful-timeout", "5",
+        *(["--preload"] if preload else []),
     ]  # fmt: skip

@@ -1,6 +1,6 @@
-"""A fleet over real HTTP: ``gunicorn -w 8`` (the Flask example) and ``uvicorn --workers 4``
-(the Starlette example) with host-shared breakers, while their redis-server is paused,
-resumed, killed and restarted.
+"""A fleet over real HTTP: ``gunicorn -w 8`` (the Flask example; also with ``--preload``) and
+``uvicorn --workers 4`` (the Starlette example, spawned workers) with host-shared breakers,
+while their redis-server is paused, resumed, killed and restarted.
 
 Every worker answers with an ``x-worker-pid`` header (tests/_fleet_apps.py), so "every
 worker" below means every process the server started, each heard from.
@@ -167,6 +167,8 @@ def _open_and_fast(answer: Answer) -> bool:
 SERVERS = {
     # name: (argv, workers)
     "gunicorn": (gunicorn_argv("_fleet_apps:wsgi_app()", workers=8), 8),
+    # the app, its client and its breaker are built in the master, then forked
+    "gunicorn-preload": (gunicorn_argv("_fleet_apps:wsgi_app()", workers=8, preload=True), 8),
     "uvicorn": (uvicorn_argv("_fleet_apps:asgi_app", workers=4), 4),
 }
 
