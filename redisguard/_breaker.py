@@ -213,6 +213,8 @@ class Breaker(pybreaker.CircuitBreaker):
     is_host_shared = False
     #: True while a transition made by another process is delivered to the listeners.
     _adopting = False
+    #: The write side's class (a host-shared breaker's keeps its state in shared memory).
+    _write_side_class: type[WriteSide] = WriteSide
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Breaker:
         """A :class:`~redisguard._host.HostBreaker` when the breaker is to be host-shared."""
@@ -261,7 +263,7 @@ class Breaker(pybreaker.CircuitBreaker):
         self._link = None if state_storage is None else StorageLink(state_storage)
         loaded = None if self._link is None else self._link.load()
         self._code = CLOSED if loaded is None else _code_of(loaded.state)
-        self._write_side = WriteSide(self, _without_traceback)
+        self._write_side = self._write_side_class(self, _without_traceback)
         super().__init__(
             fail_max=config.failure_threshold,
             reset_timeout=config.reset_timeout,

@@ -990,12 +990,11 @@ def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
 
 
 def _state_source(guard: _Guard) -> Any:
-    """What the happy path reads ``_code`` (0: closed) from: the gate itself, or for a read
-    guard on a host-shared breaker the segment's state byte (``redisguard._host``), read as
-    an attribute straight from shared memory."""
-    if guard.side is guard.breaker and guard.breaker.is_host_shared:
-        return guard.breaker._host_head  # type: ignore[attr-defined]
-    return guard.side
+    """What the happy path reads ``_code`` (0: closed) from: the gate itself, or on a
+    host-shared breaker (``redisguard._host``) the gate's byte of the shared segment, read
+    as an attribute straight from shared memory (``_host_head``)."""
+    head = getattr(guard.side, "_host_head", None)
+    return guard.side if head is None else head
 
 
 def _window_parts(

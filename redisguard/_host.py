@@ -56,9 +56,6 @@ from ._segment import (
     OPENED_AT,
     PROBER_PID,
     PROBER_SEEN,
-    RING,
-    RING_HEAD,
-    RING_LEN,
     SEQ,
     SLOW_OPENED,
     STATE,
@@ -66,6 +63,21 @@ from ._segment import (
     TRIAL_ADMITTED_AT,
     TRIAL_SUCCESSES,
     TRIALS,
+    W_CAUSE,
+    W_CAUSE_LEN,
+    W_CAUSE_MAX,
+    W_DELETE_GATE,
+    W_GENERATION,
+    W_OPENED_AT,
+    W_SPARES,
+    W_STATE,
+    W_TEXT,
+    W_TEXT_LEN,
+    W_TEXT_MAX,
+    W_TRIAL_ADMITTED_AT,
+    W_TRIAL_SUCCESSES,
+    W_TRIALS,
+    W_WRITE_GATE,
     HostSegment,
     derive_namespace,
     fingerprint,
@@ -142,11 +154,11 @@ class HostStorage(pybreaker.CircuitBreakerStorage):
 
     def increment_counter(self) -> None:
         with _locked(self.segment):
-            self.segment.ring_push(_now())
+            self.segment.failures.append(_now())
 
     def reset_counter(self) -> None:
         with _locked(self.segment):
-            self.segment.ring_clear()
+            self.segment.failures.clear()
 
     def increment_success_counter(self) -> None:
         with _locked(self.segment):
@@ -158,7 +170,7 @@ class HostStorage(pybreaker.CircuitBreakerStorage):
 
     @property
     def counter(self) -> int:
-        return _ring_count(self.segment, _now() - self.config.monitoring_window)
+        return self.segment.failures.count(_now() - self.config.monitoring_window)
 
     @property
     def success_counter(self) -> int:
@@ -201,17 +213,6 @@ _now = time.monotonic
 _wall = time.time
 
 
-def _ring_count(segment: HostSegment, horizon: float) -> int:
-    """Failures in the ring newer than ``horizon`` (read-only: no lock needed)."""
-    length, head, ring = segment.u32(RING_LEN), segment.u32(RING_HEAD), segment.ring
-    count = 0
-    for i in range(length - 1, -1, -1):  # newest first; they are in time order
-        if segment.f64(RING + 8 * ((head + i) % ring)) <= horizon:
-            break
-        count += 1
-    return count
-
-
 class HostWindowStorage(WindowStorage):
     """The breaker's failure window, kept in the segment's ring (under the host lock)."""
 
@@ -222,39 +223,132 @@ class HostWindowStorage(WindowStorage):
         self._failures = segment.failing  # type: ignore[assignment]
 
     def increment_counter(self) -> None:
-        self._segment.ring_push(self._clock())
+        self._segment.failures.append(self._clock())
 
     def reset_counter(self) -> None:
-        self._segment.ring_clear()
+        self._segment.failures.clear()
 
     def seed(self, failures: int) -> None:  # pragma: no cover - host breakers never seed
         raise AssertionError("a host breaker's failures are the segment's")
 
     @property
     def counter(self) -> int:
-        return _ring_count(self._segment, self._clock() - self._window)
+        return self._segment.failures.count(self._clock() - self._window)
+
+
+def _host_field(offset: int, kind: str, *, side: bool = False) -> Any:
+    """A breaker (or, ``side``: write-side) attribute kept in the segment; written only once
+    the breaker is attached (``Breaker.__init__`` assigns every field its start value)."""
+    get = getattr(HostSegment, kind)
+    put = getattr(HostSegment, f"set_{kind}")
+
+    def breaker_of(self: Any) -> HostBreaker:
+        return self.breaker if side else self  # type: ignore[no-any-return]
+
+    def fget(self: Any) -> Any:
+        return get(breaker_of(self)._seg, offset)
+
+    def fset(self: Any, value: Any) -> None:
+        breaker = breaker_of(self)
+        if breaker._attached:
+            put(breaker._seg, offset, value)
+
+    return property(fget, fset)
 
 
 class HostSideGate(SideGate):
-    """A write or delete gate of a host breaker: its code is the host's main state or the
-    write side's, whichever is worse (the main state may have moved in another process)."""
+    """A write or delete gate of a host breaker: its code is a byte of the segment, kept at
+    max(main side, write side) by whichever process moves either side; the guard's happy
+    path reads it through ``_host_head`` (a ctypes view) as cheaply as an attribute."""
 
-    __slots__ = ("_cached", "_state_view")
+    __slots__ = ("_at", "_host_head")
 
     def __init__(self, side: WriteSide, deletes: bool) -> None:
-        self._cached = CLOSED
-        self._state_view = side.breaker._seg.view  # type: ignore[attr-defined]
+        seg: HostSegment = side.breaker._seg  # type: ignore[attr-defined]
+        self._at = W_DELETE_GATE if deletes else W_WRITE_GATE
+        self._host_head = seg.delete_head if deletes else seg.write_head
         super().__init__(side, deletes)
 
     @property
     def _code(self) -> int:
-        host = self._state_view[STATE]
-        cached = self._cached
-        return host if host > cached else cached
+        return int(self._host_head._code)
 
     @_code.setter
     def _code(self, value: int) -> None:
-        self._cached = value
+        if self.breaker._attached:  # type: ignore[attr-defined]
+            self._host_head._code = value
+
+
+class HostWriteSide(WriteSide):
+    """The write side of a host breaker: opened by write refusals anywhere on the host (an
+    OOM or a READONLY replica is the server's, not one worker's), blocking every worker's
+    write guards. A run of refusals is cleared by a write success in the refusing worker;
+    a dead worker's write trial slot expires after ``half_open_trial_timeout``."""
+
+    breaker: HostBreaker
+    _gate_class = HostSideGate
+
+    _code = _host_field(W_STATE, "u8", side=True)
+    _opened_at = _host_field(W_OPENED_AT, "f64", side=True)
+    _generation = _host_field(W_GENERATION, "u64", side=True)
+    _trials = _host_field(W_TRIALS, "u32", side=True)
+    _trial_admitted_at = _host_field(W_TRIAL_ADMITTED_AT, "f64", side=True)
+    _trial_successes = _host_field(W_TRIAL_SUCCESSES, "u32", side=True)
+
+    @property
+    def _spares(self) -> bool:
+        return bool(self.breaker._seg.u8(W_SPARES))
+
+    @_spares.setter
+    def _spares(self, value: bool) -> None:
+        if self.breaker._attached:
+            self.breaker._seg.set_u8(W_SPARES, 1 if value else 0)
+
+    @property
+    def _cause(self) -> str | None:
+        return self.breaker._seg.text(W_CAUSE_LEN, W_CAUSE, W_CAUSE_MAX) or None
+
+    @_cause.setter
+    def _cause(self, value: str | None) -> None:
+        if self.breaker._attached:
+            self.breaker._seg.set_text(value or "", W_CAUSE_LEN, W_CAUSE, W_CAUSE_MAX)
+
+    @property
+    def _opened_by(self) -> BaseException | None:
+        text = self.breaker._seg.text(W_TEXT_LEN, W_TEXT, W_TEXT_MAX)
+        if not text:
+            return None
+        local = self.__dict__.get("_local_cause")
+        if local is not None and local[0] == text:
+            return local[1]  # type: ignore[no-any-return]
+        return _rebuild_refusal(self._cause, text)
+
+    @_opened_by.setter
+    def _opened_by(self, cause: BaseException | None) -> None:
+        if not self.breaker._attached:
+            return
+        seg = self.breaker._seg
+        text = "" if cause is None else redact_text(str(cause))
+        seg.set_text(text, W_TEXT_LEN, W_TEXT, W_TEXT_MAX)
+        text = seg.text(W_TEXT_LEN, W_TEXT, W_TEXT_MAX)
+        self.__dict__["_local_cause"] = None if cause is None else (text, cause)
+
+    @property
+    def _run(self) -> Any:
+        return self.breaker._seg.refusals
+
+    @_run.setter
+    def _run(self, value: Any) -> None:
+        """``WriteSide.__init__`` sets a deque; the run is the segment's ring."""
+
+
+def _rebuild_refusal(cause: str | None, text: str) -> BaseException:
+    """A write side's ``opened_by`` in another process: the refusal's class, from its word."""
+    kinds: dict[str, type[BaseException]] = {
+        "OOM": getattr(rx, "OutOfMemoryError", rx.ResponseError),
+        "READONLY": rx.ReadOnlyError,
+    }
+    return kinds.get(cause or "", rx.ResponseError)(text)
 
 
 class HostGate:
@@ -294,21 +388,6 @@ class HostGate:
             self._thread.release()
 
 
-def _host_field(offset: int, kind: str) -> Any:
-    """A breaker attribute kept in the segment (written only once the breaker is attached)."""
-    get = getattr(HostSegment, kind)
-    put = getattr(HostSegment, f"set_{kind}")
-
-    def fget(self: HostBreaker) -> Any:
-        return get(self._seg, offset)
-
-    def fset(self: HostBreaker, value: Any) -> None:
-        if self._attached:
-            put(self._seg, offset, value)
-
-    return property(fget, fset)
-
-
 class HostBreaker(Breaker):
     """A :class:`~redisguard.Breaker` whose state every process on the host shares.
 
@@ -318,6 +397,7 @@ class HostBreaker(Breaker):
     """
 
     is_host_shared = True
+    _write_side_class = HostWriteSide
 
     _code = _host_field(STATE, "u8")
     _opened_at = _host_field(OPENED_AT, "f64")
@@ -379,10 +459,8 @@ class HostBreaker(Breaker):
             with self._gate:
                 if segment.f64(LAST_CHANGE) == 0.0:
                     segment.set_f64(LAST_CHANGE, self._wall())
-        side = self._write_side
-        side.write_gate = HostSideGate(side, deletes=False)
-        side.delete_gate = HostSideGate(side, deletes=True)
-        side._refresh()
+        with self._gate:  # the gate bytes from the host's state now
+            self._write_side._refresh()
 
     # -- fields that are not plain numbers ---------------------------------------------------
     @property

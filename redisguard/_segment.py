@@ -72,7 +72,7 @@ logger = logging.getLogger("redisguard")
 SHARED_ENV = "REDISGUARD_SHARED_BREAKERS"
 DIR_ENV = "REDISGUARD_SHARED_DIR"
 DEFAULT_DIR = "/dev/shm"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 MAX_RING = 4096  # failure_threshold a host-shared breaker accepts (one slot per failure)
 PID_SLOTS = 64  # processes that may hold half-open trial slots at once
 _MAGIC = b"RGHOST\x00\x01"
@@ -104,8 +104,28 @@ TRANSITIONS_BY = REC + 68  # u32: the pid that made the last transition
 PROBER_SEEN = REC + 72  # f64: monotonic heartbeat of the prober lease
 CAUSE_TEXT = REC + 80  # 240 bytes of UTF-8
 CAUSE_MAX = 240
-PIDS = CAUSE_TEXT + CAUSE_MAX  # PID_SLOTS x (u32 pid, u32 trial slots held)
-RING = PIDS + PID_SLOTS * 8  # ring of failure timestamps (f64, monotonic)
+# the write side (redisguard._sides), host-wide too
+W = CAUSE_TEXT + CAUSE_MAX
+W_STATE = W + 0  # u8
+W_WRITE_GATE = W + 1  # u8: what write guards read on the happy path: max(main, write side)
+W_DELETE_GATE = W + 2  # u8: the same for delete guards (OOM spares deletes)
+W_SPARES = W + 3  # u8
+W_TRIALS = W + 4  # u32
+W_GENERATION = W + 8  # u64
+W_OPENED_AT = W + 16  # f64: monotonic
+W_TRIAL_ADMITTED_AT = W + 24  # f64
+W_TRIAL_SUCCESSES = W + 32  # u32
+W_RING_LEN = W + 36  # u32
+W_RING_HEAD = W + 40  # u32
+W_CAUSE_LEN = W + 44  # u32: the cause word ("OOM", "READONLY"...)
+W_CAUSE = W + 48  # 16 bytes
+W_CAUSE_MAX = 16
+W_TEXT_LEN = W + 64  # u32: the refusal's text (rebuilds opened_by)
+W_TEXT = W + 72  # 200 bytes
+W_TEXT_MAX = 200
+PIDS = W_TEXT + W_TEXT_MAX  # PID_SLOTS x (u32 pid, u32 trial slots held)
+RING = PIDS + PID_SLOTS * 8  # ring of failure timestamps (f64, monotonic), then the write
+# side's ring of refusal timestamps: each failure_threshold slots
 
 _U8, _U32, _U64, _F64 = (struct.Struct(f) for f in ("<B", "<I", "<Q", "<d"))
 
@@ -181,14 +201,86 @@ def segment_path(name: str, namespace: str, directory: str | None = None) -> Pat
 
 def _size(ring: int) -> tuple[int, int]:
     """(record end, file size): the record, then its backup."""
-    end = RING + 8 * ring
+    end = RING + 16 * ring
     return end, end + (end - REC)
+
+
+class Ring:
+    """A ring of monotonic timestamps in the segment (a run of failures or of refusals),
+    with the few ``deque`` operations the breaker uses. Changes happen under the host lock;
+    :meth:`count` only reads.
+
+    Args:
+        segment: The segment.
+        length_at, head_at: Offsets of its u32 length and head.
+        base: Offset of its first slot.
+        flag_at: Offset of a byte kept at 1 while the ring holds entries, or None.
+    """
+
+    __slots__ = ("_base", "_flag", "_head", "_len", "_seg", "_size")
+
+    def __init__(
+        self, segment: HostSegment, length_at: int, head_at: int, base: int, flag_at: int | None
+    ) -> None:
+        self._seg, self._len, self._head, self._base = segment, length_at, head_at, base
+        self._flag, self._size = flag_at, segment.ring
+
+    def __len__(self) -> int:
+        return self._seg.u32(self._len)
+
+    def __getitem__(self, index: int) -> float:
+        if index != 0 or not len(self):
+            raise IndexError("a host ring only gives its oldest entry, [0], when not empty")
+        return self._seg.f64(self._base + 8 * self._seg.u32(self._head))
+
+    def count(self, horizon: float) -> int:
+        """Entries newer than ``horizon`` (read-only: no lock needed)."""
+        seg, length, head = self._seg, len(self), self._seg.u32(self._head)
+        count = 0
+        for i in range(length - 1, -1, -1):  # newest first; they are in time order
+            if seg.f64(self._base + 8 * ((head + i) % self._size)) <= horizon:
+                break
+            count += 1
+        return count
+
+    def append(self, moment: float) -> None:
+        """Add an entry (the oldest is dropped when the ring is full)."""
+        seg, length, head = self._seg, len(self), self._seg.u32(self._head)
+        if length == self._size:
+            head = (head + 1) % self._size
+            length -= 1
+        seg.set_f64(self._base + 8 * ((head + length) % self._size), moment)
+        seg.set_u32(self._head, head)
+        seg.set_u32(self._len, length + 1)
+        if self._flag is not None:
+            seg.set_u8(self._flag, 1)
+
+    def popleft(self) -> float:
+        oldest = self[0]
+        seg = self._seg
+        seg.set_u32(self._head, (seg.u32(self._head) + 1) % self._size)
+        seg.set_u32(self._len, len(self) - 1)
+        if self._flag is not None and not len(self):
+            seg.set_u8(self._flag, 0)
+        return oldest
+
+    def clear(self) -> None:
+        self._seg.set_u32(self._len, 0)
+        self._seg.set_u32(self._head, 0)
+        if self._flag is not None:
+            self._seg.set_u8(self._flag, 0)
 
 
 class _Head(ctypes.Structure):
     """The record's first two bytes, read as attributes straight from the mapping."""
 
     _fields_ = [("_code", ctypes.c_uint8), ("failing", ctypes.c_uint8)]
+
+
+class _Gate(ctypes.Structure):
+    """One gate byte, read as ``._code``."""
+
+    _fields_ = [("_code", ctypes.c_uint8)]
 
 
 class HostSegment:
@@ -233,6 +325,12 @@ class HostSegment:
         self.head = _Head.from_buffer(self.mm, STATE)
         #: True while the failure ring holds a run to clear (``bool()`` reads the byte).
         self.failing = ctypes.c_uint8.from_buffer(self.mm, FAILING)
+        #: The write and delete gates' codes as attributes (``write_head._code``).
+        self.write_head = _Gate.from_buffer(self.mm, W_WRITE_GATE)
+        self.delete_head = _Gate.from_buffer(self.mm, W_DELETE_GATE)
+        #: The run of failures (the main side) and of write refusals (the write side).
+        self.failures = Ring(self, RING_LEN, RING_HEAD, RING, FAILING)
+        self.refusals = Ring(self, W_RING_LEN, W_RING_HEAD, RING + 8 * ring, None)
         self.locked = False
 
     # -- opening -------------------------------------------------------------------------
@@ -321,7 +419,7 @@ class HostSegment:
 
     def close(self) -> None:
         """Unmap and close (the file stays for the other processes)."""
-        del self.head, self.failing
+        del self.head, self.failing, self.write_head, self.delete_head
         with contextlib.suppress(BufferError, ValueError):
             self.view.release()
             self.mm.close()
@@ -373,43 +471,17 @@ class HostSegment:
     def set_f64(self, offset: int, value: float) -> None:
         _F64.pack_into(self.mm, offset, value)
 
-    def text(self) -> str:
-        """The cause text (what opened the breaker)."""
-        length = min(self.u32(CAUSE_LEN), CAUSE_MAX)
-        return bytes(self.mm[CAUSE_TEXT : CAUSE_TEXT + length]).decode("utf-8", "replace")
+    def text(self, length_at: int = CAUSE_LEN, at: int = CAUSE_TEXT, limit: int = CAUSE_MAX) -> str:
+        """A text field (default: what opened the breaker)."""
+        length = min(self.u32(length_at), limit)
+        return bytes(self.mm[at : at + length]).decode("utf-8", "replace")
 
-    def set_text(self, value: str) -> None:
-        data = value.encode("utf-8")[:CAUSE_MAX]
-        self.mm[CAUSE_TEXT : CAUSE_TEXT + len(data)] = data
-        self.set_u32(CAUSE_LEN, len(data))
-
-    # -- the failure ring (under the lock) ---------------------------------------------------
-    def ring_count(self, horizon: float) -> int:
-        """Failures in the ring newer than ``horizon``; older ones are dropped."""
-        length, head = self.u32(RING_LEN), self.u32(RING_HEAD)
-        while length and self.f64(RING + 8 * head) <= horizon:
-            head = (head + 1) % self.ring
-            length -= 1
-        self.set_u32(RING_HEAD, head)
-        self.set_u32(RING_LEN, length)
-        self.mm[FAILING] = 1 if length else 0
-        return length
-
-    def ring_push(self, moment: float) -> None:
-        """Record a failure at ``moment`` (the oldest is dropped when the ring is full)."""
-        length, head = self.u32(RING_LEN), self.u32(RING_HEAD)
-        if length == self.ring:
-            head = (head + 1) % self.ring
-            length -= 1
-        self.set_f64(RING + 8 * ((head + length) % self.ring), moment)
-        self.set_u32(RING_HEAD, head)
-        self.set_u32(RING_LEN, length + 1)
-        self.mm[FAILING] = 1
-
-    def ring_clear(self) -> None:
-        self.set_u32(RING_LEN, 0)
-        self.set_u32(RING_HEAD, 0)
-        self.mm[FAILING] = 0
+    def set_text(
+        self, value: str, length_at: int = CAUSE_LEN, at: int = CAUSE_TEXT, limit: int = CAUSE_MAX
+    ) -> None:
+        data = value.encode("utf-8")[:limit]
+        self.mm[at : at + len(data)] = data
+        self.set_u32(length_at, len(data))
 
     # -- trial slots per process (under the lock) ----------------------------------------------
     def hold(self, pid: int, delta: int) -> None:

@@ -180,6 +180,9 @@ class WriteSide:
     across I/O); events go through the breaker's ordered event queue.
     """
 
+    #: The gates' class (a host-shared breaker's keep their codes in shared memory).
+    _gate_class: type[SideGate] = SideGate
+
     def __init__(
         self, breaker: Breaker, copy_error: Callable[[BaseException], BaseException]
     ) -> None:
@@ -201,8 +204,8 @@ class WriteSide:
         self.successes = TallyGroup()
         self._rejections = Tally()
         self._rejection_offset = 0
-        self.write_gate = SideGate(self, deletes=False)
-        self.delete_gate = SideGate(self, deletes=True)
+        self.write_gate = self._gate_class(self, deletes=False)
+        self.delete_gate = self._gate_class(self, deletes=True)
         self._refresh()
 
     # -- reading ---------------------------------------------------------------------------

@@ -435,8 +435,12 @@ def _churn(config: BreakerConfig, seed: int) -> None:
                 breaker._on_success(ticket)
         elif step < 0.8:
             breaker.half_open()
-        elif step < 0.9:
+        elif step < 0.85:
             breaker.claim_prober()  # type: ignore[attr-defined]
+        elif step < 0.9:
+            breaker.write_side.refused(0, ConnectionRefusedError("OOM command not allowed"))
+        elif step < 0.95:
+            breaker.write_side.close()
         else:
             breaker.open()
 
@@ -497,6 +501,9 @@ def test_the_host_state_survives_workers_killed_at_any_point(churners: list[Any]
     breaker._on_success(ticket)
     assert breaker.current_state == "closed"
     assert breaker.fail_counter == 0
+    breaker.write_side.close()
+    assert breaker.write_state == "closed"
+    assert breaker.write_side.write_gate._code == 0
 
 
 def test_a_transaction_cut_short_by_sigkill_is_rolled_back() -> None:
@@ -514,7 +521,7 @@ def test_a_transaction_cut_short_by_sigkill_is_rolled_back() -> None:
         seg.lock()
         seg.set_u8(STATE, 2)
         seg.set_u64(GENERATION, 99)
-        seg.ring_clear()
+        seg.failures.clear()
         seg.set_u32(TRIALS, 7)
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -723,3 +730,99 @@ def test_a_breaker_inherited_through_fork_still_excludes_its_parent() -> None:
         assert time.monotonic() - started >= 0.4
     finally:
         child.join(20)
+
+
+# -- the write side, host-wide ------------------------------------------------------------------
+def _refuse_writes(times: int, word: str = "OOM") -> Callable[[], None]:
+    from redis import exceptions as rx
+
+    errors = {
+        "OOM": rx.OutOfMemoryError("OOM command not allowed when used memory > 'maxmemory'."),
+        "READONLY": rx.ReadOnlyError("READONLY You can't write against a read only replica."),
+    }
+
+    def run() -> None:
+        side = Breaker("redis", _config()).write_side
+        for _ in range(times):
+            side.refused(0, errors[word])
+
+    return run
+
+
+def test_write_refusals_anywhere_on_the_host_open_every_workers_write_side() -> None:
+    from redisguard import redis_guarded
+
+    breaker = Breaker("redis", _config())
+    calls: list[str] = []
+
+    @redis_guarded(name="set", breaker=breaker, fallback="dropped", access="write")
+    def write() -> str:
+        calls.append("set")
+        return "OK"
+
+    @redis_guarded(name="get", breaker=breaker, fallback="fb", access="read")
+    def read() -> str:
+        calls.append("get")
+        return "value"
+
+    @redis_guarded(name="del", breaker=breaker, fallback="fb", access="delete")
+    def delete() -> str:
+        calls.append("del")
+        return "1"
+
+    assert _in_child(_refuse_writes(3)) == 0
+    assert breaker.write_state == "open"
+    assert breaker.write_side.cause == "OOM"
+    assert breaker.current_state == "closed"
+    assert write() == "dropped"  # refused here without a call: the host's write side is open
+    assert read() == "value"
+    assert delete() == "1"  # OOM spares deletes
+    assert calls == ["get", "del"]
+    assert type(breaker.write_side.opened_by).__name__ == "OutOfMemoryError"
+    assert "maxmemory" in str(breaker.write_side.opened_by)
+    # A READONLY refusal blocks deletes too.
+    assert _in_child(_close_write_side) == 0
+    assert write() == "OK"
+    assert _in_child(_refuse_writes(3, "READONLY")) == 0
+    assert delete() == "fb"
+    assert type(breaker.write_side.opened_by).__name__ == "ReadOnlyError"
+
+
+def _close_write_side() -> None:
+    Breaker("redis", _config()).write_side.close()
+
+
+def test_a_write_trial_in_one_worker_closes_the_write_side_for_the_host() -> None:
+    from redisguard import redis_guarded
+
+    config = _config(reset_timeout=0.05)
+    breaker = Breaker("redis", config)
+
+    @redis_guarded(name="set", breaker=breaker, fallback="dropped", access="write")
+    def write() -> str:
+        return "OK"
+
+    def refuse() -> None:
+        side = Breaker("redis", config).write_side
+        from redis import exceptions as rx
+
+        for _ in range(3):
+            side.refused(0, rx.OutOfMemoryError("OOM"))
+
+    assert _in_child(refuse) == 0
+    assert write() == "dropped"
+    time.sleep(0.06)
+
+    def trial_there() -> None:
+        other = Breaker("redis", config)
+
+        @redis_guarded(name="set", breaker=other, fallback="dropped", access="write")
+        def write_there() -> str:
+            return "OK"
+
+        assert write_there() == "OK"
+
+    assert _in_child(trial_there) == 0
+    assert breaker.write_state == "closed"
+    assert breaker.write_side.cause is None
+    assert write() == "OK"
