@@ -123,11 +123,11 @@ def ping_proves_recovery(exc: BaseException | None) -> bool:
 
     True for connectivity (a redis ``ConnectionError`` other than authentication,
     authorization or a full local pool; a redis ``TimeoutError``; the builtin
-    ``TimeoutError``, ``ConnectionError`` and ``OSError``), for LOADING (``BusyLoadingError``,
-    a ``ConnectionError``) and for BUSY (a script past ``lua-time-limit``: PING itself
-    answers BUSY until it ends). False for everything a PING cannot see -- NOPERM, READONLY,
-    OOM, MISCONF, MASTERDOWN, CLUSTERDOWN, TRYAGAIN, data errors -- and for ``None`` (a
-    breaker opened by hand or by a storage).
+    ``TimeoutError``, ``ConnectionError`` and ``OSError``; ``asyncio.TimeoutError``), for
+    LOADING (``BusyLoadingError``, a ``ConnectionError``) and for BUSY (a script past
+    ``lua-time-limit``: PING itself answers BUSY until it ends). False for everything a PING
+    cannot see -- NOPERM, READONLY, OOM, MISCONF, MASTERDOWN, CLUSTERDOWN, TRYAGAIN, data
+    errors -- and for ``None`` (a breaker opened by hand or by a storage).
     """
     if exc is None:
         return False
@@ -136,7 +136,11 @@ def ping_proves_recovery(exc: BaseException | None) -> bool:
     if isinstance(exc, rx.ResponseError):
         # redis-py has no class for BUSY; the reply's error code is its first word.
         return _error_code(exc) == "BUSY"
-    return isinstance(exc, rx.TimeoutError | OSError)  # OSError: builtin Timeout/ConnectionError
+    # OSError: the builtin TimeoutError and ConnectionError. asyncio.TimeoutError (an
+    # asyncio.wait_for deadline, e.g. areadiness' PING) is the builtin TimeoutError from 3.11
+    # but its own class on 3.10, where it would otherwise keep the breaker open until
+    # reset_timeout: the classifier counts it as a failure, so it can open the breaker.
+    return isinstance(exc, rx.TimeoutError | OSError | asyncio.TimeoutError)
 
 
 def connection_dropped(exc: BaseException) -> bool:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -12,12 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
+from _services import ROOT, ServerProcess, uvicorn_argv
 
 from redisguard import BreakerConfig, connect, get_breaker
 from redisguard.asgi import RATE_LIMIT_BODY
-from redisguard.testing import RedisServer, free_port
+from redisguard.testing import RedisServer
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
@@ -32,11 +30,15 @@ class Service:
     """An ASGI example under uvicorn in a subprocess, plus every status it answered."""
 
     def __init__(
-        self, app: str, redis_url: str, policy: str, limit: int = 5, threshold: int = 2
+        self,
+        app: str,
+        redis_url: str,
+        policy: str,
+        log_path: Path,
+        limit: int = 5,
+        threshold: int = 2,
     ) -> None:
-        self.port = free_port()
         env = {
-            **os.environ,
             "REDIS_URL": redis_url,
             "RATE_LIMIT": str(limit),
             "RATE_WINDOW": "60",
@@ -45,41 +47,9 @@ class Service:
             # A minute: only the recovery prober can bring /ready back within the test.
             "REDIS_CIRCUIT_BREAKER_RESET_TIMEOUT": "60000",
         }
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                app,
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-                "--lifespan",
-                "on",
-                "--ws",
-                "none",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=5.0)
+        self.server = ServerProcess(uvicorn_argv(app), env, log_path, startup_timeout=15)
+        self.http = self.server.http
         self.statuses: list[int] = []
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"uvicorn exited: {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
-            try:
-                if self.http.get("/live").status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.05)
-        raise RuntimeError("uvicorn did not start")
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         # Each request gets its own rate-limit budget unless the test names a client.
@@ -97,24 +67,19 @@ class Service:
         return False
 
     def close(self) -> None:
-        self.http.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stderr:
-            self.proc.stderr.close()
+        self.server.close()
 
 
 @pytest.fixture(params=sorted(APPS))
-def start_service(request: pytest.FixtureRequest) -> Iterator[Callable[..., Service]]:
+def start_service(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., Service]]:
     """Starts the example named by the parameter (every test runs against each ASGI app)."""
     started: list[Service] = []
 
     def start(redis_url: str, policy: str, limit: int = 5, threshold: int = 2) -> Service:
-        service = Service(APPS[request.param], redis_url, policy, limit, threshold)
+        log = tmp_path / f"uvicorn-{len(started)}.log"
+        service = Service(APPS[request.param], redis_url, policy, log, limit, threshold)
         started.append(service)
         return service
 
