@@ -826,3 +826,20 @@ def test_a_write_trial_in_one_worker_closes_the_write_side_for_the_host() -> Non
     assert breaker.write_state == "closed"
     assert breaker.write_side.cause is None
     assert write() == "OK"
+
+
+def test_stats_count_the_trials_this_process_admitted() -> None:
+    """``trial_count`` is per worker: the fleet benchmark sums it over the host."""
+    config = _config(half_open_max_attempts=2)
+    breaker = Breaker("redis", config)
+    breaker.half_open()
+    assert _in_child(lambda: _assert_trial(Breaker("redis", config))) == 0
+    assert breaker._admit() > 0
+    assert breaker._admit() > 0  # the dead child's slot was reclaimed
+    assert breaker._admit() == -1
+    assert breaker.stats().trial_count == 2
+
+
+def _assert_trial(breaker: Breaker) -> None:
+    assert breaker._admit() > 0
+    assert breaker.stats().trial_count == 1
