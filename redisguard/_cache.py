@@ -94,10 +94,11 @@ class CacheStats:
 
     Attributes:
         hit: Answered from Redis.
-        miss: Redis answered "not there": the function ran (once per single-flight).
+        miss: Runs of the function after Redis answered "not there" (one per single-flight,
+            however many callers missed together).
         stale: Answered from the L1 while Redis was unavailable (``stale_served``).
-        unavailable: Redis was unavailable and the L1 could not answer: the function ran, or
-            the guard's error was raised.
+        unavailable: Calls that found Redis unavailable and got no answer from the L1 (the
+            function ran, or the guard's error was raised).
         joined: Calls that waited for another caller's fill instead of running the function.
     """
 
@@ -353,6 +354,28 @@ class CacheCore:
         except Exception:
             _telemetry_failed("cache stale span")
 
+    def deleted(self, key: str, reply: Any) -> Failure | None:
+        """A blocked key's pending DEL came back: None if it reached Redis (the key is
+        unblocked), else the guard's Failure."""
+        if _is_failure(reply):
+            return reply  # type: ignore[no-any-return]
+        self.l1.unblock(key)
+        return None
+
+    def invalidated(self, key: str, reply: Any) -> bool:
+        """``invalidate()``'s DEL came back: whether Redis had the key; raises if it failed."""
+        if _is_failure(reply):
+            raise self.invalidation_failed(key, reply)
+        self.l1.unblock(key)
+        return bool(reply)
+
+    def finish(self, cached: Callable[..., Any], invalidate: Callable[..., Any]) -> None:
+        """Give the wrapper its ``invalidate`` and ``key_for``."""
+        key_for = self.key_for
+        cached.invalidate = invalidate  # type: ignore[attr-defined]
+        cached.key_for = lambda *a, **k: key_for(a, k)  # type: ignore[attr-defined]
+        cached.__redisguard_cache__ = self  # type: ignore[attr-defined]
+
     def invalidation_failed(self, key: str, failure: Failure | None) -> TemporarilyUnavailableError:
         reason = "circuit open" if failure is None or failure.circuit_open else "Redis failed"
         return TemporarilyUnavailableError(
@@ -405,22 +428,21 @@ def sync_wrapper(core: CacheCore) -> Callable[..., Any]:
     fn, l1, flights, get, key_for = core.fn, core.l1, core.flights, core.get, core.key_for
     loads, hit, clock = core.loads, core.hit, l1.now
 
-    def fill(key: str, args: tuple[Any, ...], kwargs: dict[str, Any], version: int) -> Any:
+    def fill(
+        key: str, args: tuple[Any, ...], kwargs: dict[str, Any], version: int, miss: bool
+    ) -> Any:
         def work() -> Any:
+            if miss:
+                core.stats.miss.add()
             value = fn(*args, **kwargs)
             data = core.encode(key, value)
             core.filled(key, value, data, core.set(key, data), version)
             return value
 
-        return flights.run(key, work)
-
-    def unblock(key: str) -> Failure | None:
-        """Send a blocked key's pending DEL: None once it reached Redis, else why not."""
-        reply = core.delete(key)
-        if _is_failure(reply):
-            return reply  # type: ignore[no-any-return]
-        l1.unblock(key)
-        return None
+        value, led = flights.run(key, work)
+        if not led:
+            core.stats.joined.add()
+        return value
 
     @functools.wraps(fn)
     def cached(*args: Any, **kwargs: Any) -> Any:
@@ -433,10 +455,10 @@ def sync_wrapper(core: CacheCore) -> Callable[..., Any]:
                 core.stats.joined.add()
                 return value
         if l1._blocked and l1.is_blocked(key):
-            failure = unblock(key)
+            failure = core.deleted(key, core.delete(key))  # the pending DEL goes first
             if failure is not None:
                 core.stale(key, failure)  # blocked: never served; counts, or raises
-                return fill(key, args, kwargs, l1.version)
+                return fill(key, args, kwargs, l1.version, False)
         version, started = l1.version, clock()
         raw = get(key)
         if raw is not None and raw.__class__ is not Failure:
@@ -451,25 +473,18 @@ def sync_wrapper(core: CacheCore) -> Callable[..., Any]:
             value = core.stale(key, raw)
             if value is not _MISSING:
                 return value
-            return fill(key, args, kwargs, version)
+            return fill(key, args, kwargs, version, False)
         value = core.joined(key, started)
         if value is not _MISSING:
             return value
-        core.stats.miss.add()
-        return fill(key, args, kwargs, version)
+        return fill(key, args, kwargs, version, True)
 
     def invalidate(*args: Any, **kwargs: Any) -> bool:
         key = key_for(args, kwargs)
         l1.block(key)  # first: nothing stale is served while the DEL is in flight
-        reply = core.delete(key)
-        if _is_failure(reply):
-            raise core.invalidation_failed(key, reply)
-        l1.unblock(key)
-        return bool(reply)
+        return core.invalidated(key, core.delete(key))
 
-    cached.invalidate = invalidate  # type: ignore[attr-defined]
-    cached.key_for = lambda *a, **k: key_for(a, k)  # type: ignore[attr-defined]
-    cached.__redisguard_cache__ = core  # type: ignore[attr-defined]
+    core.finish(cached, invalidate)
     return cached
 
 
@@ -477,21 +492,21 @@ def async_wrapper(core: CacheCore) -> Callable[..., Any]:
     fn, l1, flights, get, key_for = core.fn, core.l1, core.aflights, core.get, core.key_for
     loads, hit, clock = core.loads, core.hit, l1.now
 
-    async def fill(key: str, args: tuple[Any, ...], kwargs: dict[str, Any], version: int) -> Any:
+    async def fill(
+        key: str, args: tuple[Any, ...], kwargs: dict[str, Any], version: int, miss: bool
+    ) -> Any:
         async def work() -> Any:
+            if miss:
+                core.stats.miss.add()
             value = await fn(*args, **kwargs)
             data = core.encode(key, value)
             core.filled(key, value, data, await core.set(key, data), version)
             return value
 
-        return await flights.run(key, work)
-
-    async def unblock(key: str) -> Failure | None:
-        reply = await core.delete(key)
-        if _is_failure(reply):
-            return reply  # type: ignore[no-any-return]
-        l1.unblock(key)
-        return None
+        value, led = await flights.run(key, work)
+        if not led:
+            core.stats.joined.add()
+        return value
 
     @functools.wraps(fn)
     async def cached(*args: Any, **kwargs: Any) -> Any:
@@ -504,10 +519,10 @@ def async_wrapper(core: CacheCore) -> Callable[..., Any]:
                 core.stats.joined.add()
                 return value
         if l1._blocked and l1.is_blocked(key):
-            failure = await unblock(key)
+            failure = core.deleted(key, await core.delete(key))
             if failure is not None:
                 core.stale(key, failure)
-                return await fill(key, args, kwargs, l1.version)
+                return await fill(key, args, kwargs, l1.version, False)
         version, started = l1.version, clock()
         raw = await get(key)
         if raw is not None and raw.__class__ is not Failure:
@@ -522,25 +537,18 @@ def async_wrapper(core: CacheCore) -> Callable[..., Any]:
             value = core.stale(key, raw)
             if value is not _MISSING:
                 return value
-            return await fill(key, args, kwargs, version)
+            return await fill(key, args, kwargs, version, False)
         value = core.joined(key, started)
         if value is not _MISSING:
             return value
-        core.stats.miss.add()
-        return await fill(key, args, kwargs, version)
+        return await fill(key, args, kwargs, version, True)
 
     async def invalidate(*args: Any, **kwargs: Any) -> bool:
         key = key_for(args, kwargs)
         l1.block(key)
-        reply = await core.delete(key)
-        if _is_failure(reply):
-            raise core.invalidation_failed(key, reply)
-        l1.unblock(key)
-        return bool(reply)
+        return core.invalidated(key, await core.delete(key))
 
-    cached.invalidate = invalidate  # type: ignore[attr-defined]
-    cached.key_for = lambda *a, **k: key_for(a, k)  # type: ignore[attr-defined]
-    cached.__redisguard_cache__ = core  # type: ignore[attr-defined]
+    core.finish(cached, invalidate)
     return cached
 
 

@@ -64,8 +64,12 @@ class Flights:
             raise flight.error
         return False, None
 
-    def run(self, key: Hashable, work: Callable[[], T]) -> T:
-        """``work()`` once for all callers that ask for ``key`` while it runs."""
+    def run(self, key: Hashable, work: Callable[[], T]) -> tuple[T, bool]:
+        """``work()`` once for all callers that ask for ``key`` while it runs.
+
+        Returns:
+            The value, and whether this caller ran the work (False: it waited).
+        """
         while True:
             with self._lock:
                 flight = self._flights.get(key)
@@ -73,11 +77,11 @@ class Flights:
                 if flight is None:
                     flight = self._flights[key] = _Flight()
             if leader:
-                return self._lead(key, flight, work)
+                return self._lead(key, flight, work), True
             flight.done.wait()
             if flight.ok:
                 value: T = flight.value
-                return value
+                return value, False
             if isinstance(flight.error, Exception):
                 raise flight.error
             # The leader was interrupted: try again (one of us leads next).
@@ -125,8 +129,12 @@ class AsyncFlights:
         except _Interrupted:
             return False, None
 
-    async def run(self, key: Hashable, work: Callable[[], Awaitable[T]]) -> T:
-        """``await work()`` once for all tasks of this loop that ask for ``key`` meanwhile."""
+    async def run(self, key: Hashable, work: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
+        """``await work()`` once for all tasks of this loop that ask for ``key`` meanwhile.
+
+        Returns:
+            The value, and whether this task ran the work (False: it waited).
+        """
         loop = asyncio.get_running_loop()
         slot = (loop, key)
         while True:
@@ -136,7 +144,7 @@ class AsyncFlights:
             try:
                 # shield: a waiter's cancellation must not cancel the leader's future.
                 value: T = await asyncio.shield(future)
-                return value
+                return value, False
             except _Interrupted:
                 continue
         future = loop.create_future()
@@ -151,7 +159,7 @@ class AsyncFlights:
             raise
         else:
             future.set_result(value)
-            return value
+            return value, True
         finally:
             if self._flights.get(slot) is future:
                 del self._flights[slot]
