@@ -28,13 +28,13 @@ import threading
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from opentelemetry import trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from ._breaker import Breaker
+from ._breaker import OPEN, Breaker
 from ._classify import Classifier
 from ._codec import Serializer
 from ._errors import ConfigError, TemporarilyUnavailableError
@@ -55,8 +55,7 @@ _SIMPLE = (str, int, float, bool, type(None))
 _MISSING: Any = object()
 
 
-@dataclass(frozen=True)
-class StaleAnswer:
+class StaleAnswer(NamedTuple):
     """A cached call was answered from the in-process L1 because Redis was unavailable.
 
     Attributes:
@@ -64,7 +63,8 @@ class StaleAnswer:
         key: The Redis key.
         age: Seconds since Redis last confirmed (or was last given) the value.
         failure: Why Redis was unavailable (what :func:`redisguard.current_failure` said in
-            the guard's fallback).
+            the guard's fallback; while the circuit is open, the guard's shared
+            ``circuit_open=True`` Failure).
     """
 
     operation: str
@@ -146,7 +146,17 @@ def _unavailable_marker(*args: Any, **kwargs: Any) -> Failure | None:
 
 
 def _is_failure(reply: Any) -> bool:
-    return reply.__class__ is Failure
+    return reply.__class__ is Failure or reply is DOWN
+
+
+class _Down:
+    """The open-circuit GET guard's fallback value."""
+
+    def __repr__(self) -> str:
+        return "<Redis unavailable>"
+
+
+DOWN: Any = _Down()
 
 
 def _render(value: Any, fn_name: str, what: str) -> str:
@@ -227,7 +237,14 @@ class CacheCore:
         self.delete: Callable[..., Any] = guarded(
             name=f"{name}.delete", idempotent=False, access="delete", **options
         )(delete)
+        # While the breaker is open, a twin of the GET guard (same name, so the same
+        # operation stats) with a constant fallback: the guard's cheapest path, no context
+        # variable, no fallback call. Its answer means "the circuit was not closed".
+        self.get_open: Callable[..., Any] = guarded(
+            name=f"{name}.get", idempotent=True, access="read", **{**options, "fallback": DOWN}
+        )(get)
         self.guard: _Guard = getattr(self.get, "__redisguard__")  # noqa: B009
+        self.gate = self.guard.side
         self.breaker: Breaker = self.guard.breaker
 
     # -- keys ----------------------------------------------------------------------------
@@ -240,6 +257,10 @@ class CacheCore:
                     f"@cached {self.fn_name}: key= must return a non-empty str, got {made!r}"
                 )
             return self.prefix + made
+        if not kwargs and len(args) == 1:
+            cls = args[0].__class__
+            if cls is int or cls is str:  # the common case, without the generic rendering
+                return self.base + repr(args[0])
         if kwargs:
             args, kwargs = self._normalize(args, kwargs)
         text = ",".join([_render(a, self.fn_name, "an argument") for a in args])
@@ -315,16 +336,25 @@ class CacheCore:
             return entry.value
         return _MISSING
 
-    def stale(self, key: str, failure: Failure | None) -> Any:
-        """The L1's answer while Redis is unavailable, or ``_MISSING`` (then fill or raise)."""
+    def stale(self, key: str, failure: Any) -> Any:
+        """The L1's answer while Redis is unavailable, or ``_MISSING`` (then fill or raise).
+
+        ``failure``: the guard's Failure, or ``DOWN`` from the open-circuit GET guard.
+        """
+        if failure is DOWN:
+            failure = self.guard.open_failure
         l1 = self.l1
         entry = l1.get(key) if self.stale_for > 0 else None
         if entry is not None:
-            age = l1.now() - entry.stored_at
+            now = l1._clock()
+            age = now - entry.stored_at
             if age <= self.stale_for:
                 self.stats.stale.add()
                 _stale.set(StaleAnswer(self.name, key, age, failure))
-                self._trace_stale(key, age, failure)
+                telemetry = self.telemetry
+                # Telemetry.tracer()'s own once-a-second recheck, inlined (both monotonic).
+                if telemetry._tracer is not None or now >= telemetry._recheck_at:
+                    self._trace_stale(key, age, failure)
                 return entry.value
         self.stats.unavailable.add()
         if self.on_unavailable == "raise":
@@ -426,7 +456,7 @@ def _commands(
 # -- shells ----------------------------------------------------------------------------------
 def sync_wrapper(core: CacheCore) -> Callable[..., Any]:
     fn, l1, flights, get, key_for = core.fn, core.l1, core.flights, core.get, core.key_for
-    loads, hit, clock = core.loads, core.hit, l1.now
+    loads, hit, clock, gate, get_open = core.loads, core.hit, l1._clock, core.gate, core.get_open
 
     def fill(
         key: str, args: tuple[Any, ...], kwargs: dict[str, Any], version: int, miss: bool
@@ -460,8 +490,8 @@ def sync_wrapper(core: CacheCore) -> Callable[..., Any]:
                 core.stale(key, failure)  # blocked: never served; counts, or raises
                 return fill(key, args, kwargs, l1.version, False)
         version, started = l1.version, clock()
-        raw = get(key)
-        if raw is not None and raw.__class__ is not Failure:
+        raw = get(key) if gate._code != OPEN else get_open(key)
+        if raw.__class__ is bytes or raw.__class__ is str:
             try:
                 value = loads(raw)
             except Exception:
@@ -490,7 +520,7 @@ def sync_wrapper(core: CacheCore) -> Callable[..., Any]:
 
 def async_wrapper(core: CacheCore) -> Callable[..., Any]:
     fn, l1, flights, get, key_for = core.fn, core.l1, core.aflights, core.get, core.key_for
-    loads, hit, clock = core.loads, core.hit, l1.now
+    loads, hit, clock, gate, get_open = core.loads, core.hit, l1._clock, core.gate, core.get_open
 
     async def fill(
         key: str, args: tuple[Any, ...], kwargs: dict[str, Any], version: int, miss: bool
@@ -524,8 +554,8 @@ def async_wrapper(core: CacheCore) -> Callable[..., Any]:
                 core.stale(key, failure)
                 return await fill(key, args, kwargs, l1.version, False)
         version, started = l1.version, clock()
-        raw = await get(key)
-        if raw is not None and raw.__class__ is not Failure:
+        raw = await (get(key) if gate._code != OPEN else get_open(key))
+        if raw.__class__ is bytes or raw.__class__ is str:
             try:
                 value = loads(raw)
             except Exception:

@@ -178,12 +178,19 @@ class L1:
             self._nbytes -= old.size
 
     def get(self, key: Hashable) -> Entry | None:
-        """The entry for ``key`` (marked most recently used), or None."""
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
-            return entry
+        """The entry for ``key`` (marked most recently used), or None.
+
+        Takes no lock: each step is one dict operation, atomic under the GIL for keys whose
+        hash and equality are builtin (str, bytes, int, tuples of them).
+        """
+        entries = self._entries
+        entry = entries.get(key)
+        if entry is not None:
+            try:  # noqa: SIM105 - contextlib.suppress costs more than the rest of get()
+                entries.move_to_end(key)
+            except KeyError:  # removed meanwhile: still the value we read
+                pass
+        return entry
 
     def peek(self, key: Hashable) -> Entry | None:
         """The entry for ``key`` without touching its LRU position, or None."""
