@@ -203,7 +203,8 @@ class CacheCore:
         self.ttl_ms = max(1, round(ttl * 1000))
         self.stale_for = stale_for
         self.serializer = serializer
-        self.dumps, self.loads = serializer.dumps, serializer.loads
+        self.dumps = serializer.dumps
+        self.loads: Callable[[Any], Any] = serializer.loads  # bytes, or str (decode_responses)
         self.on_unavailable = on_unavailable
         self.l1 = l1
         self.prefix = prefix
@@ -282,7 +283,7 @@ class CacheCore:
         return bound.args, bound.kwargs
 
     # -- policy steps (no I/O) -----------------------------------------------------------
-    def decode(self, key: str, raw: bytes) -> Any:
+    def decode(self, key: str, raw: bytes | str) -> Any:
         """The value in ``raw``; ``_MISSING`` for a value that cannot be read (a data error,
         answered as a miss and overwritten by the fill)."""
         try:
