@@ -153,7 +153,7 @@ def _sync_loop(fn: Callable[[], Any]) -> Callable[[int], float]:
 
 
 def _hit_sync(url: str, settings: Settings, stack: ExitStack) -> dict[str, dict[str, float]]:
-    client = redisguard.connect(url, socket_timeout=1.0, prober=False)
+    client = redisguard.connect(url, socket_timeout=1.0, socket_connect_timeout=2.0, prober=False)
     stack.callback(client.close)
     loads: Callable[[Any], Any] = json.loads
     key = "bench:cache:raw"
@@ -189,7 +189,9 @@ def _hit_sync(url: str, settings: Settings, stack: ExitStack) -> dict[str, dict[
 def _hit_async(url: str, settings: Settings, stack: ExitStack) -> dict[str, dict[str, float]]:
     loop = asyncio.new_event_loop()
     stack.callback(loop.close)
-    client = loop.run_until_complete(redisguard.aconnect(url, socket_timeout=1.0, prober=False))
+    client = loop.run_until_complete(
+        redisguard.aconnect(url, socket_timeout=1.0, socket_connect_timeout=2.0, prober=False)
+    )
     stack.callback(lambda: loop.run_until_complete(client.aclose()))
     loads: Callable[[Any], Any] = json.loads
     key = "bench:cache:araw"
@@ -320,7 +322,11 @@ def _flight_async(url: str, settings: Settings, raw: redis.Redis) -> list[dict[s
 
     async def run() -> list[dict[str, int]]:
         client = await redisguard.aconnect(
-            url, socket_timeout=1.0, prober=False, max_connections=settings.tasks * 2
+            url,
+            socket_timeout=1.0,
+            socket_connect_timeout=2.0,
+            prober=False,
+            max_connections=settings.tasks * 2,
         )
         try:
 
@@ -346,7 +352,7 @@ def _flight_async(url: str, settings: Settings, raw: redis.Redis) -> list[dict[s
 
 
 def _flight_threads(url: str, settings: Settings, raw: redis.Redis) -> list[dict[str, int]]:
-    client = redisguard.connect(url, socket_timeout=1.0, prober=False)
+    client = redisguard.connect(url, socket_timeout=1.0, socket_connect_timeout=2.0, prober=False)
     calls = [0]
     lock = threading.Lock()
 

@@ -43,6 +43,8 @@ class JsonSerializer:
     _decode = staticmethod(json.loads)
 
     def dumps(self, value: Any) -> bytes:
+        if isinstance(value, bytes | bytearray | memoryview):
+            raise TypeError("bytes are not JSON; serializer='bytes' stores them untouched")
         return self._encoder.encode(value).encode()
 
     def loads(self, data: bytes) -> Any:

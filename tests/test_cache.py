@@ -49,7 +49,7 @@ def raw(server: RedisServer) -> Iterator[redis.Redis]:
 @pytest.fixture
 def client(server: RedisServer) -> Iterator[GuardedRedis]:
     get_breaker("redis", BreakerConfig(failure_threshold=2, reset_timeout=60))
-    c = connect(server.url, prober=False, socket_timeout=0.1)
+    c = connect(server.url, prober=False, socket_timeout=0.5, socket_connect_timeout=1.0)
     yield c
     c.close()
 
@@ -57,7 +57,7 @@ def client(server: RedisServer) -> Iterator[GuardedRedis]:
 @pytest.fixture
 async def aclient(server: RedisServer) -> AsyncIterator[AsyncGuardedRedis]:
     get_breaker("redis", BreakerConfig(failure_threshold=2, reset_timeout=60))
-    c = await aconnect(server.url, prober=False, socket_timeout=0.1)
+    c = await aconnect(server.url, prober=False, socket_timeout=1.0, socket_connect_timeout=2.0)
     yield c
     await c.aclose()
 
@@ -151,6 +151,13 @@ def test_serializers(client: GuardedRedis, raw: redis.Redis) -> None:
 
     with pytest.raises(TypeError, match=r"bad: cannot store the result for key 'cache:.*bad:1'"):
         bad(1)
+
+    @cached(client, ttl=5)
+    def json_bytes(n: int) -> Any:
+        return b"raw"
+
+    with pytest.raises(TypeError, match="serializer='bytes' stores them untouched"):
+        json_bytes(1)
 
     @cached(client, ttl=5, serializer="bytes")
     def not_bytes(n: int) -> Any:
@@ -395,15 +402,19 @@ def test_single_flight_threads(client: GuardedRedis, raw: redis.Redis) -> None:
 async def test_single_flight_shares_the_error(aclient: AsyncGuardedRedis) -> None:
     """When the one run raises, every waiter gets that error and nothing is cached."""
     calls = 0
+    running = asyncio.Event()
 
     @cached(aclient, ttl=30)
     async def broken(n: int) -> int:
         nonlocal calls
         calls += 1
-        await asyncio.sleep(0.02)
+        running.set()
+        await asyncio.sleep(0.05)
         raise LookupError(f"no {n}")
 
-    results = await asyncio.gather(*(broken(1) for _ in range(10)), return_exceptions=True)
+    leader = asyncio.ensure_future(broken(1))
+    await running.wait()  # the others find its flight before they even GET
+    results = await asyncio.gather(leader, *(broken(1) for _ in range(9)), return_exceptions=True)
     assert all(isinstance(r, LookupError) for r in results)
     assert calls == 1
     assert await aclient.get(broken.key_for(1)) is None
@@ -525,3 +536,42 @@ async def test_client_must_match_the_function(
         cached(client, ttl=1)(gen)
     with pytest.raises(TypeError, match="needs a redis-py client"):
         cached(object(), ttl=1)
+
+
+def test_l1_bound_limits_what_can_be_served_stale(
+    client: GuardedRedis, server: RedisServer
+) -> None:
+    """With max_entries=2, the least recently used value is gone when Redis goes down."""
+    calls: list[int] = []
+
+    @cached(client, ttl=30, stale_for=60, max_entries=2, retry=None)
+    def value(n: int) -> list[int]:
+        calls.append(n)
+        return [n, len(calls)]
+
+    for n in (1, 2, 3):
+        value(n)
+    server.kill()
+    assert value(3) == [3, 3]
+    assert stale_answer() is not None
+    assert value(1) == [1, 4]  # evicted from the L1: the function ran
+    assert stale_answer() is None
+
+
+async def test_async_invalidate(aclient: AsyncGuardedRedis, server: RedisServer) -> None:
+    """The asyncio invalidate deletes, reports, and raises while Redis is down."""
+
+    @cached(aclient, ttl=30, stale_for=60, retry=None)
+    async def value(n: int) -> int:
+        return n
+
+    assert await value(1) == 1
+    assert await value.invalidate(1) is True
+    assert await aclient.get(value.key_for(1)) is None
+    assert await value(1) == 1
+    server.kill()
+    with pytest.raises(TemporarilyUnavailableError) as exc:
+        await value.invalidate(1)
+    assert exc.value.retry_after >= 1
+    assert await value(1) == 1  # the function ran: nothing stale after the invalidation
+    assert stale_answer() is None
