@@ -52,6 +52,8 @@ __all__ = ["CacheCore", "CacheStats", "StaleAnswer", "cache_stats", "stale_answe
 logger = logging.getLogger("redisguard")
 OnUnavailable = Literal["call", "raise"]
 _SIMPLE = (str, int, float, bool, type(None))
+#: Seconds after which a hit refreshes its key's L1 entry (at most stale_for / 10).
+L1_REFRESH = 0.1
 _MISSING: Any = object()
 
 
@@ -202,6 +204,8 @@ class CacheCore:
         self.name = name
         self.ttl_ms = max(1, round(ttl * 1000))
         self.stale_for = stale_for
+        #: A hit refreshes the key's L1 entry only if it is at least this old.
+        self.refresh = min(L1_REFRESH, stale_for / 10)
         self.serializer = serializer
         self.dumps = serializer.dumps
         self.loads: Callable[[Any], Any] = serializer.loads  # bytes, or str (decode_responses)
@@ -315,9 +319,18 @@ class CacheCore:
             )
         return data
 
-    def hit(self, key: str, value: Any, size: int, version: int) -> None:
-        self.l1.put(key, value, size, since=version)
+    def hit(self, key: str, value: Any, size: int, version: int, started: float) -> None:
+        """Count a hit and refresh the key's L1 entry, at most every ``refresh`` seconds.
+
+        The entry then holds a value Redis confirmed at its ``stored_at`` (never a younger
+        claim than the truth), and most hits skip the L1's lock. Without stale_for the L1
+        serves nothing, so hits leave it alone.
+        """
         self.stats.hit.add()
+        if self.stale_for > 0:
+            entry = self.l1._entries.get(key)
+            if entry is None or started - entry.stored_at >= self.refresh:
+                self.l1.put(key, value, size, since=version)
 
     def filled(self, key: str, value: Any, data: bytes, reply: Any, version: int) -> None:
         """Note a fill: the value lands in the L1 even if the SET failed (it is fresh)."""
@@ -480,7 +493,7 @@ def sync_wrapper(core: CacheCore) -> Callable[..., Any]:
         key = key_for(args, kwargs)
         if _stale.get() is not None:
             _stale.set(None)
-        if flights:
+        if flights._flights:
             found, value = flights.join(key)
             if found:
                 core.stats.joined.add()
@@ -498,7 +511,7 @@ def sync_wrapper(core: CacheCore) -> Callable[..., Any]:
             except Exception:
                 value = core.decode(key, raw)  # logs and counts; _MISSING
             if value is not _MISSING:
-                hit(key, value, len(raw), version)
+                hit(key, value, len(raw), version, started)
                 return value
         elif raw is not None:
             value = core.stale(key, raw)
@@ -544,7 +557,7 @@ def async_wrapper(core: CacheCore) -> Callable[..., Any]:
         key = key_for(args, kwargs)
         if _stale.get() is not None:
             _stale.set(None)
-        if flights:
+        if flights._flights:
             found, value = await flights.join(key)
             if found:
                 core.stats.joined.add()
@@ -562,7 +575,7 @@ def async_wrapper(core: CacheCore) -> Callable[..., Any]:
             except Exception:
                 value = core.decode(key, raw)
             if value is not _MISSING:
-                hit(key, value, len(raw), version)
+                hit(key, value, len(raw), version, started)
                 return value
         elif raw is not None:
             value = core.stale(key, raw)

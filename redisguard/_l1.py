@@ -53,6 +53,9 @@ class Entry(NamedTuple):
     size: int
 
 
+_new_entry = tuple.__new__  # Entry(...) without the NamedTuple's Python-level __new__
+
+
 def _bound(label: str, value: int | None) -> int | None:
     if value is None:
         return None
@@ -149,7 +152,7 @@ class L1:
         max_bytes = self.max_bytes
         if max_bytes is not None and size > max_bytes:
             return False
-        entry = Entry(value, self._clock(), size)
+        entry = _new_entry(Entry, (value, self._clock(), size))
         entries = self._entries
         with self._lock:
             if (since is not None and since != self.version) or (

@@ -575,3 +575,21 @@ async def test_async_invalidate(aclient: AsyncGuardedRedis, server: RedisServer)
     assert exc.value.retry_after >= 1
     assert await value(1) == 1  # the function ran: nothing stale after the invalidation
     assert stale_answer() is None
+
+
+def test_hits_refresh_the_l1(client: GuardedRedis, raw: redis.Redis, server: RedisServer) -> None:
+    """A hit lands in the L1 (at most every 0.1 s): the stale answer is what Redis last said."""
+
+    @cached(client, ttl=30, stale_for=60, retry=None)
+    def value(n: int) -> int:
+        return n
+
+    assert value(1) == 1
+    time.sleep(0.12)
+    raw.set(value.key_for(1), b"5")
+    assert value(1) == 5
+    server.kill()
+    assert value(1) == 5
+    stale = stale_answer()
+    assert stale is not None
+    assert stale.age < 0.1
