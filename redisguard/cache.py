@@ -155,8 +155,9 @@ def cached(
             guarded here (``@redis_guarded`` on ``<name>.get``, ``.set``, ``.delete``).
         ttl: Seconds a value lives in Redis (``SET ... PX``).
         stale_for: Seconds a value the L1 holds may still be served while Redis is
-            unavailable, counted from when Redis last confirmed it (a hit) or was given it
-            (a fill). 0 (the default): never serve stale.
+            unavailable, counted from when Redis last confirmed it (a hit; hits refresh the
+            L1 entry at most every 0.1 s) or was given it (a fill). 0 (the default): never
+            serve stale.
         key: Builds the key from the function's arguments (``prefix`` is prepended). By
             default ``<module>.<qualname>:<args>``, from str, int, float, bool, None and bytes
             arguments (keyword arguments that could be positional count as positional);
