@@ -4,6 +4,7 @@ One call::
 
     key = build the Redis key from the arguments
     GET key (guarded)           -> bytes: decode, note in the L1, return       (a hit)
+                                   (the note at most every 0.1 s per key)
                                 -> nil:   fill (single-flight)                 (a miss)
                                 -> unavailable (the guard fell back, or the circuit is open):
         L1 entry no older than stale_for  -> return it, marked stale           (serve stale)
@@ -12,7 +13,7 @@ One call::
     fill = call the function, SET key value PX ttl (guarded; a failed SET is logged and the
            value still returned), note the value in the L1.
 
-The L1 (:mod:`redisguard._l1`) is written on every hit and fill but read only when Redis is
+The L1 (:mod:`redisguard._l1`) is written on fills and hits but read only when Redis is
 unavailable, so on the happy path Redis stays the source of truth. A blocked key (an
 invalidation that did not reach Redis) is never served from the L1; the next call for it that
 finds Redis available sends the DEL first.
@@ -51,7 +52,7 @@ __all__ = ["CacheCore", "CacheStats", "StaleAnswer", "cache_stats", "stale_answe
 
 logger = logging.getLogger("redisguard")
 OnUnavailable = Literal["call", "raise"]
-_SIMPLE = (str, int, float, bool, type(None))
+_SIMPLE = (str, int, float, bool, type(None), bytes)
 #: Seconds after which a hit refreshes its key's L1 entry (at most stale_for / 10).
 L1_REFRESH = 0.1
 _MISSING: Any = object()
@@ -162,11 +163,8 @@ DOWN: Any = _Down()
 
 
 def _render(value: Any, fn_name: str, what: str) -> str:
-    if value.__class__ is int or value.__class__ is str:
-        return repr(value)
+    """One argument of a default key: its repr (quoted strings cannot collide with ``,``)."""
     if isinstance(value, _SIMPLE):
-        return repr(value)
-    if isinstance(value, bytes):
         return repr(value)
     raise TypeError(
         f"@cached {fn_name}: cannot build a key from {what} of type {type(value).__name__} "
