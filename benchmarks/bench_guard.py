@@ -30,6 +30,7 @@ import shutil
 import socket
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
@@ -315,10 +316,24 @@ BREAKER_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def _field_value(raw: str) -> Any:
+    """A ``--breaker`` value: None, a bool, an int, a float or (failing those) the text."""
+    words = {"none": None, "true": True, "false": False}
+    if raw.lower() in words:
+        return words[raw.lower()]
+    try:
+        value = float(raw)
+    except ValueError:
+        return raw
+    return int(value) if value.is_integer() and "." not in raw else value
+
+
 def _breaker_fields(text: str) -> dict[str, Any]:
     """``--breaker 'failure_rate_threshold=50,slow_call_duration=0.01'``: BreakerConfig fields
-    (numbers, or ``none``), checked by building a BreakerConfig. A preset name (``all``,
-    ``all-time``: :data:`BREAKER_PRESETS`) adds its fields; later items override them."""
+    (numbers, ``none``, ``true``/``false``, or a word such as ``shared=bench``: a host-shared
+    breaker in namespace ``bench``), checked by building a BreakerConfig. A preset name
+    (``all``, ``all-time``: :data:`BREAKER_PRESETS`) adds its fields; later items override
+    them."""
     fields: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         if item in BREAKER_PRESETS:
@@ -327,11 +342,7 @@ def _breaker_fields(text: str) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep:
             raise argparse.ArgumentTypeError(f"--breaker expects FIELD=VALUE, got {item!r}")
-        raw = raw.strip()
-        value: Any = None if raw.lower() == "none" else float(raw)
-        if isinstance(value, float) and value.is_integer() and "." not in raw:
-            value = int(value)
-        fields[key.strip()] = value
+        fields[key.strip()] = _field_value(raw.strip())
     try:
         BreakerConfig(**fields)
     except (TypeError, ValueError) as exc:
@@ -1521,6 +1532,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.breaker:
         BREAKER_FIELDS.update(args.breaker)
         print(f"breaker fields: {BREAKER_FIELDS}")
+        if BREAKER_FIELDS.get("shared") and not os.environ.get("REDISGUARD_SHARED_DIR"):
+            # Host-shared breakers: segments in a private directory, not /dev/shm.
+            os.environ["REDISGUARD_SHARED_DIR"] = tempfile.mkdtemp(prefix="bench-guard-")
     settings = Settings.quick() if args.quick else Settings.default()
     if args.rounds:
         settings = replace(settings, rounds=args.rounds)

@@ -85,12 +85,12 @@ def rate_limit_key(scope: Scope) -> str | None:
 
 
 async def get_session(request: Request) -> Response:
-    value = await _services(request).sessions.get(request.path_params["sid"])
-    if value is None:
-        # strict=False: an outage reads as "not found"; say so to the caller.
-        degraded = _services(request).sessions.breaker.current_state != "closed"
-        return JSONResponse({"error": "session_not_found", "degraded": degraded}, 404)
-    return JSONResponse({"session": value})
+    found = await _services(request).sessions.lookup(request.path_params["sid"])
+    if found.value is None:
+        # An outage reads as "not found"; lookup() says whether *this* read was a fallback
+        # (the breaker's state cannot: the first fallbacks of an outage precede its opening).
+        return JSONResponse({"error": "session_not_found", "degraded": found.degraded}, 404)
+    return JSONResponse({"session": found.value})
 
 
 async def put_session(request: Request) -> Response:

@@ -25,6 +25,7 @@ from ._errors import (
     TemporarilyUnavailableError,
 )
 from ._guard import Failure, current_failure, redis_guarded
+from ._host import HostStorage
 from ._listeners import LoggingListener
 from ._redact import redact_url
 from ._telemetry import OpenTelemetryListener
@@ -43,6 +44,7 @@ __all__ = [
     "Failure",
     "GuardedRedis",
     "GuardedRedisCluster",
+    "HostStorage",
     "LoggingListener",
     "OpenTelemetryListener",
     "RedisUnavailableError",

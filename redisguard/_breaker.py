@@ -79,6 +79,9 @@ _CODES = {name: code for code, name in enumerate(STATE_NAMES)}
 # and a positive half-open generation number for a trial call.
 NORMAL = 0
 REJECT = -1
+#: Marks an event in a breaker's queue as a transition another process made (host-shared
+#: breakers, ``redisguard._host``): listeners hear it with ``breaker._adopting`` set.
+ADOPTED = object()
 
 _BASE_LISTENER = pybreaker.CircuitBreakerListener
 
@@ -131,6 +134,9 @@ class BreakerStats:
             or None when the breaker has no such window.
         failure_rate: Percent of the window's calls that failed, or None (no window).
         slow_call_rate: Percent of the window's calls that were slow, or None (no window).
+        shared: Whether the state is shared by every process on the host (``redisguard._host``);
+            the counters above (successes, rejections, failures seen) stay this process's own.
+        host_segment: The shared segment's path when ``shared``, else None.
     """
 
     name: str
@@ -152,6 +158,8 @@ class BreakerStats:
     window_calls: int | None = None
     failure_rate: float | None = None
     slow_call_rate: float | None = None
+    shared: bool = False
+    host_segment: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (ISO 8601 timestamps)."""
@@ -194,10 +202,27 @@ class Breaker(pybreaker.CircuitBreaker):
         clock: A monotonic clock in seconds (injectable for tests).
         wall_clock: Seconds since the epoch, for :meth:`stats` and the storage's
             ``opened_at``.
+        redis_url: The Redis this breaker guards; a host-shared breaker (``config.shared``
+            True) derives its namespace from it (default ``$REDIS_URL``).
 
     Raises:
         ConfigError: an invalid setting, or ``config`` and a pybreaker keyword disagree.
     """
+
+    #: Whether this breaker's state is shared by every process on the host (``_host``).
+    is_host_shared = False
+    #: True while a transition made by another process is delivered to the listeners.
+    _adopting = False
+    #: The write side's class (a host-shared breaker's keeps its state in shared memory).
+    _write_side_class: type[WriteSide] = WriteSide
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Breaker:
+        """A :class:`~redisguard._host.HostBreaker` when the breaker is to be host-shared."""
+        if cls is Breaker and _wants_host(args, kwargs):
+            from ._host import HostBreaker  # noqa: PLC0415 - _host subclasses Breaker
+
+            return super().__new__(HostBreaker)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -213,7 +238,9 @@ class Breaker(pybreaker.CircuitBreaker):
         throw_new_error_on_trip: bool = True,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        redis_url: str | None = None,
     ) -> None:
+        del redis_url  # only a host-shared breaker uses it (redisguard._host)
         name = "redis" if name is None else name
         if not isinstance(name, str) or not name:
             raise ConfigError(
@@ -236,7 +263,7 @@ class Breaker(pybreaker.CircuitBreaker):
         self._link = None if state_storage is None else StorageLink(state_storage)
         loaded = None if self._link is None else self._link.load()
         self._code = CLOSED if loaded is None else _code_of(loaded.state)
-        self._write_side = WriteSide(self, _without_traceback)
+        self._write_side = self._write_side_class(self, _without_traceback)
         super().__init__(
             fail_max=config.failure_threshold,
             reset_timeout=config.reset_timeout,
@@ -863,10 +890,25 @@ class Breaker(pybreaker.CircuitBreaker):
                 self._notify_lock.release()
 
     def _notify_state(self, old: Any, new: Any) -> None:
+        if old is ADOPTED:  # another process made this transition; it reports it
+            self._adopting = True
+            try:
+                self._notify_state(*new)
+            finally:
+                self._adopting = False
+            return
         method = "write_state_change" if old is _WRITE_EVENT else "state_change"
         args = (new,) if old is _WRITE_EVENT else (old, new)
         for listener in self._listeners:
             _dispatch(listener, method, self, *args)
+
+    def _sync(self) -> None:
+        """Host-shared breakers adopt other processes' transitions here; no-op otherwise."""
+
+    @property
+    def host_segment(self) -> str | None:
+        """The host segment's path when the breaker is host-shared, else None."""
+        return None
 
     # -- reporting -------------------------------------------------------------------------
     @property
@@ -932,7 +974,20 @@ class Breaker(pybreaker.CircuitBreaker):
             window_calls=None if view is None else view.calls,
             failure_rate=None if view is None else view.failure_rate,
             slow_call_rate=None if view is None else view.slow_call_rate,
+            shared=self.is_host_shared,
+            host_segment=self.host_segment,
         )
+
+
+def _wants_host(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether ``Breaker(*args, **kwargs)`` is to be host-shared (config, env or storage)."""
+    storage = kwargs.get("state_storage")
+    if type(storage).__name__ == "HostStorage" and type(storage).__module__ == "redisguard._host":
+        return True
+    config = args[1] if len(args) > 1 else kwargs.get("config")
+    if config is None:
+        config = BreakerConfig.from_env()
+    return bool(getattr(config, "shared", False))
 
 
 def _without_traceback(exc: BaseException) -> BaseException:
@@ -989,12 +1044,15 @@ renew_lock_after_fork(__name__, "_registry_lock")
 _default_listener_factories: list[Callable[[], pybreaker.CircuitBreakerListener]] = []
 
 
-def get_breaker(name: str = "redis", config: BreakerConfig | None = None) -> Breaker:
+def get_breaker(
+    name: str = "redis", config: BreakerConfig | None = None, *, redis_url: str | None = None
+) -> Breaker:
     """Return the breaker called ``name``, creating it on first use.
 
     One breaker per dependency, shared by every operation that names it. A new breaker gets
     ``config``, or ``BreakerConfig.from_env()``, and the default listeners (logging and
-    OpenTelemetry).
+    OpenTelemetry). ``redis_url`` (the Redis it guards) names the namespace of a new
+    host-shared breaker (see :class:`Breaker`).
 
     Raises:
         ConfigError: ``config`` differs from the config the existing breaker was created with.
@@ -1005,7 +1063,7 @@ def get_breaker(name: str = "redis", config: BreakerConfig | None = None) -> Bre
             breaker = _registry.get(name)
             if breaker is None:
                 listeners = [factory() for factory in _default_listener_factories]
-                breaker = Breaker(name, config, listeners=listeners)
+                breaker = Breaker(name, config, listeners=listeners, redis_url=redis_url)
                 _registry[name] = breaker
                 return breaker
     if config is not None and config != breaker.config:

@@ -25,6 +25,11 @@ it at the end. With --url it never kills, pauses, reconfigures or stops your ser
 faults are injected by a TCP proxy in front of it, and it writes only redisguard-demo:*
 keys (deleted at the end). Passwords in URLs are never printed.
 
+With --workers N the demo forks N worker processes (as gunicorn -w N does) that share one
+host-wide breaker (REDISGUARD_SHARED_BREAKERS=1), pauses (or kills) its private Redis and
+prints, per worker, when its breaker opened and closed again, and the host-wide count of
+timed-out calls: the fleet trips together and recovers with one round of trial calls.
+
 The demo's breaker also breaks on slow calls: it opens when --slow-call-rate percent of
 the last 2 x --minimum-calls calls took longer than --slow-call-ms, even though they all
 succeeded (see --fault latency).
@@ -189,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="none, or console: spans to stderr and a metrics table at the end "
         "(needs opentelemetry-sdk)",
     )
+    demo.add_argument(
+        "--workers",
+        type=_positive(int),
+        metavar="N",
+        help="fork N worker processes sharing one host-wide breaker (1-64); --fault pause "
+        "(default) or kill, --rate is split between them, each phase lasts --duration, and "
+        "recovery is the prober's (--reset-timeout is not used)",
+    )
     output = demo.add_mutually_exclusive_group()
     output.add_argument("--quiet", action="store_true", help="print only the summary table")
     output.add_argument(
@@ -204,6 +217,39 @@ def build_parser() -> argparse.ArgumentParser:
         "per call, breaker state, outages shaded",
     )
     return parser
+
+
+def _fleet_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``redisguard demo --workers N``."""
+    from . import _demo_fleet  # noqa: PLC0415 - only this mode forks workers
+
+    refused = [
+        flag
+        for flag, given in (
+            ("--url", args.url is not None),
+            ("--otel", args.otel != "none"),
+            ("--plot", args.plot is not None),
+        )
+        if given
+    ]
+    if refused:
+        parser.error(f"--workers runs on a private redis-server only; drop {', '.join(refused)}")
+    fault = args.fault or "pause"
+    if fault not in _demo_fleet.FLEET_FAULTS:
+        parser.error(f"--workers injects --fault pause or kill, not {fault!r}")
+    if args.workers > 64:
+        parser.error(f"--workers must be at most 64, got {args.workers}")
+    options = _demo_fleet.FleetOptions(
+        workers=args.workers,
+        rate=args.rate / args.workers,
+        fault=fault,
+        shared=True,
+        socket_timeout=args.socket_timeout,
+        outage=args.phase_seconds,
+        after=args.phase_seconds,
+        failure_threshold=args.failure_threshold,
+    )
+    return _demo_fleet.fleet_main(options, as_json=args.json, quiet=args.quiet)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -224,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "demo":
         parser.print_help(sys.stderr)
         return 2
+    if args.workers is not None:
+        return _fleet_demo(parser, args)
     options = _demo.DemoOptions(
         url=args.url,
         fault=args.fault,

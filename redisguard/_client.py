@@ -310,7 +310,9 @@ class _Lifecycle:
             self._log(logging.INFO, "Redis client closed: %s", self.target)
 
 
-def _breakers(specs: Iterable[BreakerSpec] | BreakerSpec) -> tuple[Breaker, ...]:
+def _breakers(specs: Iterable[BreakerSpec] | BreakerSpec, url: str) -> tuple[Breaker, ...]:
+    """The client's breakers; one it creates and shares host-wide takes its namespace
+    from ``url`` (redacted: the namespace never holds a password)."""
     if isinstance(specs, str | Breaker):
         specs = (specs,)
     out = []
@@ -318,7 +320,7 @@ def _breakers(specs: Iterable[BreakerSpec] | BreakerSpec) -> tuple[Breaker, ...]
         if isinstance(spec, Breaker):
             out.append(spec)
         elif isinstance(spec, str):
-            out.append(get_breaker(spec))
+            out.append(get_breaker(spec, redis_url=url))
         else:
             raise ConfigError(f"breakers= takes names or redisguard.Breaker objects, got {spec!r}")
     return tuple(out)
@@ -832,7 +834,7 @@ def connect(
     _check_wait(check, wait)
     interval = resolve_probe_interval(probe_interval)
     options = _options(target, socket_timeout, socket_connect_timeout, kwargs)
-    life = _Lifecycle(target, _breakers(breakers))
+    life = _Lifecycle(target, _breakers(breakers, target.shown))
     client: GuardedRedis | GuardedRedisCluster
     if target.kind == "cluster":
         nodes = [_untyped(redis.cluster.ClusterNode)(h, p) for h, p in target.nodes]
@@ -950,7 +952,7 @@ async def aconnect(
     options = _options(
         target, socket_timeout, socket_connect_timeout, kwargs, asyncio_client=True
     )
-    life = _Lifecycle(target, _breakers(breakers))
+    life = _Lifecycle(target, _breakers(breakers, target.shown))
     client: AsyncGuardedRedis | AsyncGuardedRedisCluster
     if target.kind == "cluster":
         nodes = [redis.asyncio.cluster.ClusterNode(h, p) for h, p in target.nodes]

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ._errors import ConfigError
+from ._segment import MAX_RING, SHARED_ENV, check_namespace, parse_shared
 
 __all__ = ["BreakerConfig", "RetryPolicy"]
 
@@ -104,6 +105,11 @@ class BreakerConfig:
             slow call. None turns slow-call breaking off.
         slow_call_rate_threshold: Percent (0 < x <= 100) of slow calls in the window that
             opens the circuit (with ``slow_call_duration`` set), even though they succeeded.
+        shared: Share the breaker's state with every process on this host that uses the
+            same breaker name in the same namespace (``redisguard._host``): False (the
+            default) keeps it per process; True shares it in the namespace derived from the
+            service and the Redis URL; a string is the namespace. Needs
+            ``failure_threshold`` <= 4096.
     """
 
     failure_threshold: int = 5
@@ -124,6 +130,9 @@ class BreakerConfig:
     sliding_window_size: int | None = None
     slow_call_duration: float | None = None
     slow_call_rate_threshold: float = 50.0
+
+    # host-wide shared state (redisguard._host)
+    shared: bool | str = False
 
     @property
     def uses_window(self) -> bool:
@@ -149,6 +158,22 @@ class BreakerConfig:
         )
         self._check_window_fields()
         self._check_budget_fields()
+        self._check_shared()
+
+    def _check_shared(self) -> None:
+        shared = self.shared
+        if isinstance(shared, bool):
+            if not shared:
+                return
+        elif isinstance(shared, str):
+            check_namespace(shared, source="shared")
+        else:
+            raise ConfigError(f"shared must be True, False or a namespace string, got {shared!r}")
+        if self.failure_threshold > MAX_RING:
+            raise ConfigError(
+                f"a host-shared breaker (shared={shared!r}) takes failure_threshold up to "
+                f"{MAX_RING}, got {self.failure_threshold}"
+            )
 
     def _check_window_fields(self) -> None:
         if self.failure_rate_threshold is not None:
@@ -251,6 +276,9 @@ class BreakerConfig:
         ):
             if key in given:
                 given[key] = int(given[key])
+        raw_shared = env.get(SHARED_ENV)
+        if raw_shared is not None:
+            given["shared"] = parse_shared(raw_shared, source=SHARED_ENV)
         return cls(**given)
 
 

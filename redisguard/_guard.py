@@ -955,11 +955,11 @@ def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
         return _traced_sync(fn, guard, _sync_policy_wrapper(fn, guard))
     admit, on_success = gate._admit, gate._on_success
     failures = breaker._window_storage._failures  # cleared in place, never rebound
-    clock, propagate = time.perf_counter, ErrorKind.PROPAGATE
+    clock, propagate, state = time.perf_counter, ErrorKind.PROPAGATE, _state_source(guard)
 
     @functools.wraps(fn)
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        ticket = NORMAL if gate._code == CLOSED else admit()
+        ticket = NORMAL if state._code == CLOSED else admit()
         if ticket == REJECT:
             if guard.constant_fallback():
                 return guard.fallback
@@ -987,6 +987,14 @@ def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
         return result
 
     return _traced_sync(fn, guard, guarded)
+
+
+def _state_source(guard: _Guard) -> Any:
+    """What the happy path reads ``_code`` (0: closed) from: the gate itself, or on a
+    host-shared breaker (``redisguard._host``) the gate's byte of the shared segment, read
+    as an attribute straight from shared memory (``_host_head``)."""
+    head = getattr(guard.side, "_host_head", None)
+    return guard.side if head is None else head
 
 
 def _window_parts(
@@ -1109,11 +1117,11 @@ def _async_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable
         return _traced_async(fn, guard, _async_policy_wrapper(fn, guard))
     admit, on_success = gate._admit, gate._on_success
     failures = breaker._window_storage._failures  # cleared in place, never rebound
-    clock, propagate = time.perf_counter, ErrorKind.PROPAGATE
+    clock, propagate, state = time.perf_counter, ErrorKind.PROPAGATE, _state_source(guard)
 
     @functools.wraps(fn)
     async def guarded(*args: Any, **kwargs: Any) -> Any:
-        ticket = NORMAL if gate._code == CLOSED else admit()
+        ticket = NORMAL if state._code == CLOSED else admit()
         if ticket == REJECT:
             if guard.constant_fallback():
                 return guard.fallback

@@ -28,8 +28,8 @@ class LoggingListener(pybreaker.CircuitBreakerListener):
     def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
         old = getattr(old_state, "name", None)
         new = new_state.name
-        if old == new:
-            return
+        if old == new or getattr(cb, "_adopting", False):
+            return  # (adopting: another process on the host made it, and logged it)
         if new == pybreaker.STATE_OPEN:
             if old == pybreaker.STATE_HALF_OPEN:
                 level, message = logging.WARNING, "Circuit breaker re-opened during recovery"

@@ -123,11 +123,11 @@ def ping_proves_recovery(exc: BaseException | None) -> bool:
 
     True for connectivity (a redis ``ConnectionError`` other than authentication,
     authorization or a full local pool; a redis ``TimeoutError``; the builtin
-    ``TimeoutError``, ``ConnectionError`` and ``OSError``), for LOADING (``BusyLoadingError``,
-    a ``ConnectionError``) and for BUSY (a script past ``lua-time-limit``: PING itself
-    answers BUSY until it ends). False for everything a PING cannot see -- NOPERM, READONLY,
-    OOM, MISCONF, MASTERDOWN, CLUSTERDOWN, TRYAGAIN, data errors -- and for ``None`` (a
-    breaker opened by hand or by a storage).
+    ``TimeoutError``, ``ConnectionError`` and ``OSError``; ``asyncio.TimeoutError``), for
+    LOADING (``BusyLoadingError``, a ``ConnectionError``) and for BUSY (a script past
+    ``lua-time-limit``: PING itself answers BUSY until it ends). False for everything a PING
+    cannot see -- NOPERM, READONLY, OOM, MISCONF, MASTERDOWN, CLUSTERDOWN, TRYAGAIN, data
+    errors -- and for ``None`` (a breaker opened by hand or by a storage).
     """
     if exc is None:
         return False
@@ -136,7 +136,11 @@ def ping_proves_recovery(exc: BaseException | None) -> bool:
     if isinstance(exc, rx.ResponseError):
         # redis-py has no class for BUSY; the reply's error code is its first word.
         return _error_code(exc) == "BUSY"
-    return isinstance(exc, rx.TimeoutError | OSError)  # OSError: builtin Timeout/ConnectionError
+    # OSError: the builtin TimeoutError and ConnectionError. asyncio.TimeoutError (an
+    # asyncio.wait_for deadline, e.g. areadiness' PING) is the builtin TimeoutError from 3.11
+    # but its own class on 3.10, where it would otherwise keep the breaker open until
+    # reset_timeout: the classifier counts it as a failure, so it can open the breaker.
+    return isinstance(exc, rx.TimeoutError | OSError | asyncio.TimeoutError)
 
 
 def connection_dropped(exc: BaseException) -> bool:
@@ -245,6 +249,25 @@ class ProbePlan:
     def needed(self) -> bool:
         """True while the client is open for business and a breaker a PING can heal is open."""
         return not self.stopping and any(_probeable(b) for b in self.breakers)
+
+    def elected(self) -> bool:
+        """Whether this process PINGs now: yes, unless every breaker a PING can heal is
+        host-shared (``redisguard._host``) and another live process holds the host's prober
+        lease -- one prober per host is enough. Taking or renewing the lease is a short
+        host transaction, no I/O."""
+        shared = []
+        for breaker in self.breakers:
+            if _probeable(breaker):
+                if not breaker.is_host_shared:
+                    return True
+                shared.append(breaker)
+        return not shared or any(b.claim_prober() for b in shared)  # type: ignore[attr-defined]
+
+    def finished(self) -> None:
+        """Probing stopped: give up the host prober leases this process holds."""
+        for breaker in self.breakers:
+            if breaker.is_host_shared:
+                breaker.release_prober()  # type: ignore[attr-defined]
 
     def started(self) -> None:
         """A probing run begins: the log pacing starts over."""
@@ -368,6 +391,8 @@ class ThreadProber:
     def _attempt(self) -> bool:
         if not self.plan.needed():
             return True
+        if not self.plan.elected():
+            return False  # another process probes for the host; look again next interval
         ping = self._ping()
         if ping is None:  # the client was garbage-collected
             self.abandon()
@@ -397,6 +422,7 @@ class ThreadProber:
                 # thread still registered (and we loop) or no thread (and starts one).
                 if self._stop.is_set() or not self.plan.needed():
                     self._thread = None
+                    self.plan.finished()
                     return
 
     def abandon(self) -> None:
@@ -484,6 +510,8 @@ class TaskProber:
     async def _attempt(self) -> bool:
         if not self.plan.needed():
             return True
+        if not self.plan.elected():
+            return False  # another process probes for the host; look again next interval
         ping = self._ping()
         if ping is None:  # the client was garbage-collected
             self.abandon()
@@ -510,6 +538,7 @@ class TaskProber:
                 await asyncio.sleep(self.plan.next_delay())
                 done = await self._attempt()
             if not self.plan.needed():
+                self.plan.finished()
                 return
 
     def abandon(self) -> None:

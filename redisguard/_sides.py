@@ -180,6 +180,9 @@ class WriteSide:
     across I/O); events go through the breaker's ordered event queue.
     """
 
+    #: The gates' class (a host-shared breaker's keep their codes in shared memory).
+    _gate_class: type[SideGate] = SideGate
+
     def __init__(
         self, breaker: Breaker, copy_error: Callable[[BaseException], BaseException]
     ) -> None:
@@ -201,8 +204,8 @@ class WriteSide:
         self.successes = TallyGroup()
         self._rejections = Tally()
         self._rejection_offset = 0
-        self.write_gate = SideGate(self, deletes=False)
-        self.delete_gate = SideGate(self, deletes=True)
+        self.write_gate = self._gate_class(self, deletes=False)
+        self.delete_gate = self._gate_class(self, deletes=True)
         self._refresh()
 
     # -- reading ---------------------------------------------------------------------------
@@ -294,6 +297,7 @@ class WriteSide:
     def admit(self, deletes: bool) -> int:
         """A write (or delete) call's ticket: the main side's, a write trial, or REJECT."""
         b = self.breaker
+        b._sync()  # a host-shared main side may have moved in another process
         main = b._code
         if main == CLOSED:
             # The hot path of a write-refusing Redis: answer at once, no lock.

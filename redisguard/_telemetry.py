@@ -10,7 +10,11 @@ Metric names are chosen so a Prometheus exporter shows exactly the design docume
     circuit_breaker_failures_total{name}
     circuit_breaker_successes_total{name}
     circuit_breaker_rejections_total{name}         calls answered without touching Redis
-    circuit_breaker_transitions_total{name,from,to}
+    circuit_breaker_transitions_total{name,from,to}   a host-shared breaker's transitions are
+                                                   counted by the worker that made them only,
+                                                   so the sum over a host counts each once
+    circuit_breaker_host_shared{name}              1 when the state is shared by every process
+                                                   on the host (redisguard._host), else 0
     circuit_breaker_write_state{name}              the write side (refusals of writes: OOM,
                                                    READONLY, MISCONF): 0 closed, 1 half-open,
                                                    2 open
@@ -110,8 +114,8 @@ class OpenTelemetryListener(pybreaker.CircuitBreakerListener):
     def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
         old = getattr(old_state, "name", None)
         new = new_state.name
-        if old is None or old == new:
-            return
+        if old is None or old == new or getattr(cb, "_adopting", False):
+            return  # (adopting: another process on the host made it, and counted it)
         self._tally(cb.name or "", old, new).add()
         span = trace.get_current_span()
         if span.is_recording():
@@ -163,6 +167,10 @@ def _all_breakers() -> list[Breaker]:
 
 def _state(_: CallbackOptions) -> Iterable[Observation]:
     return [Observation(b.state_code, {"name": b.name}) for b in _all_breakers()]
+
+
+def _host_shared(_: CallbackOptions) -> Iterable[Observation]:
+    return [Observation(int(b.is_host_shared), {"name": b.name}) for b in _all_breakers()]
 
 
 def _failures(_: CallbackOptions) -> Iterable[Observation]:
@@ -305,6 +313,12 @@ class _Instruments:
             [_state],
             unit="1",
             description="Circuit breaker state: 0 closed, 1 half-open, 2 open",
+        )
+        meter.create_observable_gauge(
+            "circuit_breaker_host_shared",
+            [_host_shared],
+            unit="1",
+            description="1 when the breaker's state is shared by every process on the host",
         )
         meter.create_observable_gauge(
             "circuit_breaker_write_state",

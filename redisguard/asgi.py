@@ -20,6 +20,7 @@ from .ratelimit import AsyncRateLimiter
 
 __all__ = [
     "RATE_LIMIT_BODY",
+    "UNAVAILABLE_BODY",
     "HealthMiddleware",
     "RateLimitMiddleware",
     "client_address",
@@ -38,6 +39,9 @@ RATE_LIMIT_BODY = (
     b'{"jsonrpc":"2.0","error":{"code":-32003,"message":"Rate limit exceeded",'
     b'"data":{"reason":"too_many_requests"}},"id":null}'
 )
+#: The body the integrations answer with 503 when a store raises
+#: :class:`~redisguard.stores.TemporarilyUnavailableError` (RFC 6749's error code).
+UNAVAILABLE_BODY = {"error": "temporarily_unavailable", "error_description": "storage unavailable"}
 
 
 async def send_json(
@@ -119,6 +123,10 @@ class HealthMiddleware:
         ready_path: Path of the readiness probe.
         live_path: Path of the liveness probe.
         timeout: Upper bound on the readiness PING, in seconds.
+        details: Put the Redis target, PING latency, last error, failure counts and the
+            version in the bodies. Off by default: readiness routes are often reachable from
+            outside, and those details map the network behind the service (see
+            :mod:`redisguard.health`). Turn it on only where the route is private.
     """
 
     def __init__(
@@ -130,6 +138,7 @@ class HealthMiddleware:
         ready_path: str = "/ready",
         live_path: str = "/live",
         timeout: float = 0.25,
+        details: bool = False,
     ) -> None:
         self.app = app
         self.client = client
@@ -137,16 +146,17 @@ class HealthMiddleware:
         self.ready_path = ready_path
         self.live_path = live_path
         self.timeout = timeout
+        self.details = details
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path") if scope["type"] == "http" else None
         if path == self.live_path:
             live = liveness()
-            await send_json(send, live.http_status, live.as_dict())
+            await send_json(send, live.http_status, live.as_dict(details=self.details))
         elif path == self.ready_path:
             client = self.client() if callable(self.client) else self.client
             ready = await areadiness(client, breakers=self.breakers, timeout=self.timeout)
-            await send_json(send, ready.http_status, ready.as_dict())
+            await send_json(send, ready.http_status, ready.as_dict(details=self.details))
         elif self.app is not None:
             await self.app(scope, receive, send)
         elif scope["type"] == "http":

@@ -17,8 +17,17 @@ write side, not counted as a failure.
 
 :func:`liveness` never touches Redis: a Redis outage must not get the process restarted.
 
-The JSON contains no secrets: targets are shown with the password redacted, errors are
-redacted too.
+**The body says little by default.** Readiness routes are often reachable from outside (a load
+balancer's health check, a status page, a mis-scoped ingress), and a body naming the Redis host
+and port or quoting its errors maps the network behind the service for anyone who asks. So
+``as_dict()`` gives only the status and each breaker's state (``healthy``, ``state``,
+``write_state``, and ``writes_refused`` when writes are refused). ``as_dict(details=True)``
+adds the rest: the version, failure count, last failure and next retry, the write side's
+cause, the PING's target (``host:port``) and latency, and the last error. The
+:class:`Readiness` object itself always holds every detail, for logs and code.
+
+Even the detailed body contains no secrets: targets are shown with the password redacted,
+errors are redacted too.
 """
 
 from __future__ import annotations
@@ -41,6 +50,10 @@ from .cluster import node_address
 __all__ = ["Liveness", "Readiness", "areadiness", "liveness", "readiness"]
 
 
+#: The keys of a check that the default (public) body shows: status and breaker state only.
+_SUMMARY = ("healthy", "state", "write_state")
+
+
 @dataclass(frozen=True)
 class Readiness:
     """The answer of a readiness probe.
@@ -60,14 +73,23 @@ class Readiness:
         """The breakers whose write side is not closed (Redis refuses writes)."""
         return [name for name, check in self.checks.items() if check["write_state"] != "closed"]
 
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON body: ``{"status", "version", "checks"}``, plus ``writes_refused`` (the
-        breakers whose write side is not closed) when there are any."""
-        body: dict[str, Any] = {
-            "status": self.status,
-            "version": __version__,
-            "checks": self.checks,
-        }
+    def as_dict(self, *, details: bool = False) -> dict[str, Any]:
+        """The JSON body: ``{"status", "checks"}``, plus ``writes_refused`` (the breakers whose
+        write side is not closed) when there are any.
+
+        Args:
+            details: Also give the version and every check's details (target, latency, error,
+                failure count, timestamps). Off by default: see the module docstring.
+        """
+        body: dict[str, Any] = {"status": self.status}
+        if details:
+            body["version"] = __version__
+            body["checks"] = self.checks
+        else:
+            body["checks"] = {
+                name: {key: check[key] for key in _SUMMARY if key in check}
+                for name, check in self.checks.items()
+            }
         refused = self.writes_refused
         if refused:
             body["writes_refused"] = refused
@@ -81,9 +103,11 @@ class Liveness:
     status: Literal["alive"] = "alive"
     http_status: int = 200
 
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON body."""
-        return {"status": self.status, "version": __version__}
+    def as_dict(self, *, details: bool = False) -> dict[str, Any]:
+        """The JSON body; ``details=True`` adds the version."""
+        if details:
+            return {"status": self.status, "version": __version__}
+        return {"status": self.status}
 
 
 def liveness() -> Liveness:

@@ -67,6 +67,7 @@ __all__ = [
     "Decision",
     "LimiterStats",
     "LocalLimiter",
+    "RateLimitExceeded",
     "RateLimiter",
     "gcra",
     "limiter_stats",
@@ -118,6 +119,23 @@ class Decision(NamedTuple):
 
 
 _EPSILON = 1e-9
+
+
+class RateLimitExceeded(Exception):
+    """A limiter denied a request: the web integrations answer it with 429 and Retry-After.
+
+    Attributes:
+        decision: The limiter's :class:`Decision` (``allowed`` is False).
+    """
+
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+        super().__init__(f"rate limit exceeded; retry after {self.retry_after} s")
+
+    @property
+    def retry_after(self) -> int:
+        """Whole seconds for the ``Retry-After`` header (at least 1)."""
+        return max(1, math.ceil(self.decision.retry_after))
 
 
 def gcra(

@@ -8,7 +8,8 @@ What each store does when Redis is unavailable:
 
 =====================  ==========================================================================
 ``SessionStore.get``   returns None, like a missing session (the design document's behaviour);
-                       ``strict=True`` raises :class:`TemporarilyUnavailableError` instead
+                       ``strict=True`` raises :class:`TemporarilyUnavailableError` instead;
+                       ``lookup()`` returns a :class:`Lookup` that tells the two apart
 ``set/touch/delete``   raise :class:`TemporarilyUnavailableError`: the write did not happen
 ``TokenStore.*``       raise :class:`TemporarilyUnavailableError`, never "missing/expired", so an
                        outage is not mistaken for a token or IdP problem
@@ -18,6 +19,15 @@ What each store does when Redis is unavailable:
 A value in Redis that is not valid JSON is a *data* error: it is logged with a fingerprint of
 the key (never the key or the value), counted in :func:`data_errors`, answered as "not found",
 and never counted by the breaker.
+
+**Not found, or not asked?** ``get()`` answers None both when the session does not exist and
+when Redis could not be asked. Reading the breaker's state *after* the call cannot tell them
+apart: the first fallbacks of an outage happen while the breaker is still closed (it opens only
+after ``failure_threshold`` failures). :meth:`SessionStore.lookup` answers for the call itself::
+
+    found = sessions.lookup(sid)        # Lookup(value, degraded, failure)
+    if found.value is None:
+        return 404, {"error": "session_not_found", "degraded": found.degraded}
 """
 
 from __future__ import annotations
@@ -29,12 +39,12 @@ import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from ._breaker import Breaker
 from ._config import RetryPolicy
 from ._errors import RedisUnavailableError
-from ._guard import DEFAULT_RETRY
+from ._guard import DEFAULT_RETRY, Failure
 from ._redact import fingerprint
 from ._stores_core import (
     AsyncCommands,
@@ -64,6 +74,7 @@ __all__ = [
     "AsyncTokenStore",
     "ClientExistsError",
     "ClientRegistry",
+    "Lookup",
     "SessionStore",
     "TemporarilyUnavailableError",
     "Token",
@@ -73,6 +84,31 @@ __all__ = [
 
 logger = logging.getLogger("redisguard")
 _DEFAULT: Any = object()
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Lookup(Generic[T]):
+    """The answer of one read, and whether Redis gave it.
+
+    Attributes:
+        value: What was found; None when nothing was (missing, unreadable, or Redis was
+            unavailable: ``degraded`` tells which).
+        degraded: True when Redis was unavailable for *this* call and the store's fallback
+            answered (the breaker may still be closed: the first failures of an outage
+            fall back before it opens).
+        failure: Why, when ``degraded``: the :class:`~redisguard.Failure` the guard handed
+            the fallback (``circuit_open``, ``attempts``, the last error...).
+    """
+
+    value: T | None
+    degraded: bool = False
+    failure: Failure | None = None
+
+    @property
+    def found(self) -> bool:
+        """A value was found (Redis answered and the key held a readable value)."""
+        return self.value is not None
 
 
 class ClientExistsError(ValueError):
@@ -185,7 +221,7 @@ class _SessionCore(_Core):
         self.ttl = ttl
         self._ttl_ms = _ms("ttl", ttl)
 
-    def get_flow(self, session_id: str, strict: bool) -> Flow[Any]:
+    def lookup_flow(self, session_id: str, strict: bool) -> Flow[Lookup[Any]]:
         key = self.key(_check_id("session_id", session_id))
         raw = yield ("get", (key,))
         if isinstance(raw, Outage):
@@ -198,10 +234,13 @@ class _SessionCore(_Core):
                 "Session lookup fallback - treating as not found",
                 extra={"category": self.KIND, "session": fingerprint(session_id)},
             )
-            return None
+            return Lookup(None, degraded=True, failure=raw.failure)
         if raw is None:
-            return None
-        return self.decode(raw, key, f"{self.name}.get")
+            return Lookup(None)
+        return Lookup(self.decode(raw, key, f"{self.name}.get"))
+
+    def get_flow(self, session_id: str, strict: bool) -> Flow[Any]:
+        return (yield from self.lookup_flow(session_id, strict)).value
 
     def set_flow(self, session_id: str, value: Any, ttl: float | None) -> Flow[None]:
         key = self.key(_check_id("session_id", session_id))
@@ -259,6 +298,15 @@ class SessionStore(_SessionCore):
         """
         return drive(self.get_flow(session_id, strict), self._ops)
 
+    def lookup(self, session_id: str) -> Lookup[Any]:
+        """The session's value, and whether Redis answered (see :class:`Lookup`).
+
+        Unlike :meth:`get`, a missing session (``degraded=False``) and a fallback because
+        Redis was unavailable for this call (``degraded=True``) are told apart. Never raises
+        for an outage.
+        """
+        return drive(self.lookup_flow(session_id, False), self._ops)
+
     def set(self, session_id: str, value: Any, *, ttl: float | None = None) -> None:
         """Store ``value`` (anything ``json.dumps`` accepts) for ``ttl`` seconds.
 
@@ -306,6 +354,10 @@ class AsyncSessionStore(_SessionCore):
     async def get(self, session_id: str, *, strict: bool = False) -> Any:
         """See :meth:`SessionStore.get`."""
         return await adrive(self.get_flow(session_id, strict), self._ops)
+
+    async def lookup(self, session_id: str) -> Lookup[Any]:
+        """See :meth:`SessionStore.lookup`."""
+        return await adrive(self.lookup_flow(session_id, False), self._ops)
 
     async def set(self, session_id: str, value: Any, *, ttl: float | None = None) -> None:
         """See :meth:`SessionStore.set`."""

@@ -194,7 +194,7 @@ def test_wrong_password_is_not_retried_logged_every_attempt_and_trips_the_breake
 
         record = _config_records(caplog)[-1]
         assert record.error_type == "redis.exceptions.AuthenticationError"  # type: ignore[attr-defined]
-        body = readiness(client, breakers=[breaker]).as_dict()
+        body = readiness(client, breakers=[breaker]).as_dict(details=True)
         scanner.scan("readiness body", repr(body))
         assert body["status"] == "degraded"
         scanner.scan("error message", str(info.value))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ ServerFactory = Callable[..., RedisServer]
         rx.BusyLoadingError("Redis is loading the dataset in memory"),
         rx.ResponseError("BUSY Redis is busy running a script. You can only call SCRIPT KILL"),
         builtins.TimeoutError(),
+        asyncio.TimeoutError(),  # its own class on Python 3.10 (areadiness' wait_for)
         builtins.ConnectionResetError(104, "reset by peer"),
         OSError(113, "No route to host"),
         rx.ConnectionError("The previous master is now a slave"),  # Sentinel's own READONLY

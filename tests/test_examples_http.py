@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -12,65 +10,46 @@ from typing import Any
 
 import httpx
 import pytest
+from _services import ROOT, ServerProcess, uvicorn_argv
 
 from redisguard import BreakerConfig, connect, get_breaker
 from redisguard.asgi import RATE_LIMIT_BODY
-from redisguard.testing import RedisServer, free_port
+from redisguard.testing import RedisServer
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-class Service:
-    """The Starlette example under uvicorn in a subprocess, plus every status it answered."""
+#: The ASGI examples, each served by uvicorn: the same routes, the same behaviour.
+APPS = {
+    "starlette": "examples.asgi_service:create_app",
+    "fastapi": "examples.fastapi_service:create_app",
+}
 
-    def __init__(self, redis_url: str, policy: str, limit: int = 5) -> None:
-        self.port = free_port()
+
+class Service:
+    """An ASGI example under uvicorn in a subprocess, plus every status it answered."""
+
+    def __init__(
+        self,
+        app: str,
+        redis_url: str,
+        policy: str,
+        log_path: Path,
+        limit: int = 5,
+        threshold: int = 2,
+    ) -> None:
         env = {
-            **os.environ,
             "REDIS_URL": redis_url,
             "RATE_LIMIT": str(limit),
             "RATE_WINDOW": "60",
             "RATE_POLICY": policy,
-            "REDIS_CIRCUIT_BREAKER_FAILURE_THRESHOLD": "2",
+            "REDIS_CIRCUIT_BREAKER_FAILURE_THRESHOLD": str(threshold),
             # A minute: only the recovery prober can bring /ready back within the test.
             "REDIS_CIRCUIT_BREAKER_RESET_TIMEOUT": "60000",
         }
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "examples.asgi_service:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-                "--lifespan",
-                "on",
-                "--ws",
-                "none",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=5.0)
+        self.server = ServerProcess(uvicorn_argv(app), env, log_path, startup_timeout=15)
+        self.http = self.server.http
         self.statuses: list[int] = []
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"uvicorn exited: {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
-            try:
-                if self.http.get("/live").status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.05)
-        raise RuntimeError("uvicorn did not start")
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         # Each request gets its own rate-limit budget unless the test names a client.
@@ -88,23 +67,19 @@ class Service:
         return False
 
     def close(self) -> None:
-        self.http.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stderr:
-            self.proc.stderr.close()
+        self.server.close()
 
 
-@pytest.fixture
-def start_service() -> Iterator[Callable[..., Service]]:
+@pytest.fixture(params=sorted(APPS))
+def start_service(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., Service]]:
+    """Starts the example named by the parameter (every test runs against each ASGI app)."""
     started: list[Service] = []
 
-    def start(redis_url: str, policy: str, limit: int = 5) -> Service:
-        service = Service(redis_url, policy, limit)
+    def start(redis_url: str, policy: str, limit: int = 5, threshold: int = 2) -> Service:
+        log = tmp_path / f"uvicorn-{len(started)}.log"
+        service = Service(APPS[request.param], redis_url, policy, log, limit, threshold)
         started.append(service)
         return service
 
@@ -185,6 +160,28 @@ def test_asgi_service_degrades_and_recovers(start_service: Callable[..., Service
 
 
 @pytest.mark.timeout(60)
+def test_asgi_service_says_degraded_from_the_first_fallback(
+    start_service: Callable[..., Service],
+) -> None:
+    """The first lookups of an outage (breaker still closed) already answer "degraded": true."""
+    with RedisServer() as redis_server:
+        # The default threshold (5): each paused lookup fails twice (0.25 s timeouts within the
+        # 0.5 s retry deadline), so the first two fall back while the breaker is still closed.
+        svc = start_service(redis_server.url, "open", limit=100, threshold=5)
+        assert svc.request("PUT", "/sessions/s1", json={"user": "ada"}).status_code == 204
+        missing = svc.request("GET", "/sessions/nobody")
+        assert missing.json() == {"error": "session_not_found", "degraded": False}
+        redis_server.pause()
+        try:
+            for _ in range(3):
+                lookup = svc.request("GET", "/sessions/s1")
+                assert lookup.status_code == 404
+                assert lookup.json() == {"error": "session_not_found", "degraded": True}
+        finally:
+            redis_server.resume()
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize(("policy", "expected"), [("open", 404), ("closed", 429)])
 def test_rate_limit_policy_during_an_outage(
     start_service: Callable[..., Service], policy: str, expected: int
@@ -218,8 +215,12 @@ def test_wsgi_service_with_flask_test_client() -> None:
             limited = [web.get("/sessions/q", headers={"x-client-id": "k"}) for _ in range(4)]
             assert [r.status_code for r in limited] == [404, 404, 404, 429]
             assert limited[-1].data == RATE_LIMIT_BODY
+            nobody = web.get("/sessions/nobody", headers={"x-client-id": "n"})
+            assert nobody.get_json()["degraded"] is False
             redis_server.kill()
-            assert web.get("/sessions/a").status_code == 404
+            # The breaker is still closed after this read (one failure of two).
+            first = web.get("/sessions/a", headers={"x-client-id": "f"})
+            assert (first.status_code, first.get_json()["degraded"]) == (404, True)
             failed = web.put("/sessions/a", json={"v": 2})
             assert failed.status_code == 503
             assert failed.headers["Retry-After"]

@@ -51,9 +51,34 @@ def test_ready_then_degraded_then_ready(server: RedisServer) -> None:
             time.sleep(0.05)
         assert readiness(client).http_status == 200
         assert breaker.current_state == "closed"
-        body = json.dumps(readiness(client).as_dict())
+        body = json.dumps(readiness(client).as_dict(details=True))
         assert "pw-s3cret" not in body
         assert "***" in body
+    finally:
+        client.close()
+
+
+def test_default_body_says_only_status_and_breaker_state(server: RedisServer) -> None:
+    """Without details the body names no host, port, error or version; details=True does."""
+    get_breaker("redis", BreakerConfig(failure_threshold=1, reset_timeout=60))
+    client = connect(server.url)
+    try:
+        server.kill()
+        result = readiness(client)
+        public = result.as_dict()
+        assert public == {
+            "status": "degraded",
+            "checks": {"redis": {"healthy": False, "state": "open", "write_state": "closed"}},
+        }
+        text = json.dumps(public)
+        assert str(server.port) not in text
+        assert "127.0.0.1" not in text
+        detailed = result.as_dict(details=True)
+        assert detailed["version"]
+        assert f"127.0.0.1:{server.port}" in detailed["checks"]["redis"]["target"]
+        assert "ConnectionError" in detailed["checks"]["redis"]["error"]
+        assert liveness().as_dict() == {"status": "alive"}
+        assert "version" in liveness().as_dict(details=True)
     finally:
         client.close()
 
@@ -95,6 +120,12 @@ async def test_async_readiness_and_asgi_endpoints(server: RedisServer) -> None:
     try:
         status, body = await get("/ready")
         assert (status, body["status"]) == (200, "ready")
+        assert body["checks"] == {
+            "redis": {"healthy": True, "state": "closed", "write_state": "closed"}
+        }
+        app.details = True
+        assert str(server.port) in (await get("/ready"))[1]["checks"]["redis"]["target"]
+        app.details = False
         server.pause()
         try:
             result = await areadiness(client, timeout=0.2)

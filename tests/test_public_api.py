@@ -5,6 +5,8 @@ from __future__ import annotations
 import configparser
 import importlib
 import importlib.resources
+import subprocess
+import sys
 from pathlib import Path
 
 import redisguard
@@ -61,3 +63,18 @@ def test_py_typed_is_shipped() -> None:
     parser = configparser.ConfigParser()
     parser.read(setup_cfg)
     assert "py.typed" in parser.get("options.package_data", "redisguard").split()
+
+
+def test_the_core_imports_no_framework() -> None:
+    """redisguard and its framework-free modules import no web framework (each is an extra)."""
+    code = (
+        "import sys, redisguard, redisguard.asgi, redisguard.health, redisguard.stores, "
+        "redisguard.ratelimit, redisguard.cluster, redisguard.testing\n"
+        "found = sorted({'flask', 'flask_caching', 'fastapi', 'starlette', 'django'} & "
+        "{name.split('.')[0] for name in sys.modules})\n"
+        "print(','.join(found))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == ""

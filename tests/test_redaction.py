@@ -113,7 +113,7 @@ def test_sync_stores_leak_nothing_through_an_outage(
                 _errors(lambda: registry.register({"name": "x"}, client_id=fresh), scanner)
                 _errors(lambda: registry.get(client_id), scanner)
                 profile(session_id)
-                scanner.scan("readiness body", repr(readiness(client).as_dict()))
+                scanner.scan("readiness body", repr(readiness(client).as_dict(details=True)))
 
             traffic()
             token = tokens.get(token_id)
@@ -155,7 +155,7 @@ async def test_async_stores_leak_nothing_through_an_outage(
                 await tokens.save(token_id, token_value, ttl=60)
             except RedisUnavailableError as exc:
                 scanner.scan("error message", f"{exc} {exc!r} {exc.__cause__!r}")
-            scanner.scan("readiness body", repr((await areadiness(client)).as_dict()))
+            scanner.scan("readiness body", repr((await areadiness(client)).as_dict(details=True)))
     finally:
         await client.aclose()
     assert _scan_spans(scanner, exporter) > 0

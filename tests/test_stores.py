@@ -18,6 +18,7 @@ from redisguard.stores import (
     AsyncTokenStore,
     ClientExistsError,
     ClientRegistry,
+    Lookup,
     SessionStore,
     TemporarilyUnavailableError,
     TokenStore,
@@ -53,6 +54,7 @@ async def aclient(server: RedisServer) -> AsyncIterator[AsyncGuardedRedis]:
 def test_twins_share_their_flows() -> None:
     """Sync and asyncio stores run the very same flow functions (only the drivers differ)."""
     assert AsyncSessionStore.get_flow is SessionStore.get_flow
+    assert AsyncSessionStore.lookup_flow is SessionStore.lookup_flow
     assert AsyncTokenStore.save_flow is TokenStore.save_flow
     assert AsyncClientRegistry.register_flow is ClientRegistry.register_flow
 
@@ -120,6 +122,60 @@ def test_session_outage_semantics(client: GuardedRedis, server: RedisServer) -> 
         with pytest.raises(TemporarilyUnavailableError):
             write()
     assert get_breaker("redis").current_state == "open"
+
+
+def test_lookup_tells_not_found_from_a_fallback_before_the_breaker_opens(
+    client: GuardedRedis, server: RedisServer
+) -> None:
+    """lookup() says degraded for the very first fallback of an outage, breaker still closed."""
+    store = SessionStore(client, retry=FAST)
+    store.set("s", {"a": 1})
+    assert store.lookup("s") == Lookup({"a": 1})
+    assert store.lookup("s").found
+    missing = store.lookup("nobody")
+    assert (missing.value, missing.degraded, missing.failure, missing.found) == (
+        None,
+        False,
+        None,
+        False,
+    )
+    server.pause()
+    try:
+        first = store.lookup("s")
+        assert get_breaker("redis").current_state == "closed"  # 1 failure, threshold 3
+        assert (first.value, first.degraded) == (None, True)
+        assert first.failure is not None
+        assert first.failure.operation == "session.get"
+        assert first.failure.circuit_open is False
+        assert first.failure.attempts >= 1
+        while get_breaker("redis").current_state == "closed":
+            assert store.lookup("s").degraded
+        short = store.lookup("s")
+        assert get_breaker("redis").current_state == "open"
+        assert short.degraded
+        assert short.failure is not None
+        assert short.failure.circuit_open
+    finally:
+        server.resume()
+
+
+async def test_async_lookup_tells_not_found_from_a_fallback(
+    aclient: AsyncGuardedRedis, server: RedisServer
+) -> None:
+    """The asyncio lookup() answers the same: degraded for a fallback, not for a miss."""
+    store = AsyncSessionStore(aclient, retry=FAST)
+    await store.set("s", "v")
+    assert await store.lookup("s") == Lookup("v")
+    assert await store.lookup("nobody") == Lookup(None)
+    server.pause()
+    try:
+        first = await store.lookup("s")
+        assert get_breaker("redis").current_state == "closed"
+        assert first.degraded
+        assert first.failure is not None
+        assert not first.failure.circuit_open
+    finally:
+        server.resume()
 
 
 def test_data_errors_propagate(client: GuardedRedis) -> None:

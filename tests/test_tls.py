@@ -154,14 +154,14 @@ def test_sync_stores_over_tls_survive_kill_and_pause(
         for fault, heal in ((server.kill, server.restart), (server.pause, server.resume)):
             fault()
             _drive_outage(sessions, session_id, breaker)
-            scanner.scan("readiness body", repr(readiness(client).as_dict()))
+            scanner.scan("readiness body", repr(readiness(client).as_dict(details=True)))
             heal()
             took = _until(lambda: sessions.get(session_id) == {"user": 42}, RECOVERY_BOUND)
             assert breaker.current_state == "closed", took
 
         cycle = [("closed", "open"), ("open", "half-open"), ("half-open", "closed")]
         assert transitions == cycle * 2
-        body = readiness(client).as_dict()
+        body = readiness(client).as_dict(details=True)
         assert body["status"] == "ready"
         scanner.scan("readiness body", repr(body))
     finally:
@@ -193,7 +193,7 @@ async def test_async_stores_over_tls_survive_a_kill(
             assert await sessions.get(session_id) is None
             assert time.perf_counter() - started <= LATENCY_BOUND
         assert breaker.current_state == "open"
-        scanner.scan("readiness body", repr((await areadiness(client)).as_dict()))
+        scanner.scan("readiness body", repr((await areadiness(client)).as_dict(details=True)))
         server.restart()
 
         async def back() -> bool:

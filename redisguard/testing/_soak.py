@@ -1134,7 +1134,7 @@ class _AsyncSide:
 
         while True:
             body = await areadiness(client, timeout=self._soak.config.socket_timeout)
-            self._soak.scanner.scan("readiness body", json.dumps(body.as_dict()))
+            self._soak.scanner.scan("readiness body", json.dumps(body.as_dict(details=True)))
             await asyncio.sleep(0.25)
 
 
@@ -1288,7 +1288,7 @@ class _Soak:
 
         while not self._stop.is_set():
             body = readiness(client)
-            self.scanner.scan("readiness body", json.dumps(body.as_dict()))
+            self.scanner.scan("readiness body", json.dumps(body.as_dict(details=True)))
             self._stop.wait(0.25)
 
     # -- faults ---------------------------------------------------------------------------------

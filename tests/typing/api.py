@@ -17,6 +17,7 @@ from typing_extensions import assert_type
 
 import redisguard
 from redisguard import Breaker, ErrorKind, RetryPolicy, redis_guarded
+from redisguard.stores import AsyncSessionStore, Lookup, SessionStore
 
 # -- sync functions -----------------------------------------------------------------------------
 
@@ -182,3 +183,15 @@ assert_type(Store.key(1), str)
 
 plain(1)  # type: ignore[arg-type]
 with_none("k", "extra")  # type: ignore[call-arg]
+
+
+# -- stores: a lookup says whether Redis answered ---------------------------------------------
+
+
+async def _lookups(sessions: SessionStore, asessions: AsyncSessionStore) -> None:
+    found = sessions.lookup("sid")
+    assert_type(found, Lookup[Any])
+    assert_type(found.degraded, bool)
+    assert_type(found.found, bool)
+    assert_type(found.failure, redisguard.Failure | None)
+    assert_type(await asessions.lookup("sid"), Lookup[Any])
