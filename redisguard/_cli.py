@@ -229,6 +229,7 @@ def _fleet_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
             ("--url", args.url is not None),
             ("--otel", args.otel != "none"),
             ("--plot", args.plot is not None),
+            ("--workload", args.workload != "session"),
         )
         if given
     ]

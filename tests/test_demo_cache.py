@@ -38,3 +38,11 @@ def test_unknown_workload_is_refused() -> None:
     with pytest.raises(DemoError, match="unknown workload 'queue'") as exc:
         DemoOptions(workload="queue").validate()
     assert exc.value.exit_code == 2
+
+
+def test_workers_refuse_the_cache_workload(capsys: pytest.CaptureFixture[str]) -> None:
+    """--workers runs the session workload only, and says so."""
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--workers", "2", "--workload", "cache"])
+    assert exc.value.code == 2
+    assert "drop --workload" in capsys.readouterr().err
