@@ -180,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
         "calls (default: %(default)s)",
     )
     demo.add_argument(
+        "--workload",
+        choices=_demo.WORKLOADS,
+        default="session",
+        help="session: session reads and refreshes through @redis_guarded; cache: "
+        "@cached lookups that serve stale values from the in-process L1 while Redis is "
+        "down (default: %(default)s)",
+    )
+    demo.add_argument(
         "--otel",
         choices=_demo.OTEL_MODES,
         default="none",
@@ -221,6 +229,7 @@ def _fleet_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
             ("--url", args.url is not None),
             ("--otel", args.otel != "none"),
             ("--plot", args.plot is not None),
+            ("--workload", args.workload != "session"),
         )
         if given
     ]
@@ -277,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         slow_call_rate=args.slow_call_rate,
         minimum_calls=args.minimum_calls,
         otel=args.otel,
+        workload=args.workload,
     )
     return _demo.main(
         options, as_json=args.json, quiet=args.quiet, verbose=args.verbose, plot=args.plot
