@@ -140,11 +140,6 @@ def _doctor_arguments(parser: argparse.ArgumentParser) -> None:
         "all with REDISGUARD_SHARED_BREAKERS)",
     )
     group.add_argument(
-        "--idempotent",
-        action="store_true",
-        help="the guarded calls are declared idempotent (timeouts are retried)",
-    )
-    group.add_argument(
         "--outage",
         type=_positive(float),
         default=30.0,
@@ -228,7 +223,6 @@ def _doctor(args: argparse.Namespace) -> int:
             request_time=args.request_ms / 1000,
             workers_per_breaker=args.workers_per_breaker,
             use=args.use,
-            idempotent=args.idempotent,
         )
         settings = doctor.ClientSettings(
             socket_timeout=None if args.no_socket_timeout else args.socket_timeout,

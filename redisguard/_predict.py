@@ -69,8 +69,6 @@ class Workload:
             process, as gunicorn's default).
         use: ``"cache"`` (losing keys is fine, refusing writes is not) or ``"store"``
             (sessions, rate limits, queues: every acknowledged write must stay).
-        idempotent: Whether the guarded calls are declared idempotent (then the guard
-            retries timeouts, within its deadline).
     """
 
     rate: float = 100.0
@@ -79,7 +77,6 @@ class Workload:
     request_time: float = 0.01
     workers_per_breaker: int | None = None
     use: Literal["cache", "store"] = "cache"
-    idempotent: bool = False
 
     def __post_init__(self) -> None:
         _positive("rate", self.rate)
@@ -210,16 +207,16 @@ class Prediction:
         }
 
 
-def attempts_per_failed_call(
-    retry: RetryPolicy | None, attempt_time: float, *, idempotent: bool
-) -> tuple[int, float]:
+def attempts_per_failed_call(retry: RetryPolicy | None, attempt_time: float) -> tuple[int, float]:
     """Attempts one timed-out guarded call makes, and how long it blocks, breaker closed.
 
-    A timeout does not prove the command never ran, so the guard retries it only for a call
-    declared idempotent, and never starts an attempt that, judging by the slowest so far,
-    would end past the deadline (the mean jitter is used for the waits).
+    After its first timeout redis-py drops the connection, so every later call connects
+    afresh and its handshake times out before the command is sent: that proves the command
+    never ran, and the guard retries it even when the call is not declared idempotent. It
+    never starts an attempt that, judging by the slowest so far, would end past the deadline
+    (the mean jitter is used for the waits).
     """
-    if retry is None or not idempotent:
+    if retry is None:
         return 1, attempt_time
     attempts, elapsed = 1, attempt_time
     for number in range(2, retry.attempts + 1):
@@ -280,7 +277,7 @@ def predict(
         k = workload.workers if config.shared else 1
     calls = workload.calls_per_request
     attempt = client.attempt_time
-    attempts, failed_call = attempts_per_failed_call(retry, attempt, idempotent=workload.idempotent)
+    attempts, failed_call = attempts_per_failed_call(retry, attempt)
     offered = workload.rate / workload.workers
     calls_per_second = offered * k * calls
     needed = failures_to_open(config, calls_per_second)
