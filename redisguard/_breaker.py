@@ -683,7 +683,11 @@ class Breaker(pybreaker.CircuitBreaker):
             with self._gate:
                 if ticket == self._generation and self._code == HALF_OPEN:
                     self._trials -= 1
-                    if window is not None and elapsed > window.slow_after and self._slow_opened:
+                    if (
+                        window is not None
+                        and elapsed > window.slow_after
+                        and self._slow_opened
+                    ):
                         # Opened by slow calls: an answered PING proves nothing about latency,
                         # so a slow trial failed. After an outage a slow trial (it paid for
                         # the reconnect) proves Redis answers; the window judges latency again.

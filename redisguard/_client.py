@@ -949,7 +949,9 @@ async def aconnect(
     target = _resolve(url, sentinels, service_name, cluster)
     _check_wait(check, wait)
     interval = resolve_probe_interval(probe_interval)
-    options = _options(target, socket_timeout, socket_connect_timeout, kwargs, asyncio_client=True)
+    options = _options(
+        target, socket_timeout, socket_connect_timeout, kwargs, asyncio_client=True
+    )
     life = _Lifecycle(target, _breakers(breakers, target.shown))
     client: AsyncGuardedRedis | AsyncGuardedRedisCluster
     if target.kind == "cluster":

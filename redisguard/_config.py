@@ -17,7 +17,9 @@ _DAY = 86_400.0
 _ENV_PREFIX = "REDIS_CIRCUIT_BREAKER_"
 
 
-def _check_number(label: str, value: object, *, integer: bool, low: float, high: float) -> None:
+def _check_number(
+    label: str, value: object, *, integer: bool, low: float, high: float
+) -> None:
     """Raise ConfigError naming ``label`` unless ``low <= value <= high`` (and int if asked)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{label} must be a number, got {value!r}")
@@ -58,7 +60,9 @@ def _env_number(
     try:
         _check_number(name, value, integer=integer, low=low, high=high)
     except ConfigError:
-        raise ConfigError(f"{name} must be between {low:g} and {high:g}, got {raw!r}") from None
+        raise ConfigError(
+            f"{name} must be between {low:g} and {high:g}, got {raw!r}"
+        ) from None
     return value * scale
 
 
@@ -225,19 +229,11 @@ class BreakerConfig:
                 env, f"{_ENV_PREFIX}FAILURE_THRESHOLD", integer=True, low=1, high=1e6, scale=1
             ),
             "reset_timeout": _env_number(
-                env,
-                f"{_ENV_PREFIX}RESET_TIMEOUT",
-                integer=False,
-                low=1,
-                high=_DAY * 1e3,
+                env, f"{_ENV_PREFIX}RESET_TIMEOUT", integer=False, low=1, high=_DAY * 1e3,
                 scale=1e-3,
             ),
             "monitoring_window": _env_number(
-                env,
-                f"{_ENV_PREFIX}MONITORING_WINDOW",
-                integer=False,
-                low=1,
-                high=_DAY * 1e3,
+                env, f"{_ENV_PREFIX}MONITORING_WINDOW", integer=False, low=1, high=_DAY * 1e3,
                 scale=1e-3,
             ),
             "half_open_max_attempts": _env_number(
@@ -247,12 +243,8 @@ class BreakerConfig:
                 env, f"{_ENV_PREFIX}SUCCESS_THRESHOLD", integer=True, low=1, high=1e4, scale=1
             ),
             "half_open_trial_timeout": _env_number(
-                env,
-                f"{_ENV_PREFIX}HALF_OPEN_TRIAL_TIMEOUT",
-                integer=False,
-                low=1,
-                high=_DAY * 1e3,
-                scale=1e-3,
+                env, f"{_ENV_PREFIX}HALF_OPEN_TRIAL_TIMEOUT", integer=False, low=1,
+                high=_DAY * 1e3, scale=1e-3,
             ),
             "failure_rate_threshold": _env_percent(env, f"{_ENV_PREFIX}FAILURE_RATE_THRESHOLD"),
             "minimum_calls": _env_number(
@@ -262,14 +254,12 @@ class BreakerConfig:
                 env, f"{_ENV_PREFIX}SLIDING_WINDOW_SIZE", integer=True, low=1, high=1e6, scale=1
             ),
             "slow_call_duration": _env_number(
-                env,
-                f"{_ENV_PREFIX}SLOW_CALL_DURATION",
-                integer=False,
-                low=1e-3,
-                high=_DAY * 1e3,
-                scale=1e-3,
+                env, f"{_ENV_PREFIX}SLOW_CALL_DURATION", integer=False, low=1e-3,
+                high=_DAY * 1e3, scale=1e-3,
             ),
-            "slow_call_rate_threshold": _env_percent(env, f"{_ENV_PREFIX}SLOW_CALL_RATE_THRESHOLD"),
+            "slow_call_rate_threshold": _env_percent(
+                env, f"{_ENV_PREFIX}SLOW_CALL_RATE_THRESHOLD"
+            ),
         }
         budget_fields, budget_off = _budget_fields_from_env(env)
         fields.update(budget_fields)
@@ -312,20 +302,12 @@ def _budget_fields_from_env(
             env, f"{_ENV_PREFIX}MAX_CONCURRENT_CALLS", integer=True, low=1, high=1e6, scale=1
         ),
         "max_wait_for_slot": _env_number(
-            env,
-            f"{_ENV_PREFIX}MAX_WAIT_FOR_SLOT",
-            integer=False,
-            low=0,
-            high=60_000,
+            env, f"{_ENV_PREFIX}MAX_WAIT_FOR_SLOT", integer=False, low=0, high=60_000,
             scale=1e-3,
         ),
         "retry_budget_ratio": ratio,
         "retry_budget_min_per_second": _env_number(
-            env,
-            f"{_ENV_PREFIX}RETRY_BUDGET_MIN_PER_SECOND",
-            integer=False,
-            low=0,
-            high=1e6,
+            env, f"{_ENV_PREFIX}RETRY_BUDGET_MIN_PER_SECOND", integer=False, low=0, high=1e6,
             scale=1,
         ),
     }

@@ -460,7 +460,9 @@ class _Guard:
                     },
                 )
             if span is not None:
-                span.finish("error" if error else "fallback", failure.attempts, failure.exception)
+                span.finish(
+                    "error" if error else "fallback", failure.attempts, failure.exception
+                )
         if error is not None:
             raise error from failure.exception
 
@@ -1149,7 +1151,9 @@ def _async_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable
     return _traced_async(fn, guard, guarded)
 
 
-def _async_policy_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable[..., Any]:
+def _async_policy_wrapper(
+    fn: Callable[..., Awaitable[Any]], guard: _Guard
+) -> Callable[..., Any]:
     """Async twin of :func:`_sync_policy_wrapper`; the slot is released on cancellation too."""
     breaker, classify, success, gate = guard.breaker, guard.classify, guard.success, guard.side
     # The failure deque is cleared in place, never rebound.

@@ -85,7 +85,9 @@ _INTERVAL_LOW, _INTERVAL_HIGH = 0.01, 60.0  # seconds
 _JITTER = 0.1  # each sleep is the interval +-10 %
 
 
-def resolve_probe_interval(value: float | None, env: Mapping[str, str] | None = None) -> float:
+def resolve_probe_interval(
+    value: float | None, env: Mapping[str, str] | None = None
+) -> float:
     """The probe interval in seconds: ``value``, else ``$REDISGUARD_PROBE_INTERVAL`` (ms), else 0.1.
 
     Raises:

@@ -71,20 +71,7 @@ __all__ = [
 SCOPE = "redisguard"
 logger = logging.getLogger("redisguard")
 DURATION_BUCKETS: tuple[float, ...] = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
 TRACE_SUCCESS_ENV = "REDISGUARD_TRACE_SUCCESS"
 RESULTS = ("success", "fallback", "error")
@@ -534,8 +521,7 @@ def _telemetry_failed(where: str) -> None:
     if now >= _last_failure_log[0]:
         _last_failure_log[0] = now + 60.0
         logger.exception(
-            "redisguard telemetry failed in %s; the call goes on without it",
-            where,
+            "redisguard telemetry failed in %s; the call goes on without it", where,
             extra={"category": "telemetry"},
         )
 
@@ -580,10 +566,7 @@ def record_short_circuit(guard: _Guard, exc: BaseException | None) -> None:
     active = _active_guard_span.get()
     if active is not None:
         active.finish(
-            "fallback" if exc is None else "error",
-            0,
-            exc,
-            short_circuited=True,
+            "fallback" if exc is None else "error", 0, exc, short_circuited=True,
             record_duration=False,
         )
         return
@@ -661,10 +644,7 @@ def record_rejected(guard: _Guard, exc: BaseException | None) -> None:
     active = _active_guard_span.get()
     if active is not None:
         active.finish(
-            "fallback" if exc is None else "error",
-            0,
-            exc,
-            short_circuited=True,
+            "fallback" if exc is None else "error", 0, exc, short_circuited=True,
             record_duration=False,
         )
         return

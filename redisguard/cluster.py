@@ -152,5 +152,7 @@ def master_breakers(
         prefix: As for :func:`node_breaker`.
         config: Config for breakers created here (``BreakerConfig.from_env()`` if None).
     """
-    found = [_node_breaker(prefix, node.host, node.port, config) for node in client.get_primaries()]
+    found = [
+        _node_breaker(prefix, node.host, node.port, config) for node in client.get_primaries()
+    ]
     return sorted(found, key=lambda b: b.name)

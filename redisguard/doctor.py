@@ -637,25 +637,20 @@ def _prediction_findings(p: Prediction, config: BreakerConfig) -> Iterator[Findi
             "Check the rate, workers and request time given to doctor.",
         )
         return
-    if p.utilization_detecting > 1 and p.time_to_open >= 1:
+    if p.utilization_detecting > 1:
+        severity: Severity = (
+            "high" if p.time_to_open >= 5 else "medium" if p.time_to_open >= 1 else "low"
+        )
         yield Finding(
             "prediction.overload-before-open",
-            "high",
-            f"workers fall behind for {p.time_to_open:.1f} s before the breaker opens",
+            severity,
+            f"workers fall behind for {p.time_to_open:.2f} s before the breaker opens",
             f"Each worker can serve {p.detecting_per_worker:.1f} requests/s while calls hit the "
             f"timeout but receives {p.offered_per_worker:.1f}: about "
             f"{p.backlog_per_worker:.0f} requests queue per worker before the breaker opens.",
             f"Lower socket_timeout (<= {_ms(p.suggested_socket_timeout)}) or failure_threshold "
-            f"(<= {p.suggested_failure_threshold}), or share the breaker between workers.",
-        )
-    elif p.utilization_detecting > 1:
-        yield Finding(
-            "prediction.blip-before-open",
-            "low",
-            f"a {p.time_to_open:.2f} s queue while the breaker opens",
-            f"Until the breaker opens each worker serves {p.detecting_per_worker:.1f} "
-            f"requests/s of the {p.offered_per_worker:.1f} it receives.",
-            f"Lower socket_timeout (<= {_ms(p.suggested_socket_timeout)}) to shorten it.",
+            f"(<= {p.suggested_failure_threshold}), or share the breaker between workers "
+            "(threads of one process, or BreakerConfig(shared=True)).",
         )
     if p.utilization_open > 1:
         yield Finding(
