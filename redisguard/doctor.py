@@ -695,6 +695,8 @@ def _server_summary(facts: _Facts, latency: float) -> dict[str, Any]:
     for name in ("maxmemory-policy", "appendonly", "appendfsync", "save", "timeout"):
         if name in facts.config:
             summary[name] = facts.config[name]
+    if facts.cluster:
+        summary["cluster_state"] = facts.cluster.get("cluster_state")
     return {k: v for k, v in summary.items() if v is not None}
 
 

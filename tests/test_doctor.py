@@ -15,7 +15,7 @@ from redisguard import BreakerConfig, ConfigError, RetryPolicy
 from redisguard._cli import main
 from redisguard._predict import attempts_per_failed_call, failures_to_open, predict
 from redisguard.doctor import ClientSettings, Report, Workload, diagnose
-from redisguard.testing import RedisServer, free_port
+from redisguard.testing import ClusterTopology, RedisServer, SentinelTopology, free_port
 
 Factory = Callable[..., RedisServer]
 PASSWORD = "pw-Doc7-never-printed"
@@ -155,6 +155,38 @@ def test_replica_and_master(redis_server_factory: Factory) -> None:
             break
         assert time.monotonic() < deadline, report.format_text()
         time.sleep(0.1)
+
+
+def test_sentinel_topology(redis_sentinel: SentinelTopology) -> None:
+    """Through Sentinel: one Sentinel is too few; the master it names is inspected."""
+    report = diagnose(redis_sentinel.url, config=BreakerConfig(), workload=Workload(use="store"))
+    assert report.reachable
+    assert "topology.few-sentinels" in codes(report)
+    assert "topology.sentinel-no-quorum" not in codes(report)
+    assert report.server["role"] == "master"
+    assert "topology.no-replica" not in codes(report)  # the topology has one replica
+    port = free_port()
+    dead = f"redis+sentinel://127.0.0.1:{port}/{redis_sentinel.service_name}"
+    report = diagnose(dead, config=BreakerConfig())
+    assert {"topology.sentinel-unreachable", "topology.no-sentinel"} <= codes(report)
+
+
+def test_cluster_state(redis_cluster_factory: Callable[..., ClusterTopology]) -> None:
+    """A healthy cluster has no cluster finding; its state is read with CLUSTER INFO."""
+    cluster = redis_cluster_factory()
+    report = diagnose(cluster.url, config=BreakerConfig())
+    assert report.reachable, report.format_text()
+    assert not {c for c in codes(report) if c.startswith("topology.cluster")}
+    assert report.server["cluster_state"] == "ok"
+
+
+def test_cluster_without_slots_is_high_risk(redis_server_factory: Factory) -> None:
+    """A cluster node with no slots assigned is down for every key."""
+    node = redis_server_factory(args=["--cluster-enabled", "yes", *WELL])
+    report = diagnose(node.url, config=BreakerConfig())
+    finding = next(f for f in report.findings if f.code == "topology.cluster-not-ok")
+    assert finding.severity == "high"
+    assert "0/16384" in finding.title
 
 
 def test_config_renamed_away_is_reported_not_raised(redis_server_factory: Factory) -> None:
