@@ -72,6 +72,7 @@ class Row:
     scenario: str
     workers: int
     workers_per_breaker: int
+    healthy_predicted: float
     healthy_measured: float
     request_time_ms: float
     call_latency_ms: float
@@ -208,6 +209,7 @@ def run_scenario(
         scenario=scenario.name,
         workers=workers,
         workers_per_breaker=prediction.workers_per_breaker,
+        healthy_predicted=prediction.healthy_per_worker,
         healthy_measured=healthy_rate,
         request_time_ms=request_time * 1000,
         call_latency_ms=latency * 1000,
@@ -225,14 +227,16 @@ def run_scenario(
 def format_rows(rows: list[Row]) -> str:
     """The side-by-side table (Markdown)."""
     lines = [
-        "| scenario | workers/breaker | healthy req/s/worker | time to open: predicted / "
+        "| scenario | workers/breaker | healthy req/s/worker: predicted / measured | "
+        "time to open: predicted / "
         "measured | open req/s/worker: predicted / measured | whole outage req/s/worker: "
         "predicted / measured (error) | capacity loss: predicted / measured |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r.scenario} | {r.workers_per_breaker} | {r.healthy_measured:.1f} | "
+            f"| {r.scenario} | {r.workers_per_breaker} | "
+            f"{r.healthy_predicted:.1f} / {r.healthy_measured:.1f} | "
             f"{r.time_to_open_predicted:.2f} s / {r.time_to_open_measured:.2f} s | "
             f"{r.open_predicted:.1f} / {r.open_measured:.1f} ({r.open_error:+.1%}) | "
             f"{r.outage_predicted:.1f} / {r.outage_measured:.1f} ({r.outage_error:+.1%}) | "

@@ -69,7 +69,6 @@ _CONFIG_NAMES = (
     "lua-time-limit",
     "tcp-keepalive",
 )
-_SECRET_NAMES = frozenset({"requirepass", "masterauth", "masteruser"})
 _EVICTING = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
 
 
@@ -147,7 +146,7 @@ class Report:
         """The report for people."""
         lines = [f"redisguard doctor: {self.target or '(no server inspected)'}"]
         if self.server:
-            shown = ", ".join(f"{k} {v}" for k, v in self.server.items() if not isinstance(v, dict))
+            shown = ", ".join(f"{k} {_quoted(v)}" for k, v in self.server.items())
             lines.append(f"  {shown}")
         counts = ", ".join(f"{sum(f.severity == s for f in self.findings)} {s}" for s in SEVERITIES)
         lines += ["", f"Findings ({counts}):"]
@@ -159,6 +158,11 @@ class Report:
             lines.append(f"      fix:  {finding.fix}")
         lines += ["", *_format_prediction(self.prediction)]
         return "\n".join(lines)
+
+
+def _quoted(value: object) -> str:
+    """A setting as redis.conf shows it: an empty value is ``""``."""
+    return '""' if value == "" else str(value)
 
 
 def _format_prediction(p: Prediction) -> list[str]:
@@ -233,17 +237,12 @@ def _read(client: Any) -> _Facts:
         facts.role = first.decode() if isinstance(first, bytes) else str(first)
     elif facts.info.get("role"):
         facts.role = str(facts.info["role"])
-    config_ok = True
     for name in _CONFIG_NAMES:
-        assert name not in _SECRET_NAMES
-        if not config_ok:
-            break
         try:
             reply = client.config_get(name)
         except (redis.exceptions.NoPermissionError, redis.exceptions.ResponseError) as exc:
             facts.refused.append(f"CONFIG GET ({_describe(exc)})")
-            config_ok = False  # renamed or forbidden: the other names fail the same way
-            continue
+            break  # renamed or forbidden: the other names fail the same way
         for key, value in (reply or {}).items():
             k = key.decode() if isinstance(key, bytes) else str(key)
             v = value.decode() if isinstance(value, bytes) else str(value)
