@@ -152,7 +152,7 @@ def _doctor_arguments(parser: argparse.ArgumentParser) -> None:
         type=_positive(float),
         default=0.25,
         metavar="SECONDS",
-        help="(default: %(default)s)",
+        help="the client's socket_timeout (default: %(default)s)",
     )
     client.add_argument(
         "--no-socket-timeout", action="store_true", help="the client sets no socket_timeout"
@@ -162,7 +162,7 @@ def _doctor_arguments(parser: argparse.ArgumentParser) -> None:
         type=_positive(float),
         default=0.25,
         metavar="SECONDS",
-        help="(default: %(default)s)",
+        help="the client's socket_connect_timeout (default: %(default)s)",
     )
     client.add_argument(
         "--no-socket-connect-timeout",
@@ -177,9 +177,27 @@ def _doctor_arguments(parser: argparse.ArgumentParser) -> None:
         help="retries redis-py itself makes (redis.Redis() default: 10; "
         "default here: %(default)s, as redisguard.connect())",
     )
-    client.add_argument("--failure-threshold", type=_positive(int), metavar="N")
-    client.add_argument("--reset-timeout", type=_positive(float), metavar="SECONDS")
-    client.add_argument("--half-open-attempts", type=_positive(int), metavar="N")
+    client.add_argument(
+        "--failure-threshold",
+        type=_positive(int),
+        metavar="N",
+        help="breaker failures before it opens (default: $REDIS_CIRCUIT_BREAKER_"
+        "FAILURE_THRESHOLD, else 5)",
+    )
+    client.add_argument(
+        "--reset-timeout",
+        type=_positive(float),
+        metavar="SECONDS",
+        help="seconds the breaker stays open (default: $REDIS_CIRCUIT_BREAKER_"
+        "RESET_TIMEOUT ms, else 30)",
+    )
+    client.add_argument(
+        "--half-open-attempts",
+        type=_positive(int),
+        metavar="N",
+        help="concurrent half-open trial calls (default: $REDIS_CIRCUIT_BREAKER_"
+        "HALF_OPEN_ATTEMPTS, else 3)",
+    )
     client.add_argument(
         "--attempts",
         type=_positive(int),
