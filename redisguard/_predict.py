@@ -40,6 +40,8 @@ __all__ = ["ClientSettings", "Prediction", "Workload", "predict"]
 NO_TIMEOUT_HANG = 900.0
 #: Headroom the suggested socket timeout keeps: capacity while detecting >= 1.25 x offered.
 _HEADROOM = 1.25
+#: The shortest socket timeout ever suggested: below it healthy calls start timing out.
+MIN_SUGGESTED_TIMEOUT = 0.05
 #: Share of worker time the suggested reset_timeout lets half-open trials take.
 _TRIAL_LOSS_TARGET = 0.01
 
@@ -171,7 +173,8 @@ class Prediction:
         utilization_open: Offered / open capacity.
         backlog_per_worker: Requests queued per worker by the time the breaker opens.
         suggested_socket_timeout: The longest socket timeout that keeps detecting capacity
-            at 1.25 x the offered rate (None: no timeout is short enough).
+            at 1.25 x the offered rate (None: it would be under 50 ms, where healthy calls
+            start timing out; make the breaker open sooner instead).
         suggested_failure_threshold: A threshold that opens within one timeout round when
             several workers share the breaker (else at most 3).
         suggested_reset_timeout: The shortest reset timeout that keeps trial losses <= 1 %.
@@ -313,7 +316,9 @@ def predict(
         utilization_detecting=offered / detecting,
         utilization_open=offered / open_rate,
         backlog_per_worker=max(0.0, (offered - detecting) * detect_span),
-        suggested_socket_timeout=suggested_timeout if suggested_timeout > 0 else None,
+        suggested_socket_timeout=(
+            suggested_timeout if suggested_timeout >= MIN_SUGGESTED_TIMEOUT else None
+        ),
         suggested_failure_threshold=needed if rounds == 1 else max(k * attempts, min(needed, 3)),
         suggested_reset_timeout=max(suggested_reset, attempt),
     )

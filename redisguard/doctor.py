@@ -169,7 +169,7 @@ def _format_prediction(p: Prediction) -> list[str]:
     timeout = (
         f"{p.suggested_socket_timeout * 1000:.0f} ms"
         if p.suggested_socket_timeout is not None
-        else "none is short enough (add workers)"
+        else "no timeout keeps up (open sooner)"
     )
     return [
         f"Outage prediction ({p.outage:g} s outage, {p.workers_per_breaker} worker(s) per "
@@ -674,7 +674,7 @@ def _prediction_findings(p: Prediction, config: BreakerConfig) -> Iterator[Findi
 
 
 def _ms(seconds: float | None) -> str:
-    return "none fits: add workers" if seconds is None else f"{seconds * 1000:.0f} ms"
+    return "none keeps up; open sooner" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
 def _order(findings: Sequence[Finding]) -> tuple[Finding, ...]:

@@ -335,18 +335,29 @@ def test_failure_rate_window_needs_its_share() -> None:
 
 def test_prediction_findings_suggest_thresholds() -> None:
     """A per-process breaker with a long timeout falls behind; the fix names the numbers."""
+    settings = ClientSettings(socket_timeout=0.5, socket_connect_timeout=0.5)
+    config = BreakerConfig(failure_threshold=10, reset_timeout=1.0)
+    retry = RetryPolicy(deadline=1.0)
     report = diagnose(
-        client_settings=ClientSettings(socket_timeout=0.5, socket_connect_timeout=0.5),
-        retry=RetryPolicy(deadline=1.0),
-        config=BreakerConfig(failure_threshold=10, reset_timeout=1.0),
-        workload=Workload(rate=400, workers=8, request_time=0.005),
+        client_settings=settings,
+        retry=retry,
+        config=config,
+        workload=Workload(rate=80, workers=8, request_time=0.005),
     )
     finding = next(f for f in report.findings if f.code == "prediction.overload-before-open")
     assert finding.severity == "high"
-    assert "socket_timeout (<=" in finding.fix
-    assert report.prediction.suggested_socket_timeout is not None
-    assert report.prediction.suggested_socket_timeout < 0.5
+    assert "socket_timeout (<= 75 ms)" in finding.fix
+    assert report.prediction.suggested_socket_timeout == pytest.approx(0.075)
     assert "trial" in report.format_text()
+    # Five times the traffic: no sane timeout keeps up; the breaker must open sooner.
+    busy = diagnose(
+        client_settings=settings,
+        retry=retry,
+        config=config,
+        workload=Workload(rate=400, workers=8, request_time=0.005),
+    )
+    assert busy.prediction.suggested_socket_timeout is None
+    assert "open sooner" in busy.format_text()
 
 
 # -- the command ----------------------------------------------------------------------------
