@@ -167,9 +167,9 @@ def _quoted(value: object) -> str:
 
 def _format_prediction(p: Prediction) -> list[str]:
     timeout = (
-        f"{p.suggested_socket_timeout * 1000:.0f} ms"
+        f"socket_timeout <= {p.suggested_socket_timeout * 1000:.0f} ms"
         if p.suggested_socket_timeout is not None
-        else "no timeout keeps up (open sooner)"
+        else "no socket_timeout keeps up (open sooner)"
     )
     return [
         f"Outage prediction ({p.outage:g} s outage, {p.workers_per_breaker} worker(s) per "
@@ -183,7 +183,7 @@ def _format_prediction(p: Prediction) -> list[str]:
         f"({p.trial_loss:.1%} of the time in half-open trials)",
         f"  whole outage:        {p.outage_per_worker:8.1f} requests/s per worker "
         f"(capacity loss {p.capacity_loss:.1%})",
-        f"  suggested: socket_timeout <= {timeout}, failure_threshold <= "
+        f"  suggested: {timeout}, failure_threshold <= "
         f"{p.suggested_failure_threshold}, reset_timeout >= {p.suggested_reset_timeout:.2f} s",
     ]
 
