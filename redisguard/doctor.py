@@ -647,9 +647,14 @@ def _prediction_findings(p: Prediction, config: BreakerConfig) -> Iterator[Findi
             f"Each worker can serve {p.detecting_per_worker:.1f} requests/s while calls hit the "
             f"timeout but receives {p.offered_per_worker:.1f}: about "
             f"{p.backlog_per_worker:.0f} requests queue per worker before the breaker opens.",
-            f"Lower socket_timeout (<= {_ms(p.suggested_socket_timeout)}) or failure_threshold "
-            f"(<= {p.suggested_failure_threshold}), or share the breaker between workers "
-            "(threads of one process, or BreakerConfig(shared=True)).",
+            (
+                f"Lower socket_timeout (<= {_ms(p.suggested_socket_timeout)}) or "
+                if p.suggested_socket_timeout is not None
+                else "No socket_timeout keeps up with this traffic: make the breaker open "
+                "sooner: lower "
+            )
+            + f"failure_threshold (<= {p.suggested_failure_threshold}), or share the breaker "
+            "between workers (threads of one process, or BreakerConfig(shared=True)).",
         )
     if p.utilization_open > 1:
         yield Finding(
@@ -673,8 +678,8 @@ def _prediction_findings(p: Prediction, config: BreakerConfig) -> Iterator[Findi
         )
 
 
-def _ms(seconds: float | None) -> str:
-    return "none keeps up; open sooner" if seconds is None else f"{seconds * 1000:.0f} ms"
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
 
 
 def _order(findings: Sequence[Finding]) -> tuple[Finding, ...]:
