@@ -140,6 +140,13 @@ def test_replica_and_master(redis_server_factory: Factory) -> None:
         assert time.monotonic() < deadline, "the replica did not sync"
         time.sleep(0.05)
     client.close()
+    on_master_side = redis.Redis(**master.client_kwargs())
+    deadline = time.monotonic() + 10
+    # The master says "online" a moment after the replica says its link is up.
+    while on_master_side.info("replication").get("slave0", {}).get("state") != "online":
+        assert time.monotonic() < deadline, "the master does not see its replica online"
+        time.sleep(0.05)
+    on_master_side.close()
     on_replica = diagnose(replica.url, config=BreakerConfig())
     assert on_replica.server["role"] == "slave"
     assert "topology.connected-to-replica" in codes(on_replica)
