@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable
 
 from ._fork import after_fork
 
@@ -57,6 +58,19 @@ class Tally:
         except AttributeError:
             cell = self._new_cell()
         cell.n += amount
+
+    def inline_add(self) -> tuple[threading.local, Callable[[], None]]:
+        """``(local, add)``: what a hot path inlines instead of calling :meth:`add`::
+
+            try:
+                local.owner.cell.n += 1
+            except AttributeError:  # the thread's first add: it has no cell yet
+                add()
+
+        which is ``add()`` without a Python call (the guard counts every success this way).
+        ``local`` is never rebound, not even after a fork.
+        """
+        return self._local, self.add
 
     def _new_cell(self) -> _Cell:
         cell = _Cell()
