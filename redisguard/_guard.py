@@ -969,7 +969,7 @@ def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
     if breaker._window is not None or breaker._bulkhead is not None:
         return _traced_sync(fn, guard, _sync_policy_wrapper(fn, guard))
     admit, on_success = gate._admit, gate._on_success
-    counted, count_success = guard.success.inline_add()
+    successes = guard.success.counter()  # next(successes): success.add(), inlined
     failures = breaker._window_storage._failures  # cleared in place, never rebound
     clock = time.perf_counter
 
@@ -996,10 +996,7 @@ def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
         if ticket or failures or breaker._wants_call_events:
             # A trial, a failure run to clear, or listeners to call.
             on_success(ticket, False, 0.0)
-        try:
-            counted.owner.cell.n += 1  # success.add(), inlined (Tally.inline_add)
-        except AttributeError:
-            count_success()
+        next(successes)
         return result
 
     return _traced_sync(fn, guard, guarded)
@@ -1036,7 +1033,7 @@ def _sync_policy_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[...,
     time only for slow-call breaking. Everything else is ``_sync_wrapper``'s.
     """
     breaker, gate, clock = guard.breaker, guard.side, time.perf_counter
-    counted, count_success = guard.success.inline_add()
+    successes = guard.success.counter()  # next(successes): success.add(), inlined
     # The failure deque is cleared in place, never rebound.
     admit, on_success, failures = gate._admit, gate._on_success, breaker._window_storage._failures
     window, bulkhead, full = breaker._window, breaker._bulkhead, guard.full_failure
@@ -1081,10 +1078,7 @@ def _sync_policy_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[...,
                     number = next(numbers)
                     if window_clock is not None and window_clock() >= window._edge:
                         window._turn(number)
-            try:
-                counted.owner.cell.n += 1  # success.add(), inlined (Tally.inline_add)
-            except AttributeError:
-                count_success()
+            next(successes)
             return result
         finally:
             if bulkhead is not None:
@@ -1124,7 +1118,7 @@ def _async_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable
     if breaker._window is not None or breaker._bulkhead is not None:
         return _traced_async(fn, guard, _async_policy_wrapper(fn, guard))
     admit, on_success = gate._admit, gate._on_success
-    counted, count_success = guard.success.inline_add()
+    successes = guard.success.counter()  # next(successes): success.add(), inlined
     failures = breaker._window_storage._failures  # cleared in place, never rebound
     clock = time.perf_counter
 
@@ -1151,10 +1145,7 @@ def _async_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable
         if ticket or failures or breaker._wants_call_events:
             # A trial, a failure run to clear, or listeners to call.
             on_success(ticket, False, 0.0)
-        try:
-            counted.owner.cell.n += 1  # success.add(), inlined (Tally.inline_add)
-        except AttributeError:
-            count_success()
+        next(successes)
         return result
 
     return _traced_async(fn, guard, guarded)
@@ -1165,7 +1156,7 @@ def _async_policy_wrapper(
 ) -> Callable[..., Any]:
     """Async twin of :func:`_sync_policy_wrapper`; the slot is released on cancellation too."""
     breaker, gate, clock = guard.breaker, guard.side, time.perf_counter
-    counted, count_success = guard.success.inline_add()
+    successes = guard.success.counter()  # next(successes): success.add(), inlined
     # The failure deque is cleared in place, never rebound.
     admit, on_success, failures = gate._admit, gate._on_success, breaker._window_storage._failures
     window, bulkhead, full = breaker._window, breaker._bulkhead, guard.full_failure
@@ -1210,10 +1201,7 @@ def _async_policy_wrapper(
                     number = next(numbers)
                     if window_clock is not None and window_clock() >= window._edge:
                         window._turn(number)
-            try:
-                counted.owner.cell.n += 1  # success.add(), inlined (Tally.inline_add)
-            except AttributeError:
-                count_success()
+            next(successes)
             return result
         finally:
             if bulkhead is not None:
