@@ -986,7 +986,7 @@ def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
         if breaker._wants_call_events:
             breaker._before_call(fn, args, kwargs)
         started = clock()
-        try:
+        try:  # fn(*args): no empty keyword dict built and merged per call
             result = fn(*args, **kwargs) if kwargs else fn(*args)
         except BaseException as exc:
             kind = guard.first_failure(ticket, exc, started)
