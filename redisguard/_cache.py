@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -35,9 +37,9 @@ from opentelemetry import trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from ._breaker import OPEN, Breaker
+from ._breaker import CLOSED, NORMAL, OPEN, Breaker
 from ._classify import Classifier
-from ._codec import Serializer
+from ._codec import JsonSerializer, Serializer
 from ._errors import ConfigError, TemporarilyUnavailableError
 from ._flight import AsyncFlights, Flights
 from ._fork import renew_lock_after_fork
@@ -56,6 +58,7 @@ _SIMPLE = (str, int, float, bool, type(None), bytes)
 #: Seconds after which a hit refreshes its key's L1 entry (at most stale_for / 10).
 L1_REFRESH = 0.1
 _MISSING: Any = object()
+_new_tuple = tuple.__new__  # a NamedTuple without its Python-level __new__
 
 
 class StaleAnswer(NamedTuple):
@@ -206,7 +209,10 @@ class CacheCore:
         self.refresh = min(L1_REFRESH, stale_for / 10)
         self.serializer = serializer
         self.dumps = serializer.dumps
-        self.loads: Callable[[Any], Any] = serializer.loads  # bytes, or str (decode_responses)
+        # bytes, or str (decode_responses); the default JSON codec's loads is json.loads itself
+        self.loads: Callable[[Any], Any] = (
+            json.loads if type(serializer) is JsonSerializer else serializer.loads
+        )
         self.on_unavailable = on_unavailable
         self.l1 = l1
         self.prefix = prefix
@@ -229,6 +235,8 @@ class CacheCore:
         if classify is not None:
             options["classify"] = classify
         get, put, delete = _commands(client, is_async, self.ttl_ms)
+        #: The unguarded GET and the client's execute_command, for the shells' inlined hit.
+        self.raw_get, self.execute = get, client.execute_command
         # DEL's reply is what invalidate() returns: a replay after a lost reply would say 0.
         guarded: Callable[..., Callable[..., Any]] = redis_guarded
         self.get: Callable[..., Any] = guarded(
@@ -362,7 +370,7 @@ class CacheCore:
             age = now - entry.stored_at
             if age <= self.stale_for:
                 self.stats.stale.add()
-                _stale.set(StaleAnswer(self.name, key, age, failure))
+                _stale.set(_new_tuple(StaleAnswer, (self.name, key, age, failure)))
                 telemetry = self.telemetry
                 # Telemetry.tracer()'s own once-a-second recheck, inlined (both monotonic).
                 if telemetry._tracer is not None or now >= telemetry._recheck_at:
@@ -466,9 +474,23 @@ def _commands(
 
 
 # -- shells ----------------------------------------------------------------------------------
-def sync_wrapper(core: CacheCore) -> Callable[..., Any]:
+# Both shells inline the common case, a hit with the circuit closed, as the guard's own shells
+# do: the key of a single int/str argument is rendered in place, the guarded GET runs the
+# guard's closed-circuit happy path (see _Guard.inlinable) around client.execute_command
+# directly, and the hit is counted and noted in the L1 without further calls. Everything else
+# (single-flight in progress, blocked keys, an open or half-open circuit, listeners, policies
+# that need the guard's own shell) takes the general path, which serves stale answers.
+def sync_wrapper(core: CacheCore) -> Callable[..., Any]:  # noqa: PLR0915 - closures, inlined
     fn, l1, flights, get, key_for = core.fn, core.l1, core.flights, core.get, core.key_for
-    loads, hit, clock, gate, get_open = core.loads, core.hit, l1._clock, core.gate, core.get_open
+    loads, clock, gate, get_open = core.loads, l1._clock, core.gate, core.get_open
+    guard, breaker, execute, raw_get = core.guard, core.breaker, core.execute, core.raw_get
+    inline, state, failed = guard.inlinable(), guard.state_source(), guard.failed
+    failures = breaker._window_storage._failures  # cleared in place, never rebound
+    on_success, success_add, perf = gate._on_success, guard.success.add, time.perf_counter
+    hit_add, stale_add, telemetry = core.stats.hit.add, core.stats.stale.add, core.telemetry
+    entries, put, refresh, stale_for = l1._entries, l1.put, core.refresh, core.stale_for
+    base, simple, name, open_failure = core.base, core.custom_key is None, core.name, DOWN
+    stale_get, stale_set = _stale.get, _stale.set
 
     def fill(
         key: str, args: tuple[Any, ...], kwargs: dict[str, Any], version: int, miss: bool
@@ -486,40 +508,124 @@ def sync_wrapper(core: CacheCore) -> Callable[..., Any]:
             core.stats.joined.add()
         return value
 
-    @functools.wraps(fn)
-    def cached(*args: Any, **kwargs: Any) -> Any:
-        key = key_for(args, kwargs)
-        if _stale.get() is not None:
-            _stale.set(None)
-        if flights._flights:
-            found, value = flights.join(key)
-            if found:
-                core.stats.joined.add()
-                return value
-        if l1._blocked and l1.is_blocked(key):
-            failure = core.deleted(key, core.delete(key))  # the pending DEL goes first
-            if failure is not None:
-                core.stale(key, failure)  # blocked: never served; counts, or raises
-                return fill(key, args, kwargs, l1.version, False)
+    def missed(
+        key: str, args: tuple[Any, ...], kwargs: dict[str, Any], version: int, started: float
+    ) -> Any:
+        """Redis answered "not there" (or an unreadable value): a fill that just finished,
+        else fill."""
+        value = core.joined(key, started)
+        if value is not _MISSING:
+            return value
+        return fill(key, args, kwargs, version, True)
+
+    def unavailable(
+        key: str, args: tuple[Any, ...], kwargs: dict[str, Any], reply: Any, version: int
+    ) -> Any:
+        value = core.stale(key, reply)
+        if value is not _MISSING:
+            return value
+        return fill(key, args, kwargs, version, False)
+
+    def general(key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        # The previous call's StaleAnswer is cleared before anything that may run user code
+        # (a fill, a joined flight); the open-circuit stale answer below just replaces it.
+        stale_before = stale_get() is not None
+        if flights._flights or l1._blocked:
+            if stale_before:
+                stale_set(None)
+                stale_before = False
+            if flights._flights:
+                found, value = flights.join(key)
+                if found:
+                    core.stats.joined.add()
+                    return value
+            if l1._blocked and l1.is_blocked(key):
+                failure = core.deleted(key, core.delete(key))  # the pending DEL goes first
+                if failure is not None:
+                    core.stale(key, failure)  # blocked: never served; counts, or raises
+                    return fill(key, args, kwargs, l1.version, False)
         version, started = l1.version, clock()
         raw = get(key) if gate._code != OPEN else get_open(key)
-        if raw.__class__ is bytes or raw.__class__ is str:
+        if raw is open_failure and stale_for > 0:
+            # The circuit is open: the stale answer, inlined (CacheCore.stale is the rest).
+            entry = entries.get(key)
+            if entry is not None:
+                now = clock()
+                age = now - entry[1]
+                if age <= stale_for:
+                    try:  # noqa: SIM105 - L1.get's LRU touch, inlined
+                        entries.move_to_end(key)
+                    except KeyError:
+                        pass
+                    stale_add()
+                    failure = guard.open_failure
+                    stale_set(_new_tuple(StaleAnswer, (name, key, age, failure)))
+                    # Telemetry.tracer()'s own once-a-second recheck, inlined (both monotonic).
+                    if telemetry._tracer is not None or now >= telemetry._recheck_at:
+                        core._trace_stale(key, age, failure)
+                    return entry[0]
+        if stale_before:
+            stale_set(None)
+        cls = raw.__class__
+        if cls is bytes or cls is str:
             try:
                 value = loads(raw)
             except Exception:
                 value = core.decode(key, raw)  # logs and counts; _MISSING
             if value is not _MISSING:
-                hit(key, value, len(raw), version, started)
+                core.hit(key, value, len(raw), version, started)
                 return value
         elif raw is not None:
-            value = core.stale(key, raw)
+            return unavailable(key, args, kwargs, raw, version)
+        return missed(key, args, kwargs, version, started)
+
+    @functools.wraps(fn)
+    def cached(*args: Any, **kwargs: Any) -> Any:
+        if (
+            simple
+            and not kwargs
+            and len(args) == 1
+            and ((cls := args[0].__class__) is int or cls is str)
+        ):
+            key = base + repr(args[0])  # key_for's common case
+        else:
+            key = key_for(args, kwargs)
+        if (
+            not inline
+            or state._code != CLOSED
+            or breaker._wants_call_events
+            or flights._flights
+            or l1._blocked
+        ):
+            return general(key, args, kwargs)
+        if stale_get() is not None:
+            stale_set(None)
+        version, started = l1.version, clock()
+        began = perf()
+        try:
+            raw = execute("GET", key)
+        except BaseException as exc:
+            raw = failed(raw_get, (key,), {}, NORMAL, exc, began)
+        else:
+            if failures or breaker._wants_call_events:
+                on_success(NORMAL, False, 0.0)
+            success_add()
+        cls = raw.__class__
+        if cls is bytes or cls is str:
+            try:
+                value = loads(raw)
+            except Exception:
+                value = core.decode(key, raw)  # logs and counts; _MISSING
             if value is not _MISSING:
+                hit_add()
+                if stale_for > 0:  # CacheCore.hit's L1 refresh, inlined
+                    entry = entries.get(key)
+                    if entry is None or started - entry[1] >= refresh:
+                        put(key, value, len(raw), since=version)
                 return value
-            return fill(key, args, kwargs, version, False)
-        value = core.joined(key, started)
-        if value is not _MISSING:
-            return value
-        return fill(key, args, kwargs, version, True)
+        elif raw is not None:
+            return unavailable(key, args, kwargs, raw, version)
+        return missed(key, args, kwargs, version, started)
 
     def invalidate(*args: Any, **kwargs: Any) -> bool:
         key = key_for(args, kwargs)
@@ -530,9 +636,17 @@ def sync_wrapper(core: CacheCore) -> Callable[..., Any]:
     return cached
 
 
-def async_wrapper(core: CacheCore) -> Callable[..., Any]:
+def async_wrapper(core: CacheCore) -> Callable[..., Any]:  # noqa: PLR0915 - closures, inlined
     fn, l1, flights, get, key_for = core.fn, core.l1, core.aflights, core.get, core.key_for
-    loads, hit, clock, gate, get_open = core.loads, core.hit, l1._clock, core.gate, core.get_open
+    loads, clock, gate, get_open = core.loads, l1._clock, core.gate, core.get_open
+    guard, breaker, execute, raw_get = core.guard, core.breaker, core.execute, core.raw_get
+    inline, state, failed = guard.inlinable(), guard.state_source(), guard.afailed
+    failures = breaker._window_storage._failures  # cleared in place, never rebound
+    on_success, success_add, perf = gate._on_success, guard.success.add, time.perf_counter
+    hit_add, stale_add, telemetry = core.stats.hit.add, core.stats.stale.add, core.telemetry
+    entries, put, refresh, stale_for = l1._entries, l1.put, core.refresh, core.stale_for
+    base, simple, name, open_failure = core.base, core.custom_key is None, core.name, DOWN
+    stale_get, stale_set = _stale.get, _stale.set
 
     async def fill(
         key: str, args: tuple[Any, ...], kwargs: dict[str, Any], version: int, miss: bool
@@ -550,40 +664,118 @@ def async_wrapper(core: CacheCore) -> Callable[..., Any]:
             core.stats.joined.add()
         return value
 
-    @functools.wraps(fn)
-    async def cached(*args: Any, **kwargs: Any) -> Any:
-        key = key_for(args, kwargs)
-        if _stale.get() is not None:
-            _stale.set(None)
-        if flights._flights:
-            found, value = await flights.join(key)
-            if found:
-                core.stats.joined.add()
-                return value
-        if l1._blocked and l1.is_blocked(key):
-            failure = core.deleted(key, await core.delete(key))
-            if failure is not None:
-                core.stale(key, failure)
-                return await fill(key, args, kwargs, l1.version, False)
+    async def missed(
+        key: str, args: tuple[Any, ...], kwargs: dict[str, Any], version: int, started: float
+    ) -> Any:
+        value = core.joined(key, started)
+        if value is not _MISSING:
+            return value
+        return await fill(key, args, kwargs, version, True)
+
+    async def unavailable(
+        key: str, args: tuple[Any, ...], kwargs: dict[str, Any], reply: Any, version: int
+    ) -> Any:
+        value = core.stale(key, reply)
+        if value is not _MISSING:
+            return value
+        return await fill(key, args, kwargs, version, False)
+
+    async def general(key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        stale_before = stale_get() is not None
+        if flights._flights or l1._blocked:
+            if stale_before:
+                stale_set(None)
+                stale_before = False
+            if flights._flights:
+                found, value = await flights.join(key)
+                if found:
+                    core.stats.joined.add()
+                    return value
+            if l1._blocked and l1.is_blocked(key):
+                failure = core.deleted(key, await core.delete(key))
+                if failure is not None:
+                    core.stale(key, failure)
+                    return await fill(key, args, kwargs, l1.version, False)
         version, started = l1.version, clock()
         raw = await (get(key) if gate._code != OPEN else get_open(key))
-        if raw.__class__ is bytes or raw.__class__ is str:
+        if raw is open_failure and stale_for > 0:
+            entry = entries.get(key)
+            if entry is not None:
+                now = clock()
+                age = now - entry[1]
+                if age <= stale_for:
+                    try:  # noqa: SIM105 - L1.get's LRU touch, inlined
+                        entries.move_to_end(key)
+                    except KeyError:
+                        pass
+                    stale_add()
+                    failure = guard.open_failure
+                    stale_set(_new_tuple(StaleAnswer, (name, key, age, failure)))
+                    if telemetry._tracer is not None or now >= telemetry._recheck_at:
+                        core._trace_stale(key, age, failure)
+                    return entry[0]
+        if stale_before:
+            stale_set(None)
+        cls = raw.__class__
+        if cls is bytes or cls is str:
             try:
                 value = loads(raw)
             except Exception:
                 value = core.decode(key, raw)
             if value is not _MISSING:
-                hit(key, value, len(raw), version, started)
+                core.hit(key, value, len(raw), version, started)
                 return value
         elif raw is not None:
-            value = core.stale(key, raw)
+            return await unavailable(key, args, kwargs, raw, version)
+        return await missed(key, args, kwargs, version, started)
+
+    @functools.wraps(fn)
+    async def cached(*args: Any, **kwargs: Any) -> Any:
+        if (
+            simple
+            and not kwargs
+            and len(args) == 1
+            and ((cls := args[0].__class__) is int or cls is str)
+        ):
+            key = base + repr(args[0])
+        else:
+            key = key_for(args, kwargs)
+        if (
+            not inline
+            or state._code != CLOSED
+            or breaker._wants_call_events
+            or flights._flights
+            or l1._blocked
+        ):
+            return await general(key, args, kwargs)
+        if stale_get() is not None:
+            stale_set(None)
+        version, started = l1.version, clock()
+        began = perf()
+        try:
+            raw = await execute("GET", key)
+        except BaseException as exc:
+            raw = await failed(raw_get, (key,), {}, NORMAL, exc, began)
+        else:
+            if failures or breaker._wants_call_events:
+                on_success(NORMAL, False, 0.0)
+            success_add()
+        cls = raw.__class__
+        if cls is bytes or cls is str:
+            try:
+                value = loads(raw)
+            except Exception:
+                value = core.decode(key, raw)
             if value is not _MISSING:
+                hit_add()
+                if stale_for > 0:
+                    entry = entries.get(key)
+                    if entry is None or started - entry[1] >= refresh:
+                        put(key, value, len(raw), since=version)
                 return value
-            return await fill(key, args, kwargs, version, False)
-        value = core.joined(key, started)
-        if value is not _MISSING:
-            return value
-        return await fill(key, args, kwargs, version, True)
+        elif raw is not None:
+            return await unavailable(key, args, kwargs, raw, version)
+        return await missed(key, args, kwargs, version, started)
 
     async def invalidate(*args: Any, **kwargs: Any) -> bool:
         key = key_for(args, kwargs)
