@@ -257,6 +257,10 @@ class CacheCore:
         self.guard: _Guard = getattr(self.get, "__redisguard__")  # noqa: B009
         self.gate = self.guard.side
         self.breaker: Breaker = self.guard.breaker
+        #: The shells may inline the GET guard's happy path (reading ``_code`` from state).
+        self.inline, self.state = self.guard.inlinable(), self.guard.state_source()
+        #: The L1's clock is the guard's (perf_counter): one reading serves both.
+        self.same_clock = l1._clock is time.monotonic and _same_clocks()
 
     # -- keys ----------------------------------------------------------------------------
     def key_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -440,6 +444,12 @@ class CacheCore:
         )
 
 
+def _same_clocks() -> bool:
+    """Whether ``time.monotonic`` and ``time.perf_counter`` read the same clock (Linux)."""
+    mono, perf = time.get_clock_info("monotonic"), time.get_clock_info("perf_counter")
+    return mono.implementation == perf.implementation
+
+
 def _fn_name(fn: Any) -> str:
     return str(getattr(fn, "__qualname__", None) or type(fn).__qualname__)
 
@@ -474,22 +484,29 @@ def _commands(
 
 
 # -- shells ----------------------------------------------------------------------------------
-# Both shells inline the common case, a hit with the circuit closed, as the guard's own shells
-# do: the key of a single int/str argument is rendered in place, the guarded GET runs the
-# guard's closed-circuit happy path (see _Guard.inlinable) around client.execute_command
-# directly, and the hit is counted and noted in the L1 without further calls. Everything else
-# (single-flight in progress, blocked keys, an open or half-open circuit, listeners, policies
-# that need the guard's own shell) takes the general path, which serves stale answers.
+# Both shells inline the two hot cases, as the guard's own shells do; everything else (a
+# single-flight in progress, blocked keys, a half-open circuit, listeners, policies that need
+# the guard's own shell) takes the general path.
+# - A hit, circuit closed: the key of a single int/str argument is rendered in place, the
+#   guarded GET runs the guard's closed-circuit happy path (see _Guard.inlinable) around
+#   client.execute_command directly, the hit is counted and noted in the L1 in place.
+# - A stale answer, circuit open: the open-circuit GET guard answers DOWN (its cheapest path,
+#   with its counts and short-circuit span), then the L1 answers; the StaleAnswer of the
+#   previous call is replaced, not cleared first.
+# The tallies are bumped as Tally.add does, without its frame.
 def sync_wrapper(core: CacheCore) -> Callable[..., Any]:  # noqa: PLR0915 - closures, inlined
     fn, l1, flights, get, key_for = core.fn, core.l1, core.flights, core.get, core.key_for
     loads, clock, gate, get_open = core.loads, l1._clock, core.gate, core.get_open
     guard, breaker, execute, raw_get = core.guard, core.breaker, core.execute, core.raw_get
-    inline, state, failed = guard.inlinable(), guard.state_source(), guard.failed
+    inline, state, failed, same_clock = core.inline, core.state, guard.failed, core.same_clock
     failures = breaker._window_storage._failures  # cleared in place, never rebound
-    on_success, success_add, perf = gate._on_success, guard.success.add, time.perf_counter
-    hit_add, stale_add, telemetry = core.stats.hit.add, core.stats.stale.add, core.telemetry
+    on_success, perf = gate._on_success, time.perf_counter
+    success_add, success_local = guard.success.add, guard.success._local
+    hit_add, hit_local = core.stats.hit.add, core.stats.hit._local
+    stale_add, stale_local = core.stats.stale.add, core.stats.stale._local
     entries, put, refresh, stale_for = l1._entries, l1.put, core.refresh, core.stale_for
-    base, simple, name, open_failure = core.base, core.custom_key is None, core.name, DOWN
+    flight_table, blocked = flights._flights, l1._blocked  # both changed in place only
+    base, simple, name, telemetry = core.base, core.custom_key is None, core.name, core.telemetry
     stale_get, stale_set = _stale.get, _stale.set
 
     def fill(
@@ -511,61 +528,22 @@ def sync_wrapper(core: CacheCore) -> Callable[..., Any]:  # noqa: PLR0915 - clos
     def missed(
         key: str, args: tuple[Any, ...], kwargs: dict[str, Any], version: int, started: float
     ) -> Any:
-        """Redis answered "not there" (or an unreadable value): a fill that just finished,
-        else fill."""
+        """Redis answered "not there" (or an unreadable value): the value of a fill that
+        finished meanwhile, else fill."""
         value = core.joined(key, started)
         if value is not _MISSING:
             return value
         return fill(key, args, kwargs, version, True)
 
-    def unavailable(
-        key: str, args: tuple[Any, ...], kwargs: dict[str, Any], reply: Any, version: int
+    def answer(
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        raw: Any,
+        version: int,
+        started: float,
     ) -> Any:
-        value = core.stale(key, reply)
-        if value is not _MISSING:
-            return value
-        return fill(key, args, kwargs, version, False)
-
-    def general(key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        # The previous call's StaleAnswer is cleared before anything that may run user code
-        # (a fill, a joined flight); the open-circuit stale answer below just replaces it.
-        stale_before = stale_get() is not None
-        if flights._flights or l1._blocked:
-            if stale_before:
-                stale_set(None)
-                stale_before = False
-            if flights._flights:
-                found, value = flights.join(key)
-                if found:
-                    core.stats.joined.add()
-                    return value
-            if l1._blocked and l1.is_blocked(key):
-                failure = core.deleted(key, core.delete(key))  # the pending DEL goes first
-                if failure is not None:
-                    core.stale(key, failure)  # blocked: never served; counts, or raises
-                    return fill(key, args, kwargs, l1.version, False)
-        version, started = l1.version, clock()
-        raw = get(key) if gate._code != OPEN else get_open(key)
-        if raw is open_failure and stale_for > 0:
-            # The circuit is open: the stale answer, inlined (CacheCore.stale is the rest).
-            entry = entries.get(key)
-            if entry is not None:
-                now = clock()
-                age = now - entry[1]
-                if age <= stale_for:
-                    try:  # noqa: SIM105 - L1.get's LRU touch, inlined
-                        entries.move_to_end(key)
-                    except KeyError:
-                        pass
-                    stale_add()
-                    failure = guard.open_failure
-                    stale_set(_new_tuple(StaleAnswer, (name, key, age, failure)))
-                    # Telemetry.tracer()'s own once-a-second recheck, inlined (both monotonic).
-                    if telemetry._tracer is not None or now >= telemetry._recheck_at:
-                        core._trace_stale(key, age, failure)
-                    return entry[0]
-        if stale_before:
-            stale_set(None)
+        """The GET's reply: a hit, a miss, or Redis unavailable."""
         cls = raw.__class__
         if cls is bytes or cls is str:
             try:
@@ -576,11 +554,31 @@ def sync_wrapper(core: CacheCore) -> Callable[..., Any]:  # noqa: PLR0915 - clos
                 core.hit(key, value, len(raw), version, started)
                 return value
         elif raw is not None:
-            return unavailable(key, args, kwargs, raw, version)
+            value = core.stale(key, raw)
+            if value is not _MISSING:
+                return value
+            return fill(key, args, kwargs, version, False)
         return missed(key, args, kwargs, version, started)
 
+    def general(key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if stale_get() is not None:
+            stale_set(None)
+        if flight_table:
+            found, value = flights.join(key)
+            if found:
+                core.stats.joined.add()
+                return value
+        if blocked and l1.is_blocked(key):
+            failure = core.deleted(key, core.delete(key))  # the pending DEL goes first
+            if failure is not None:
+                core.stale(key, failure)  # blocked: never served; counts, or raises
+                return fill(key, args, kwargs, l1.version, False)
+        version, started = l1.version, clock()
+        raw = get(key) if gate._code != OPEN else get_open(key)
+        return answer(key, args, kwargs, raw, version, started)
+
     @functools.wraps(fn)
-    def cached(*args: Any, **kwargs: Any) -> Any:
+    def cached(*args: Any, **kwargs: Any) -> Any:  # noqa: PLR0915 - inlined on purpose
         if (
             simple
             and not kwargs
@@ -590,42 +588,69 @@ def sync_wrapper(core: CacheCore) -> Callable[..., Any]:  # noqa: PLR0915 - clos
             key = base + repr(args[0])  # key_for's common case
         else:
             key = key_for(args, kwargs)
-        if (
-            not inline
-            or state._code != CLOSED
-            or breaker._wants_call_events
-            or flights._flights
-            or l1._blocked
-        ):
+        if flight_table or blocked:
             return general(key, args, kwargs)
+        if state._code == CLOSED and inline and not breaker._wants_call_events:
+            if stale_get() is not None:
+                stale_set(None)
+            version, started = l1.version, clock()
+            began = started if same_clock else perf()
+            try:
+                raw = execute("GET", key)
+            except BaseException as exc:
+                raw = failed(raw_get, (key,), {}, NORMAL, exc, began)
+            else:
+                if failures or breaker._wants_call_events:
+                    on_success(NORMAL, False, 0.0)
+                try:
+                    success_local.owner.cell.n += 1
+                except AttributeError:
+                    success_add()
+            cls = raw.__class__
+            if cls is bytes or cls is str:
+                try:
+                    value = loads(raw)
+                except Exception:
+                    value = core.decode(key, raw)  # logs and counts; _MISSING
+                if value is not _MISSING:
+                    try:
+                        hit_local.owner.cell.n += 1
+                    except AttributeError:
+                        hit_add()
+                    if stale_for > 0:  # CacheCore.hit's L1 refresh
+                        entry = entries.get(key)
+                        if entry is None or started - entry[1] >= refresh:
+                            put(key, value, len(raw), since=version)
+                    return value
+                return missed(key, args, kwargs, version, started)
+            return answer(key, args, kwargs, raw, version, started)
+        if gate._code != OPEN:
+            return general(key, args, kwargs)
+        version, started = l1.version, clock()
+        raw = get_open(key)
+        if raw is DOWN and stale_for > 0:  # CacheCore.stale's answer
+            entry = entries.get(key)
+            if entry is not None:
+                now = clock()
+                age = now - entry[1]
+                if age <= stale_for:
+                    try:  # noqa: SIM105 - L1.get's LRU touch
+                        entries.move_to_end(key)
+                    except KeyError:
+                        pass
+                    try:
+                        stale_local.owner.cell.n += 1
+                    except AttributeError:
+                        stale_add()
+                    failure = guard.open_failure
+                    stale_set(_new_tuple(StaleAnswer, (name, key, age, failure)))
+                    # Telemetry.tracer()'s own once-a-second recheck (both monotonic).
+                    if telemetry._tracer is not None or now >= telemetry._recheck_at:
+                        core._trace_stale(key, age, failure)
+                    return entry[0]
         if stale_get() is not None:
             stale_set(None)
-        version, started = l1.version, clock()
-        began = perf()
-        try:
-            raw = execute("GET", key)
-        except BaseException as exc:
-            raw = failed(raw_get, (key,), {}, NORMAL, exc, began)
-        else:
-            if failures or breaker._wants_call_events:
-                on_success(NORMAL, False, 0.0)
-            success_add()
-        cls = raw.__class__
-        if cls is bytes or cls is str:
-            try:
-                value = loads(raw)
-            except Exception:
-                value = core.decode(key, raw)  # logs and counts; _MISSING
-            if value is not _MISSING:
-                hit_add()
-                if stale_for > 0:  # CacheCore.hit's L1 refresh, inlined
-                    entry = entries.get(key)
-                    if entry is None or started - entry[1] >= refresh:
-                        put(key, value, len(raw), since=version)
-                return value
-        elif raw is not None:
-            return unavailable(key, args, kwargs, raw, version)
-        return missed(key, args, kwargs, version, started)
+        return answer(key, args, kwargs, raw, version, started)
 
     def invalidate(*args: Any, **kwargs: Any) -> bool:
         key = key_for(args, kwargs)
@@ -640,12 +665,15 @@ def async_wrapper(core: CacheCore) -> Callable[..., Any]:  # noqa: PLR0915 - clo
     fn, l1, flights, get, key_for = core.fn, core.l1, core.aflights, core.get, core.key_for
     loads, clock, gate, get_open = core.loads, l1._clock, core.gate, core.get_open
     guard, breaker, execute, raw_get = core.guard, core.breaker, core.execute, core.raw_get
-    inline, state, failed = guard.inlinable(), guard.state_source(), guard.afailed
+    inline, state, failed, same_clock = core.inline, core.state, guard.afailed, core.same_clock
     failures = breaker._window_storage._failures  # cleared in place, never rebound
-    on_success, success_add, perf = gate._on_success, guard.success.add, time.perf_counter
-    hit_add, stale_add, telemetry = core.stats.hit.add, core.stats.stale.add, core.telemetry
+    on_success, perf = gate._on_success, time.perf_counter
+    success_add, success_local = guard.success.add, guard.success._local
+    hit_add, hit_local = core.stats.hit.add, core.stats.hit._local
+    stale_add, stale_local = core.stats.stale.add, core.stats.stale._local
     entries, put, refresh, stale_for = l1._entries, l1.put, core.refresh, core.stale_for
-    base, simple, name, open_failure = core.base, core.custom_key is None, core.name, DOWN
+    flight_table, blocked = flights._flights, l1._blocked  # both changed in place only
+    base, simple, name, telemetry = core.base, core.custom_key is None, core.name, core.telemetry
     stale_get, stale_set = _stale.get, _stale.set
 
     async def fill(
@@ -672,114 +700,125 @@ def async_wrapper(core: CacheCore) -> Callable[..., Any]:  # noqa: PLR0915 - clo
             return value
         return await fill(key, args, kwargs, version, True)
 
-    async def unavailable(
-        key: str, args: tuple[Any, ...], kwargs: dict[str, Any], reply: Any, version: int
+    async def answer(
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        raw: Any,
+        version: int,
+        started: float,
     ) -> Any:
-        value = core.stale(key, reply)
-        if value is not _MISSING:
-            return value
-        return await fill(key, args, kwargs, version, False)
-
-    async def general(key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        stale_before = stale_get() is not None
-        if flights._flights or l1._blocked:
-            if stale_before:
-                stale_set(None)
-                stale_before = False
-            if flights._flights:
-                found, value = await flights.join(key)
-                if found:
-                    core.stats.joined.add()
-                    return value
-            if l1._blocked and l1.is_blocked(key):
-                failure = core.deleted(key, await core.delete(key))
-                if failure is not None:
-                    core.stale(key, failure)
-                    return await fill(key, args, kwargs, l1.version, False)
-        version, started = l1.version, clock()
-        raw = await (get(key) if gate._code != OPEN else get_open(key))
-        if raw is open_failure and stale_for > 0:
-            entry = entries.get(key)
-            if entry is not None:
-                now = clock()
-                age = now - entry[1]
-                if age <= stale_for:
-                    try:  # noqa: SIM105 - L1.get's LRU touch, inlined
-                        entries.move_to_end(key)
-                    except KeyError:
-                        pass
-                    stale_add()
-                    failure = guard.open_failure
-                    stale_set(_new_tuple(StaleAnswer, (name, key, age, failure)))
-                    if telemetry._tracer is not None or now >= telemetry._recheck_at:
-                        core._trace_stale(key, age, failure)
-                    return entry[0]
-        if stale_before:
-            stale_set(None)
         cls = raw.__class__
         if cls is bytes or cls is str:
             try:
                 value = loads(raw)
             except Exception:
-                value = core.decode(key, raw)
+                value = core.decode(key, raw)  # logs and counts; _MISSING
             if value is not _MISSING:
                 core.hit(key, value, len(raw), version, started)
                 return value
         elif raw is not None:
-            return await unavailable(key, args, kwargs, raw, version)
+            value = core.stale(key, raw)
+            if value is not _MISSING:
+                return value
+            return await fill(key, args, kwargs, version, False)
         return await missed(key, args, kwargs, version, started)
 
+    async def general(key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if stale_get() is not None:
+            stale_set(None)
+        if flight_table:
+            found, value = await flights.join(key)
+            if found:
+                core.stats.joined.add()
+                return value
+        if blocked and l1.is_blocked(key):
+            failure = core.deleted(key, await core.delete(key))  # the pending DEL goes first
+            if failure is not None:
+                core.stale(key, failure)  # blocked: never served; counts, or raises
+                return await fill(key, args, kwargs, l1.version, False)
+        version, started = l1.version, clock()
+        raw = await (get(key) if gate._code != OPEN else get_open(key))
+        return await answer(key, args, kwargs, raw, version, started)
+
     @functools.wraps(fn)
-    async def cached(*args: Any, **kwargs: Any) -> Any:
+    async def cached(*args: Any, **kwargs: Any) -> Any:  # noqa: PLR0915 - inlined on purpose
         if (
             simple
             and not kwargs
             and len(args) == 1
             and ((cls := args[0].__class__) is int or cls is str)
         ):
-            key = base + repr(args[0])
+            key = base + repr(args[0])  # key_for's common case
         else:
             key = key_for(args, kwargs)
-        if (
-            not inline
-            or state._code != CLOSED
-            or breaker._wants_call_events
-            or flights._flights
-            or l1._blocked
-        ):
+        if flight_table or blocked:
             return await general(key, args, kwargs)
+        if state._code == CLOSED and inline and not breaker._wants_call_events:
+            if stale_get() is not None:
+                stale_set(None)
+            version, started = l1.version, clock()
+            began = started if same_clock else perf()
+            try:
+                raw = await execute("GET", key)
+            except BaseException as exc:
+                raw = await failed(raw_get, (key,), {}, NORMAL, exc, began)
+            else:
+                if failures or breaker._wants_call_events:
+                    on_success(NORMAL, False, 0.0)
+                try:
+                    success_local.owner.cell.n += 1
+                except AttributeError:
+                    success_add()
+            cls = raw.__class__
+            if cls is bytes or cls is str:
+                try:
+                    value = loads(raw)
+                except Exception:
+                    value = core.decode(key, raw)  # logs and counts; _MISSING
+                if value is not _MISSING:
+                    try:
+                        hit_local.owner.cell.n += 1
+                    except AttributeError:
+                        hit_add()
+                    if stale_for > 0:  # CacheCore.hit's L1 refresh
+                        entry = entries.get(key)
+                        if entry is None or started - entry[1] >= refresh:
+                            put(key, value, len(raw), since=version)
+                    return value
+                return await missed(key, args, kwargs, version, started)
+            return await answer(key, args, kwargs, raw, version, started)
+        if gate._code != OPEN:
+            return await general(key, args, kwargs)
+        version, started = l1.version, clock()
+        raw = await get_open(key)
+        if raw is DOWN and stale_for > 0:  # CacheCore.stale's answer
+            entry = entries.get(key)
+            if entry is not None:
+                now = clock()
+                age = now - entry[1]
+                if age <= stale_for:
+                    try:  # noqa: SIM105 - L1.get's LRU touch
+                        entries.move_to_end(key)
+                    except KeyError:
+                        pass
+                    try:
+                        stale_local.owner.cell.n += 1
+                    except AttributeError:
+                        stale_add()
+                    failure = guard.open_failure
+                    stale_set(_new_tuple(StaleAnswer, (name, key, age, failure)))
+                    # Telemetry.tracer()'s own once-a-second recheck (both monotonic).
+                    if telemetry._tracer is not None or now >= telemetry._recheck_at:
+                        core._trace_stale(key, age, failure)
+                    return entry[0]
         if stale_get() is not None:
             stale_set(None)
-        version, started = l1.version, clock()
-        began = perf()
-        try:
-            raw = await execute("GET", key)
-        except BaseException as exc:
-            raw = await failed(raw_get, (key,), {}, NORMAL, exc, began)
-        else:
-            if failures or breaker._wants_call_events:
-                on_success(NORMAL, False, 0.0)
-            success_add()
-        cls = raw.__class__
-        if cls is bytes or cls is str:
-            try:
-                value = loads(raw)
-            except Exception:
-                value = core.decode(key, raw)
-            if value is not _MISSING:
-                hit_add()
-                if stale_for > 0:
-                    entry = entries.get(key)
-                    if entry is None or started - entry[1] >= refresh:
-                        put(key, value, len(raw), since=version)
-                return value
-        elif raw is not None:
-            return await unavailable(key, args, kwargs, raw, version)
-        return await missed(key, args, kwargs, version, started)
+        return await answer(key, args, kwargs, raw, version, started)
 
     async def invalidate(*args: Any, **kwargs: Any) -> bool:
         key = key_for(args, kwargs)
-        l1.block(key)
+        l1.block(key)  # first: nothing stale is served while the DEL is in flight
         return core.invalidated(key, await core.delete(key))
 
     core.finish(cached, invalidate)
