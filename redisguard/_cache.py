@@ -37,7 +37,7 @@ from opentelemetry import trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from ._breaker import CLOSED, NORMAL, OPEN, Breaker
+from ._breaker import CLOSED, NORMAL, OPEN, REJECT, Breaker
 from ._classify import Classifier
 from ._codec import JsonSerializer, Serializer
 from ._errors import ConfigError, TemporarilyUnavailableError
@@ -257,8 +257,12 @@ class CacheCore:
         self.guard: _Guard = getattr(self.get, "__redisguard__")  # noqa: B009
         self.gate = self.guard.side
         self.breaker: Breaker = self.guard.breaker
-        #: The shells may inline the GET guard's happy path (reading ``_code`` from state).
-        self.inline, self.state = self.guard.inlinable(), self.guard.state_source()
+        self.open_guard: _Guard = getattr(self.get_open, "__redisguard__")  # noqa: B009
+        #: The shells may inline the GET guards' admission and happy path (reading ``_code``
+        #: from state); the open-circuit guard answers a rejection with DOWN, uncalled.
+        self.inline = self.guard.inlinable() and self.open_guard.inlinable()
+        self.inline = self.inline and not self.open_guard.call_fallback
+        self.state = self.guard.state_source()
         #: The L1's clock is the guard's (perf_counter): one reading serves both.
         self.same_clock = l1._clock is time.monotonic and _same_clocks()
 
@@ -490,15 +494,19 @@ def _commands(
 # - A hit, circuit closed: the key of a single int/str argument is rendered in place, the
 #   guarded GET runs the guard's closed-circuit happy path (see _Guard.inlinable) around
 #   client.execute_command directly, the hit is counted and noted in the L1 in place.
-# - A stale answer, circuit open: the open-circuit GET guard answers DOWN (its cheapest path,
-#   with its counts and short-circuit span), then the L1 answers; the StaleAnswer of the
-#   previous call is replaced, not cleared first.
+# - A stale answer, circuit open: the open-circuit GET guard's admission and constant
+#   fallback run in place (its counts and short-circuit span), then the L1 answers; the
+#   StaleAnswer of the previous call is replaced, not cleared first. A half-open trial it
+#   admits runs that guard's happy path in place.
 # The tallies are bumped as Tally.add does, without its frame.
 def sync_wrapper(core: CacheCore) -> Callable[..., Any]:  # noqa: PLR0915 - closures, inlined
     fn, l1, flights, get, key_for = core.fn, core.l1, core.flights, core.get, core.key_for
     loads, clock, gate, get_open = core.loads, l1._clock, core.gate, core.get_open
     guard, breaker, execute, raw_get = core.guard, core.breaker, core.execute, core.raw_get
     inline, state, failed, same_clock = core.inline, core.state, guard.failed, core.same_clock
+    open_guard, admit = core.open_guard, gate._admit
+    open_failed, open_constant = open_guard.failed, open_guard.constant_fallback
+    open_success_add = open_guard.success.add
     failures = breaker._window_storage._failures  # cleared in place, never rebound
     on_success, perf = gate._on_success, time.perf_counter
     success_add, success_local = guard.success.add, guard.success._local
@@ -624,10 +632,25 @@ def sync_wrapper(core: CacheCore) -> Callable[..., Any]:  # noqa: PLR0915 - clos
                     return value
                 return missed(key, args, kwargs, version, started)
             return answer(key, args, kwargs, raw, version, started)
-        if gate._code != OPEN:
+        if gate._code != OPEN or not inline or breaker._wants_call_events:
             return general(key, args, kwargs)
+        # The open-circuit GET guard (get_open), inlined: admission, then its constant
+        # fallback's accounting on a rejection, or its happy path for an admitted trial.
         version, started = l1.version, clock()
-        raw = get_open(key)
+        ticket = admit()
+        if ticket == REJECT:
+            open_constant()  # counts, logs at DEBUG, the short-circuit span; always True
+            raw = DOWN
+        else:
+            began = started if same_clock else perf()
+            try:
+                raw = execute("GET", key)
+            except BaseException as exc:
+                raw = open_failed(raw_get, (key,), {}, ticket, exc, began)
+            else:
+                if ticket or failures or breaker._wants_call_events:
+                    on_success(ticket, False, 0.0)
+                open_success_add()
         if raw is DOWN and stale_for > 0:  # CacheCore.stale's answer
             entry = entries.get(key)
             if entry is not None:
@@ -666,6 +689,9 @@ def async_wrapper(core: CacheCore) -> Callable[..., Any]:  # noqa: PLR0915 - clo
     loads, clock, gate, get_open = core.loads, l1._clock, core.gate, core.get_open
     guard, breaker, execute, raw_get = core.guard, core.breaker, core.execute, core.raw_get
     inline, state, failed, same_clock = core.inline, core.state, guard.afailed, core.same_clock
+    open_guard, admit = core.open_guard, gate._admit
+    open_afailed, open_constant = open_guard.afailed, open_guard.constant_fallback
+    open_success_add = open_guard.success.add
     failures = breaker._window_storage._failures  # cleared in place, never rebound
     on_success, perf = gate._on_success, time.perf_counter
     success_add, success_local = guard.success.add, guard.success._local
@@ -788,10 +814,25 @@ def async_wrapper(core: CacheCore) -> Callable[..., Any]:  # noqa: PLR0915 - clo
                     return value
                 return await missed(key, args, kwargs, version, started)
             return await answer(key, args, kwargs, raw, version, started)
-        if gate._code != OPEN:
+        if gate._code != OPEN or not inline or breaker._wants_call_events:
             return await general(key, args, kwargs)
+        # The open-circuit GET guard (get_open), inlined: admission, then its constant
+        # fallback's accounting on a rejection, or its happy path for an admitted trial.
         version, started = l1.version, clock()
-        raw = await get_open(key)
+        ticket = admit()
+        if ticket == REJECT:
+            open_constant()  # counts, logs at DEBUG, the short-circuit span; always True
+            raw = DOWN
+        else:
+            began = started if same_clock else perf()
+            try:
+                raw = await execute("GET", key)
+            except BaseException as exc:
+                raw = await open_afailed(raw_get, (key,), {}, ticket, exc, began)
+            else:
+                if ticket or failures or breaker._wants_call_events:
+                    on_success(ticket, False, 0.0)
+                open_success_add()
         if raw is DOWN and stale_for > 0:  # CacheCore.stale's answer
             entry = entries.get(key)
             if entry is not None:

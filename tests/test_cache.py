@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from redisguard import (
+    Breaker,
     BreakerConfig,
     CircuitOpenError,
     ConfigError,
@@ -712,3 +713,59 @@ async def test_async_hit_path_edges(aclient: AsyncGuardedRedis, server: RedisSer
         assert stale_answer() is not None
     finally:
         raw.close()
+
+
+def test_half_open_trials_from_the_cached_get(client: GuardedRedis, server: RedisServer) -> None:
+    """With the circuit open, a call after reset_timeout is a trial: a failed one serves
+    stale and reopens; once Redis is back, the trial's hit closes the circuit."""
+    breaker = Breaker("cache-trials", BreakerConfig(failure_threshold=1, reset_timeout=0.2))
+
+    @cached(client, ttl=30, stale_for=60, retry=None, breaker=breaker, name="trials")
+    def value(n: int) -> int:
+        return n * 2
+
+    assert value(1) == 2
+    server.kill()
+    assert value(1) == 2
+    assert breaker.current_state == "open"
+    time.sleep(0.25)
+    assert value(1) == 2  # the trial fails: stale, and the circuit reopens
+    stale = stale_answer()
+    assert stale is not None
+    assert breaker.current_state == "open"
+    server.restart()  # empty: give it a value only Redis has
+    with redis.Redis.from_url(server.url) as fresh:
+        fresh.set(value.key_for(1), b"7")
+    client.connection_pool.disconnect()
+    time.sleep(0.25)
+    assert value(1) == 7  # the trial hits
+    assert stale_answer() is None
+    assert breaker.current_state == "closed"
+    assert _stats("trials")["hit"] == 1
+
+
+async def test_async_half_open_trial(aclient: AsyncGuardedRedis, server: RedisServer) -> None:
+    """asyncio: a trial after reset_timeout hits and closes the circuit."""
+    breaker = Breaker("acache-trials", BreakerConfig(failure_threshold=1, reset_timeout=0.2))
+
+    @cached(aclient, ttl=30, stale_for=60, retry=None, breaker=breaker, name="atrials")
+    async def value(n: int) -> int:
+        return n * 2
+
+    assert await value(1) == 2
+    server.kill()
+    assert await value(1) == 2
+    assert breaker.current_state == "open"
+    assert await value(1) == 2
+    assert stale_answer() is not None
+    await asyncio.sleep(0.25)
+    assert await value(1) == 2  # the trial fails: stale, and the circuit reopens
+    assert breaker.current_state == "open"
+    server.restart()
+    with redis.Redis.from_url(server.url) as fresh:
+        fresh.set(value.key_for(1), b"7")
+    await aclient.connection_pool.disconnect()
+    await asyncio.sleep(0.25)
+    assert await value(1) == 7
+    assert stale_answer() is None
+    assert breaker.current_state == "closed"
