@@ -260,8 +260,11 @@ class CacheCore:
         self.open_guard: _Guard = getattr(self.get_open, "__redisguard__")  # noqa: B009
         #: The shells may inline the GET guards' admission and happy path (reading ``_code``
         #: from state); the open-circuit guard answers a rejection with DOWN, uncalled.
-        self.inline = self.guard.inlinable() and self.open_guard.inlinable()
-        self.inline = self.inline and not self.open_guard.call_fallback
+        self.inline = (
+            self.guard.inlinable()
+            and self.open_guard.inlinable()
+            and not self.open_guard.call_fallback
+        )
         self.state = self.guard.state_source()
         #: The L1's clock is the guard's (perf_counter): one reading serves both.
         self.same_clock = l1._clock is time.monotonic and _same_clocks()
