@@ -1,4 +1,4 @@
-"""The read-through cache behind ``@cached``: policy steps without I/O, two thin shells.
+"""The read-through cache behind ``@cached``: policy steps without I/O, a sync and an async shell.
 
 One call::
 
@@ -17,6 +17,10 @@ The L1 (:mod:`redisguard._l1`) is written on fills and hits but read only when R
 unavailable, so on the happy path Redis stays the source of truth. A blocked key (an
 invalidation that did not reach Redis) is never served from the L1; the next call for it that
 finds Redis available sends the DEL first.
+
+The shells are hand-tuned like the guard's (see "-- shells" below): a hit with the circuit
+closed and a stale answer with it open run in the wrapper's own frame, with the GET guards'
+admission and happy path inlined; every other case takes the general path through the guards.
 """
 
 from __future__ import annotations
