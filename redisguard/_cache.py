@@ -643,12 +643,13 @@ def sync_wrapper(core: CacheCore) -> Callable[..., Any]:  # noqa: PLR0915 - clos
             return general(key, args, kwargs)
         # The open-circuit GET guard (get_open), inlined: admission, then its constant
         # fallback's accounting on a rejection, or its happy path for an admitted trial.
-        version, started = l1.version, clock()
         ticket = admit()
         if ticket == REJECT:
             open_constant()  # counts, logs at DEBUG, the short-circuit span; always True
-            raw = DOWN
+            # No GET: the version only guards a fill's put, started only a Redis reply.
+            raw, version, started = DOWN, l1.version, 0.0
         else:
+            version, started = l1.version, clock()
             began = started if same_clock else perf()
             try:
                 raw = execute("GET", key)
@@ -825,12 +826,13 @@ def async_wrapper(core: CacheCore) -> Callable[..., Any]:  # noqa: PLR0915 - clo
             return await general(key, args, kwargs)
         # The open-circuit GET guard (get_open), inlined: admission, then its constant
         # fallback's accounting on a rejection, or its happy path for an admitted trial.
-        version, started = l1.version, clock()
         ticket = admit()
         if ticket == REJECT:
             open_constant()  # counts, logs at DEBUG, the short-circuit span; always True
-            raw = DOWN
+            # No GET: the version only guards a fill's put, started only a Redis reply.
+            raw, version, started = DOWN, l1.version, 0.0
         else:
+            version, started = l1.version, clock()
             began = started if same_clock else perf()
             try:
                 raw = await execute("GET", key)
