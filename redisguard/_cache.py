@@ -1,4 +1,4 @@
-"""The read-through cache behind ``@cached``: policy steps without I/O, two thin shells.
+"""The read-through cache behind ``@cached``: policy steps without I/O, a sync and an async shell.
 
 One call::
 
@@ -17,15 +17,21 @@ The L1 (:mod:`redisguard._l1`) is written on fills and hits but read only when R
 unavailable, so on the happy path Redis stays the source of truth. A blocked key (an
 invalidation that did not reach Redis) is never served from the L1; the next call for it that
 finds Redis available sends the DEL first.
+
+The shells are hand-tuned like the guard's (see "-- shells" below): a hit with the circuit
+closed and a stale answer with it open run in the wrapper's own frame, with the GET guards'
+admission and happy path inlined; every other case takes the general path through the guards.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -35,9 +41,9 @@ from opentelemetry import trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from ._breaker import OPEN, Breaker
+from ._breaker import CLOSED, NORMAL, OPEN, REJECT, Breaker
 from ._classify import Classifier
-from ._codec import Serializer
+from ._codec import JsonSerializer, Serializer
 from ._errors import ConfigError, TemporarilyUnavailableError
 from ._flight import AsyncFlights, Flights
 from ._fork import renew_lock_after_fork
@@ -56,6 +62,7 @@ _SIMPLE = (str, int, float, bool, type(None), bytes)
 #: Seconds after which a hit refreshes its key's L1 entry (at most stale_for / 10).
 L1_REFRESH = 0.1
 _MISSING: Any = object()
+_new_tuple = tuple.__new__  # a NamedTuple without its Python-level __new__
 
 
 class StaleAnswer(NamedTuple):
@@ -206,7 +213,10 @@ class CacheCore:
         self.refresh = min(L1_REFRESH, stale_for / 10)
         self.serializer = serializer
         self.dumps = serializer.dumps
-        self.loads: Callable[[Any], Any] = serializer.loads  # bytes, or str (decode_responses)
+        # bytes, or str (decode_responses); the default JSON codec's loads is json.loads itself
+        self.loads: Callable[[Any], Any] = (
+            json.loads if type(serializer) is JsonSerializer else serializer.loads
+        )
         self.on_unavailable = on_unavailable
         self.l1 = l1
         self.prefix = prefix
@@ -229,6 +239,8 @@ class CacheCore:
         if classify is not None:
             options["classify"] = classify
         get, put, delete = _commands(client, is_async, self.ttl_ms)
+        #: The unguarded GET and the client's execute_command, for the shells' inlined hit.
+        self.raw_get, self.execute = get, client.execute_command
         # DEL's reply is what invalidate() returns: a replay after a lost reply would say 0.
         guarded: Callable[..., Callable[..., Any]] = redis_guarded
         self.get: Callable[..., Any] = guarded(
@@ -249,6 +261,17 @@ class CacheCore:
         self.guard: _Guard = getattr(self.get, "__redisguard__")  # noqa: B009
         self.gate = self.guard.side
         self.breaker: Breaker = self.guard.breaker
+        self.open_guard: _Guard = getattr(self.get_open, "__redisguard__")  # noqa: B009
+        #: The shells may inline the GET guards' admission and happy path (reading ``_code``
+        #: from state); the open-circuit guard answers a rejection with DOWN, uncalled.
+        self.inline = (
+            self.guard.inlinable()
+            and self.open_guard.inlinable()
+            and not self.open_guard.call_fallback
+        )
+        self.state = self.guard.state_source()
+        #: The L1's clock is the guard's (perf_counter): one reading serves both.
+        self.same_clock = l1._clock is time.monotonic and _same_clocks()
 
     # -- keys ----------------------------------------------------------------------------
     def key_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -362,7 +385,7 @@ class CacheCore:
             age = now - entry.stored_at
             if age <= self.stale_for:
                 self.stats.stale.add()
-                _stale.set(StaleAnswer(self.name, key, age, failure))
+                _stale.set(_new_tuple(StaleAnswer, (self.name, key, age, failure)))
                 telemetry = self.telemetry
                 # Telemetry.tracer()'s own once-a-second recheck, inlined (both monotonic).
                 if telemetry._tracer is not None or now >= telemetry._recheck_at:
@@ -432,6 +455,12 @@ class CacheCore:
         )
 
 
+def _same_clocks() -> bool:
+    """Whether ``time.monotonic`` and ``time.perf_counter`` read the same clock (Linux)."""
+    mono, perf = time.get_clock_info("monotonic"), time.get_clock_info("perf_counter")
+    return mono.implementation == perf.implementation
+
+
 def _fn_name(fn: Any) -> str:
     return str(getattr(fn, "__qualname__", None) or type(fn).__qualname__)
 
@@ -466,9 +495,34 @@ def _commands(
 
 
 # -- shells ----------------------------------------------------------------------------------
-def sync_wrapper(core: CacheCore) -> Callable[..., Any]:
+# Both shells inline the two hot cases, as the guard's own shells do; everything else (a
+# single-flight in progress, blocked keys, a half-open circuit, listeners, policies that need
+# the guard's own shell) takes the general path.
+# - A hit, circuit closed: the key of a single int/str argument is rendered in place, the
+#   guarded GET runs the guard's closed-circuit happy path (see _Guard.inlinable) around
+#   client.execute_command directly, the hit is counted and noted in the L1 in place.
+# - A stale answer, circuit open: the open-circuit GET guard's admission and constant
+#   fallback run in place (its counts and short-circuit span), then the L1 answers; the
+#   StaleAnswer of the previous call is replaced, not cleared first. A half-open trial it
+#   admits runs that guard's happy path in place.
+# The tallies are bumped as Tally.add does, without its frame.
+def sync_wrapper(core: CacheCore) -> Callable[..., Any]:  # noqa: PLR0915 - closures, inlined
     fn, l1, flights, get, key_for = core.fn, core.l1, core.flights, core.get, core.key_for
-    loads, hit, clock, gate, get_open = core.loads, core.hit, l1._clock, core.gate, core.get_open
+    loads, clock, gate, get_open = core.loads, l1._clock, core.gate, core.get_open
+    guard, breaker, execute, raw_get = core.guard, core.breaker, core.execute, core.raw_get
+    inline, state, failed, same_clock = core.inline, core.state, guard.failed, core.same_clock
+    open_guard, admit = core.open_guard, gate._admit
+    open_failed, open_constant = open_guard.failed, open_guard.constant_fallback
+    open_success_add = open_guard.success.add
+    failures = breaker._window_storage._failures  # cleared in place, never rebound
+    on_success, perf = gate._on_success, time.perf_counter
+    success_add, success_local = guard.success.add, guard.success._local
+    hit_add, hit_local = core.stats.hit.add, core.stats.hit._local
+    stale_add, stale_local = core.stats.stale.add, core.stats.stale._local
+    entries, put, refresh, stale_for = l1._entries, l1.put, core.refresh, core.stale_for
+    flight_table, blocked = flights._flights, l1._blocked  # both changed in place only
+    base, simple, name, telemetry = core.base, core.custom_key is None, core.name, core.telemetry
+    stale_get, stale_set = _stale.get, _stale.set
 
     def fill(
         key: str, args: tuple[Any, ...], kwargs: dict[str, Any], version: int, miss: bool
@@ -486,40 +540,148 @@ def sync_wrapper(core: CacheCore) -> Callable[..., Any]:
             core.stats.joined.add()
         return value
 
-    @functools.wraps(fn)
-    def cached(*args: Any, **kwargs: Any) -> Any:
-        key = key_for(args, kwargs)
-        if _stale.get() is not None:
-            _stale.set(None)
-        if flights._flights:
-            found, value = flights.join(key)
-            if found:
-                core.stats.joined.add()
-                return value
-        if l1._blocked and l1.is_blocked(key):
-            failure = core.deleted(key, core.delete(key))  # the pending DEL goes first
-            if failure is not None:
-                core.stale(key, failure)  # blocked: never served; counts, or raises
-                return fill(key, args, kwargs, l1.version, False)
-        version, started = l1.version, clock()
-        raw = get(key) if gate._code != OPEN else get_open(key)
-        if raw.__class__ is bytes or raw.__class__ is str:
+    def missed(
+        key: str, args: tuple[Any, ...], kwargs: dict[str, Any], version: int, started: float
+    ) -> Any:
+        """Redis answered "not there" (or an unreadable value): the value of a fill that
+        finished meanwhile, else fill."""
+        value = core.joined(key, started)
+        if value is not _MISSING:
+            return value
+        return fill(key, args, kwargs, version, True)
+
+    def answer(
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        raw: Any,
+        version: int,
+        started: float,
+    ) -> Any:
+        """The GET's reply: a hit, a miss, or Redis unavailable."""
+        cls = raw.__class__
+        if cls is bytes or cls is str:
             try:
                 value = loads(raw)
             except Exception:
                 value = core.decode(key, raw)  # logs and counts; _MISSING
             if value is not _MISSING:
-                hit(key, value, len(raw), version, started)
+                core.hit(key, value, len(raw), version, started)
                 return value
         elif raw is not None:
             value = core.stale(key, raw)
             if value is not _MISSING:
                 return value
             return fill(key, args, kwargs, version, False)
-        value = core.joined(key, started)
-        if value is not _MISSING:
-            return value
-        return fill(key, args, kwargs, version, True)
+        return missed(key, args, kwargs, version, started)
+
+    def general(key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if stale_get() is not None:
+            stale_set(None)
+        if flight_table:
+            found, value = flights.join(key)
+            if found:
+                core.stats.joined.add()
+                return value
+        if blocked and l1.is_blocked(key):
+            failure = core.deleted(key, core.delete(key))  # the pending DEL goes first
+            if failure is not None:
+                core.stale(key, failure)  # blocked: never served; counts, or raises
+                return fill(key, args, kwargs, l1.version, False)
+        version, started = l1.version, clock()
+        raw = get(key) if gate._code != OPEN else get_open(key)
+        return answer(key, args, kwargs, raw, version, started)
+
+    @functools.wraps(fn)
+    def cached(*args: Any, **kwargs: Any) -> Any:  # noqa: PLR0915 - inlined on purpose
+        if (
+            simple
+            and not kwargs
+            and len(args) == 1
+            and ((cls := args[0].__class__) is int or cls is str)
+        ):
+            key = base + repr(args[0])  # key_for's common case
+        else:
+            key = key_for(args, kwargs)
+        if flight_table or blocked:
+            return general(key, args, kwargs)
+        if state._code == CLOSED and inline and not breaker._wants_call_events:
+            if stale_get() is not None:
+                stale_set(None)
+            version, started = l1.version, clock()
+            began = started if same_clock else perf()
+            try:
+                raw = execute("GET", key)
+            except BaseException as exc:
+                raw = failed(raw_get, (key,), {}, NORMAL, exc, began)
+            else:
+                if failures or breaker._wants_call_events:
+                    on_success(NORMAL, False, 0.0)
+                try:
+                    success_local.owner.cell.n += 1
+                except AttributeError:
+                    success_add()
+            cls = raw.__class__
+            if cls is bytes or cls is str:
+                try:
+                    value = loads(raw)
+                except Exception:
+                    value = core.decode(key, raw)  # logs and counts; _MISSING
+                if value is not _MISSING:
+                    try:
+                        hit_local.owner.cell.n += 1
+                    except AttributeError:
+                        hit_add()
+                    if stale_for > 0:  # CacheCore.hit's L1 refresh
+                        entry = entries.get(key)
+                        if entry is None or started - entry[1] >= refresh:
+                            put(key, value, len(raw), since=version)
+                    return value
+                return missed(key, args, kwargs, version, started)
+            return answer(key, args, kwargs, raw, version, started)
+        if gate._code != OPEN or not inline or breaker._wants_call_events:
+            return general(key, args, kwargs)
+        # The open-circuit GET guard (get_open), inlined: admission, then its constant
+        # fallback's accounting on a rejection, or its happy path for an admitted trial.
+        ticket = admit()
+        if ticket == REJECT:
+            open_constant()  # counts, logs at DEBUG, the short-circuit span; always True
+            # No GET: the version only guards a fill's put, started only a Redis reply.
+            raw, version, started = DOWN, l1.version, 0.0
+        else:
+            version, started = l1.version, clock()
+            began = started if same_clock else perf()
+            try:
+                raw = execute("GET", key)
+            except BaseException as exc:
+                raw = open_failed(raw_get, (key,), {}, ticket, exc, began)
+            else:
+                if ticket or failures or breaker._wants_call_events:
+                    on_success(ticket, False, 0.0)
+                open_success_add()
+        if raw is DOWN and stale_for > 0:  # CacheCore.stale's answer
+            entry = entries.get(key)
+            if entry is not None:
+                now = clock()
+                age = now - entry[1]
+                if age <= stale_for:
+                    try:  # noqa: SIM105 - L1.get's LRU touch
+                        entries.move_to_end(key)
+                    except KeyError:
+                        pass
+                    try:
+                        stale_local.owner.cell.n += 1
+                    except AttributeError:
+                        stale_add()
+                    failure = guard.open_failure
+                    stale_set(_new_tuple(StaleAnswer, (name, key, age, failure)))
+                    # Telemetry.tracer()'s own once-a-second recheck (both monotonic).
+                    if telemetry._tracer is not None or now >= telemetry._recheck_at:
+                        core._trace_stale(key, age, failure)
+                    return entry[0]
+        if stale_get() is not None:
+            stale_set(None)
+        return answer(key, args, kwargs, raw, version, started)
 
     def invalidate(*args: Any, **kwargs: Any) -> bool:
         key = key_for(args, kwargs)
@@ -530,9 +692,23 @@ def sync_wrapper(core: CacheCore) -> Callable[..., Any]:
     return cached
 
 
-def async_wrapper(core: CacheCore) -> Callable[..., Any]:
+def async_wrapper(core: CacheCore) -> Callable[..., Any]:  # noqa: PLR0915 - closures, inlined
     fn, l1, flights, get, key_for = core.fn, core.l1, core.aflights, core.get, core.key_for
-    loads, hit, clock, gate, get_open = core.loads, core.hit, l1._clock, core.gate, core.get_open
+    loads, clock, gate, get_open = core.loads, l1._clock, core.gate, core.get_open
+    guard, breaker, execute, raw_get = core.guard, core.breaker, core.execute, core.raw_get
+    inline, state, failed, same_clock = core.inline, core.state, guard.afailed, core.same_clock
+    open_guard, admit = core.open_guard, gate._admit
+    open_afailed, open_constant = open_guard.afailed, open_guard.constant_fallback
+    open_success_add = open_guard.success.add
+    failures = breaker._window_storage._failures  # cleared in place, never rebound
+    on_success, perf = gate._on_success, time.perf_counter
+    success_add, success_local = guard.success.add, guard.success._local
+    hit_add, hit_local = core.stats.hit.add, core.stats.hit._local
+    stale_add, stale_local = core.stats.stale.add, core.stats.stale._local
+    entries, put, refresh, stale_for = l1._entries, l1.put, core.refresh, core.stale_for
+    flight_table, blocked = flights._flights, l1._blocked  # both changed in place only
+    base, simple, name, telemetry = core.base, core.custom_key is None, core.name, core.telemetry
+    stale_get, stale_set = _stale.get, _stale.set
 
     async def fill(
         key: str, args: tuple[Any, ...], kwargs: dict[str, Any], version: int, miss: bool
@@ -550,44 +726,149 @@ def async_wrapper(core: CacheCore) -> Callable[..., Any]:
             core.stats.joined.add()
         return value
 
-    @functools.wraps(fn)
-    async def cached(*args: Any, **kwargs: Any) -> Any:
-        key = key_for(args, kwargs)
-        if _stale.get() is not None:
-            _stale.set(None)
-        if flights._flights:
-            found, value = await flights.join(key)
-            if found:
-                core.stats.joined.add()
-                return value
-        if l1._blocked and l1.is_blocked(key):
-            failure = core.deleted(key, await core.delete(key))
-            if failure is not None:
-                core.stale(key, failure)
-                return await fill(key, args, kwargs, l1.version, False)
-        version, started = l1.version, clock()
-        raw = await (get(key) if gate._code != OPEN else get_open(key))
-        if raw.__class__ is bytes or raw.__class__ is str:
+    async def missed(
+        key: str, args: tuple[Any, ...], kwargs: dict[str, Any], version: int, started: float
+    ) -> Any:
+        value = core.joined(key, started)
+        if value is not _MISSING:
+            return value
+        return await fill(key, args, kwargs, version, True)
+
+    async def answer(
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        raw: Any,
+        version: int,
+        started: float,
+    ) -> Any:
+        cls = raw.__class__
+        if cls is bytes or cls is str:
             try:
                 value = loads(raw)
             except Exception:
-                value = core.decode(key, raw)
+                value = core.decode(key, raw)  # logs and counts; _MISSING
             if value is not _MISSING:
-                hit(key, value, len(raw), version, started)
+                core.hit(key, value, len(raw), version, started)
                 return value
         elif raw is not None:
             value = core.stale(key, raw)
             if value is not _MISSING:
                 return value
             return await fill(key, args, kwargs, version, False)
-        value = core.joined(key, started)
-        if value is not _MISSING:
-            return value
-        return await fill(key, args, kwargs, version, True)
+        return await missed(key, args, kwargs, version, started)
+
+    async def general(key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if stale_get() is not None:
+            stale_set(None)
+        if flight_table:
+            found, value = await flights.join(key)
+            if found:
+                core.stats.joined.add()
+                return value
+        if blocked and l1.is_blocked(key):
+            failure = core.deleted(key, await core.delete(key))  # the pending DEL goes first
+            if failure is not None:
+                core.stale(key, failure)  # blocked: never served; counts, or raises
+                return await fill(key, args, kwargs, l1.version, False)
+        version, started = l1.version, clock()
+        raw = await (get(key) if gate._code != OPEN else get_open(key))
+        return await answer(key, args, kwargs, raw, version, started)
+
+    @functools.wraps(fn)
+    async def cached(*args: Any, **kwargs: Any) -> Any:  # noqa: PLR0915 - inlined on purpose
+        if (
+            simple
+            and not kwargs
+            and len(args) == 1
+            and ((cls := args[0].__class__) is int or cls is str)
+        ):
+            key = base + repr(args[0])  # key_for's common case
+        else:
+            key = key_for(args, kwargs)
+        if flight_table or blocked:
+            return await general(key, args, kwargs)
+        if state._code == CLOSED and inline and not breaker._wants_call_events:
+            if stale_get() is not None:
+                stale_set(None)
+            version, started = l1.version, clock()
+            began = started if same_clock else perf()
+            try:
+                raw = await execute("GET", key)
+            except BaseException as exc:
+                raw = await failed(raw_get, (key,), {}, NORMAL, exc, began)
+            else:
+                if failures or breaker._wants_call_events:
+                    on_success(NORMAL, False, 0.0)
+                try:
+                    success_local.owner.cell.n += 1
+                except AttributeError:
+                    success_add()
+            cls = raw.__class__
+            if cls is bytes or cls is str:
+                try:
+                    value = loads(raw)
+                except Exception:
+                    value = core.decode(key, raw)  # logs and counts; _MISSING
+                if value is not _MISSING:
+                    try:
+                        hit_local.owner.cell.n += 1
+                    except AttributeError:
+                        hit_add()
+                    if stale_for > 0:  # CacheCore.hit's L1 refresh
+                        entry = entries.get(key)
+                        if entry is None or started - entry[1] >= refresh:
+                            put(key, value, len(raw), since=version)
+                    return value
+                return await missed(key, args, kwargs, version, started)
+            return await answer(key, args, kwargs, raw, version, started)
+        if gate._code != OPEN or not inline or breaker._wants_call_events:
+            return await general(key, args, kwargs)
+        # The open-circuit GET guard (get_open), inlined: admission, then its constant
+        # fallback's accounting on a rejection, or its happy path for an admitted trial.
+        ticket = admit()
+        if ticket == REJECT:
+            open_constant()  # counts, logs at DEBUG, the short-circuit span; always True
+            # No GET: the version only guards a fill's put, started only a Redis reply.
+            raw, version, started = DOWN, l1.version, 0.0
+        else:
+            version, started = l1.version, clock()
+            began = started if same_clock else perf()
+            try:
+                raw = await execute("GET", key)
+            except BaseException as exc:
+                raw = await open_afailed(raw_get, (key,), {}, ticket, exc, began)
+            else:
+                if ticket or failures or breaker._wants_call_events:
+                    on_success(ticket, False, 0.0)
+                open_success_add()
+        if raw is DOWN and stale_for > 0:  # CacheCore.stale's answer
+            entry = entries.get(key)
+            if entry is not None:
+                now = clock()
+                age = now - entry[1]
+                if age <= stale_for:
+                    try:  # noqa: SIM105 - L1.get's LRU touch
+                        entries.move_to_end(key)
+                    except KeyError:
+                        pass
+                    try:
+                        stale_local.owner.cell.n += 1
+                    except AttributeError:
+                        stale_add()
+                    failure = guard.open_failure
+                    stale_set(_new_tuple(StaleAnswer, (name, key, age, failure)))
+                    # Telemetry.tracer()'s own once-a-second recheck (both monotonic).
+                    if telemetry._tracer is not None or now >= telemetry._recheck_at:
+                        core._trace_stale(key, age, failure)
+                    return entry[0]
+        if stale_get() is not None:
+            stale_set(None)
+        return await answer(key, args, kwargs, raw, version, started)
 
     async def invalidate(*args: Any, **kwargs: Any) -> bool:
         key = key_for(args, kwargs)
-        l1.block(key)
+        l1.block(key)  # first: nothing stale is served while the DEL is in flight
         return core.invalidated(key, await core.delete(key))
 
     core.finish(cached, invalidate)

@@ -46,7 +46,7 @@ class Flights:
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
-        self._flights = {}  # their leaders are threads the child does not have
+        self._flights.clear()  # their leaders are threads the child does not have
 
     def __bool__(self) -> bool:
         return bool(self._flights)

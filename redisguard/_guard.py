@@ -530,6 +530,66 @@ class _Guard:
         record_short_circuit(self, None)
         return True
 
+    def inlinable(self) -> bool:
+        """Whether a caller may inline this guard's closed-circuit happy path.
+
+        True when the plain shells apply (no failure-rate window, no bulkhead) and successes
+        are not traced. Such a caller runs, while ``state_source()._code == CLOSED`` and the
+        breaker has no call listeners: ``started = time.perf_counter()``, the call, then on
+        success ``if failures or breaker._wants_call_events: side._on_success(NORMAL, False,
+        0.0)`` and ``success.add()`` (``failures``: the window storage's list); on an error
+        :meth:`failed` (or :meth:`afailed`) with ticket ``NORMAL``.
+        """
+        breaker = self.breaker
+        return breaker._window is None and breaker._bulkhead is None and not self.trace_success
+
+    def state_source(self) -> Any:
+        """What the happy path reads ``_code`` from (see :func:`_state_source`)."""
+        return _state_source(self)
+
+    def failed(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        ticket: int,
+        exc: BaseException,
+        started: float,
+    ) -> Any:
+        """The sync shell's error path, for a caller that inlined the happy path: classify,
+        then re-raise ``exc`` or retry / fall back as the guard would."""
+        try:
+            kind = self.classify(exc)
+        except Exception:
+            kind = self.misclassified(exc)
+        if kind is ErrorKind.PROPAGATE:
+            self.propagated(ticket, exc, started)
+            raise exc
+        if self.excluded(ticket, exc, started):
+            raise exc
+        return self.recover(fn, args, kwargs, ticket, exc, kind, started)
+
+    async def afailed(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        ticket: int,
+        exc: BaseException,
+        started: float,
+    ) -> Any:
+        """The asyncio twin of :meth:`failed`."""
+        try:
+            kind = self.classify(exc)
+        except Exception:
+            kind = self.misclassified(exc)
+        if kind is ErrorKind.PROPAGATE:
+            self.propagated(ticket, exc, started)
+            raise exc
+        if self.excluded(ticket, exc, started):
+            raise exc
+        return await self.arecover(fn, args, kwargs, ticket, exc, kind, started)
+
     # -- sync shell ----------------------------------------------------------------------
     def recover(
         self,

@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from redisguard import (
+    Breaker,
     BreakerConfig,
     CircuitOpenError,
     ConfigError,
@@ -591,3 +592,180 @@ def test_hits_refresh_the_l1(client: GuardedRedis, raw: redis.Redis, server: Red
     stale = stale_answer()
     assert stale is not None
     assert stale.age < 0.1
+
+
+# -- the hit path's edges (the shells inline the guarded GET while the circuit is closed) ----
+def test_data_errors_on_the_get_pass_through(client: GuardedRedis, raw: redis.Redis) -> None:
+    """A GET answered with WRONGTYPE raises it to the caller; the breaker stays closed."""
+    calls: list[int] = []
+
+    @cached(client, ttl=30, stale_for=60, name="wrongtype")
+    def value(n: int) -> int:
+        calls.append(n)
+        return n
+
+    raw.rpush(value.key_for(1), b"x")
+    for _ in range(3):
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            value(1)
+    assert calls == []
+    assert get_breaker("redis").current_state == "closed"
+    assert get_breaker("redis").stats().failure_count == 0
+
+
+def test_a_broken_classifier_is_replaced_by_the_default(
+    client: GuardedRedis, server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A classify that raises is logged; the default classification still serves stale."""
+
+    def broken(exc: BaseException) -> Any:
+        raise RuntimeError("classifier bug")
+
+    @cached(client, ttl=30, stale_for=60, retry=None, classify=broken, name="broken")
+    def value(n: int) -> int:
+        return n
+
+    assert value(1) == 1
+    server.kill()
+    with caplog.at_level(logging.ERROR, logger="redisguard"):
+        assert value(1) == 1
+    assert stale_answer() is not None
+    assert "classify" in caplog.text
+
+
+def test_a_hit_ends_a_run_of_failures(client: GuardedRedis, server: RedisServer) -> None:
+    """A failed GET counts toward the breaker; the next hit clears the count (threshold 2)."""
+
+    @cached(client, ttl=30, stale_for=60, retry=None, name="run")
+    def value(n: int) -> int:
+        return n
+
+    assert value(1) == 1
+    breaker = get_breaker("redis")
+    server.kill()
+    assert value(1) == 1
+    assert stale_answer() is not None
+    failures = breaker.stats().failure_count
+    assert failures >= 1
+    assert breaker.current_state == "closed"
+    server.restart()
+    client.connection_pool.disconnect()
+    assert value(1) == 1
+    assert stale_answer() is None
+    assert breaker.stats().failure_count == 0
+    assert breaker.current_state == "closed"
+
+
+def test_listeners_see_the_cached_get(client: GuardedRedis) -> None:
+    """With a breaker listener, each call's GET is reported to it (before_call, success)."""
+    seen: list[str] = []
+
+    class Listener:
+        def before_call(self, cb: Any, func: Any, *args: Any, **kwargs: Any) -> None:
+            seen.append("before")
+
+        def success(self, cb: Any) -> None:
+            seen.append("success")
+
+        def failure(self, cb: Any, exc: BaseException) -> None:
+            seen.append("failure")
+
+        def state_change(self, cb: Any, old: Any, new: Any) -> None:
+            pass
+
+    @cached(client, ttl=30, name="listened")
+    def value(n: int) -> int:
+        return n
+
+    value(1)
+    breaker = get_breaker("redis")
+    listener = Listener()
+    breaker.add_listener(listener)
+    try:
+        seen.clear()
+        assert value(1) == 1
+        assert "before" in seen
+        assert "success" in seen
+    finally:
+        breaker.remove_listener(listener)
+
+
+async def test_async_hit_path_edges(aclient: AsyncGuardedRedis, server: RedisServer) -> None:
+    """asyncio: WRONGTYPE passes through, a broken classifier falls back to the default."""
+    raw = redis.Redis.from_url(server.url)
+
+    def broken(exc: BaseException) -> Any:
+        raise RuntimeError("classifier bug")
+
+    @cached(aclient, ttl=30, stale_for=60, retry=None, classify=broken, name="aedges")
+    async def value(n: int) -> int:
+        return n
+
+    try:
+        raw.rpush(value.key_for(2), b"x")
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            await value(2)
+        assert await value(1) == 1
+        assert await value(1) == 1
+        assert stale_answer() is None
+        server.kill()
+        assert await value(1) == 1
+        assert stale_answer() is not None
+    finally:
+        raw.close()
+
+
+def test_half_open_trials_from_the_cached_get(client: GuardedRedis, server: RedisServer) -> None:
+    """With the circuit open, a call after reset_timeout is a trial: a failed one serves
+    stale and reopens; once Redis is back, the trial's hit closes the circuit."""
+    breaker = Breaker("cache-trials", BreakerConfig(failure_threshold=1, reset_timeout=0.2))
+
+    @cached(client, ttl=30, stale_for=60, retry=None, breaker=breaker, name="trials")
+    def value(n: int) -> int:
+        return n * 2
+
+    assert value(1) == 2
+    server.kill()
+    assert value(1) == 2
+    assert breaker.current_state == "open"
+    time.sleep(0.25)
+    assert value(1) == 2  # the trial fails: stale, and the circuit reopens
+    stale = stale_answer()
+    assert stale is not None
+    assert breaker.current_state == "open"
+    server.restart()  # empty: give it a value only Redis has
+    with redis.Redis.from_url(server.url) as fresh:
+        fresh.set(value.key_for(1), b"7")
+    client.connection_pool.disconnect()
+    time.sleep(0.25)
+    assert value(1) == 7  # the trial hits
+    assert stale_answer() is None
+    assert breaker.current_state == "closed"
+    assert _stats("trials")["hit"] == 1
+
+
+async def test_async_half_open_trial(aclient: AsyncGuardedRedis, server: RedisServer) -> None:
+    """asyncio: a trial after reset_timeout hits and closes the circuit."""
+    breaker = Breaker("acache-trials", BreakerConfig(failure_threshold=1, reset_timeout=0.2))
+
+    @cached(aclient, ttl=30, stale_for=60, retry=None, breaker=breaker, name="atrials")
+    async def value(n: int) -> int:
+        return n * 2
+
+    assert await value(1) == 2
+    server.kill()
+    assert await value(1) == 2
+    assert breaker.current_state == "open"
+    assert await value(1) == 2
+    assert stale_answer() is not None
+    await asyncio.sleep(0.25)
+    assert await value(1) == 2  # the trial fails: stale, and the circuit reopens
+    assert breaker.current_state == "open"
+    server.restart()
+    with redis.Redis.from_url(server.url) as fresh:
+        fresh.set(value.key_for(1), b"7")
+    await aclient.connection_pool.disconnect()
+    await asyncio.sleep(0.25)
+    assert await value(1) == 7
+    assert stale_answer() is None
+    assert breaker.current_state == "closed"
