@@ -558,14 +558,8 @@ class _Guard:
     ) -> Any:
         """The sync shell's error path, for a caller that inlined the happy path: classify,
         then re-raise ``exc`` or retry / fall back as the guard would."""
-        try:
-            kind = self.classify(exc)
-        except Exception:
-            kind = self.misclassified(exc)
-        if kind is ErrorKind.PROPAGATE:
-            self.propagated(ticket, exc, started)
-            raise exc
-        if self.excluded(ticket, exc, started):
+        kind = self.first_failure(ticket, exc, started)
+        if kind is None:
             raise exc
         return self.recover(fn, args, kwargs, ticket, exc, kind, started)
 
@@ -579,14 +573,8 @@ class _Guard:
         started: float,
     ) -> Any:
         """The asyncio twin of :meth:`failed`."""
-        try:
-            kind = self.classify(exc)
-        except Exception:
-            kind = self.misclassified(exc)
-        if kind is ErrorKind.PROPAGATE:
-            self.propagated(ticket, exc, started)
-            raise exc
-        if self.excluded(ticket, exc, started):
+        kind = self.first_failure(ticket, exc, started)
+        if kind is None:
             raise exc
         return await self.arecover(fn, args, kwargs, ticket, exc, kind, started)
 
