@@ -1,0 +1,269 @@
+"""The fallback canary: run a guard's fallback beside a sampled share of successful calls.
+
+A fallback that only runs during an outage is code that has never run in production. The
+canary runs it for ``canary`` (a share) of the calls that succeeded, off the caller's path,
+and compares its answer with the real one:
+
+* sync guards hand the run to one small daemon worker thread through a bounded queue; when
+  the queue is full the run is dropped (counted), the caller never waits;
+* asyncio guards start a task in a fresh context that runs after the caller has its result
+  (at most ``MAX_TASKS`` at once, else dropped); a fallback that is not a coroutine function
+  runs in the loop's default executor, so it never blocks the event loop (an awaitable it
+  returns is awaited in the task, as the guard would).
+
+The caller's result is never touched: the canary gets the same arguments and the result,
+and its outcome is only counted (``redisguard_canary_checks_total{operation,result}``) and
+logged at WARNING on a mismatch or an exception (at most once per ``LOG_EVERY`` seconds per
+operation; the log names types, never values, which may be private data).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ._fork import after_fork, renew_lock_after_fork
+from ._tally import Tally
+
+__all__ = ["MAX_QUEUE", "MAX_TASKS", "Canary", "default_compare"]
+
+logger = logging.getLogger("redisguard")
+MAX_QUEUE = 256
+MAX_TASKS = 64
+LOG_EVERY = 10.0
+RESULTS = ("match", "mismatch", "error", "dropped")
+Compare = Callable[[Any, Any], bool]
+
+
+def default_compare(result: Any, fallback_result: Any) -> bool:
+    """The fallback returned the type Redis did (None on either side counts as a miss)."""
+    return result is None or fallback_result is None or isinstance(fallback_result, type(result))
+
+
+class Canary:
+    """One guard's canary: how to run its fallback, and how to judge the answer."""
+
+    __slots__ = ("async_fallback", "compare", "next_log", "operation", "p", "run", "tallies")
+
+    def __init__(
+        self,
+        operation: str,
+        p: float,
+        compare: Compare | None,
+        run: Callable[[tuple[Any, ...], dict[str, Any]], Any],
+        async_fallback: bool,
+    ) -> None:
+        self.operation = operation
+        self.p = p
+        self.compare = compare or default_compare
+        self.run = run  # runs the fallback as the guard would (current_failure() set)
+        self.async_fallback = async_fallback
+        self.tallies = {result: _tally(operation, result) for result in RESULTS}
+        self.next_log = 0.0
+
+    # -- judging (no I/O) ------------------------------------------------------------------
+    def judge(self, result: Any, fallback_result: Any) -> None:
+        try:
+            same = bool(self.compare(result, fallback_result))
+        except Exception as exc:
+            self.failed(exc, "the canary comparison raised")
+            return
+        if same:
+            self.tallies["match"].add()
+            return
+        self.tallies["mismatch"].add()
+        self._warn(
+            "Fallback canary of %s: the fallback's answer (%s) does not match Redis's (%s)",
+            _type(fallback_result),
+            _type(result),
+            result="mismatch",
+        )
+
+    def failed(self, exc: BaseException, what: str = "the fallback raised") -> None:
+        self.tallies["error"].add()
+        self._warn(
+            "Fallback canary of %s: %s %s",
+            what,
+            type(exc).__name__,
+            result="error",
+            exc_info=exc,
+        )
+
+    def dropped(self) -> None:
+        self.tallies["dropped"].add()
+
+    def _warn(self, message: str, *args: Any, result: str, exc_info: Any = None) -> None:
+        now = time.monotonic()
+        if now < self.next_log or not logger.isEnabledFor(logging.WARNING):
+            return
+        self.next_log = now + LOG_EVERY
+        logger.warning(
+            message,
+            self.operation,
+            *args,
+            exc_info=exc_info,
+            extra={"category": "canary", "operation": self.operation, "canary_result": result},
+        )
+
+    # -- running ---------------------------------------------------------------------------
+    def run_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
+        """On the worker thread: run the fallback and judge it; never raises."""
+        try:
+            fallback_result = self.run(args, kwargs)
+            if inspect.isawaitable(fallback_result):
+                _discard(fallback_result)
+                raise TypeError("the fallback returned an awaitable to a sync canary")
+        except Exception as exc:
+            self.failed(exc)
+            return
+        self.judge(result, fallback_result)
+
+    async def run_async(self, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
+        """In a task: run the fallback and judge it; never raises (but cancellation)."""
+        try:
+            if self.async_fallback:
+                fallback_result = self.run(args, kwargs)
+            else:  # a sync callable or a value: off the event loop
+                loop = asyncio.get_running_loop()
+                fallback_result = await loop.run_in_executor(
+                    None, functools.partial(self.run, args, kwargs)
+                )
+            if inspect.isawaitable(fallback_result):
+                fallback_result = await fallback_result
+        except Exception as exc:
+            self.failed(exc)
+            return
+        self.judge(result, fallback_result)
+
+    def submit(self, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
+        """Hand a sampled success to the worker thread (dropped when it is busy)."""
+        if not _worker.offer(functools.partial(self.run_sync, args, kwargs, result)):
+            self.dropped()
+
+    def schedule(self, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
+        """From an async guard: a task that runs after the caller has its result."""
+        if len(_tasks) >= MAX_TASKS:
+            self.dropped()
+            return
+        loop = asyncio.get_running_loop()
+        # A fresh context: the caller's span and current_failure() must not leak into it.
+        task = contextvars.Context().run(loop.create_task, self.run_async(args, kwargs, result))
+        _tasks.add(task)
+        task.add_done_callback(_tasks.discard)
+
+
+def wrap_sync(fn: Callable[..., Any], canary: Canary) -> Callable[..., Any]:
+    """``fn`` that also hands a sampled share of its successes to the canary."""
+    sample, p, submit = random.random, canary.p, canary.submit
+
+    @functools.wraps(fn)
+    def canaried(*args: Any, **kwargs: Any) -> Any:
+        result = fn(*args, **kwargs)
+        if sample() < p:
+            submit(args, kwargs, result)
+        return result
+
+    return canaried
+
+
+def wrap_async(fn: Callable[..., Awaitable[Any]], canary: Canary) -> Callable[..., Any]:
+    """Async twin of :func:`wrap_sync`."""
+    sample, p, schedule = random.random, canary.p, canary.schedule
+
+    @functools.wraps(fn)
+    async def canaried(*args: Any, **kwargs: Any) -> Any:
+        result = await fn(*args, **kwargs)
+        if sample() < p:
+            schedule(args, kwargs, result)
+        return result
+
+    return canaried
+
+
+def _type(value: Any) -> str:
+    return type(value).__qualname__
+
+
+def _discard(awaitable: Any) -> None:
+    close = getattr(awaitable, "close", None)
+    if callable(close):
+        close()
+
+
+# -- the worker thread and the counts -----------------------------------------------------
+class _Worker:
+    """One daemon thread draining a bounded queue; ``offer`` never blocks."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[Callable[[], None]] = queue.Queue(MAX_QUEUE)
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+        after_fork(self, _Worker.__init__)  # the thread does not survive a fork
+
+    def offer(self, job: Callable[[], None]) -> bool:
+        if self.thread is None:
+            self._start()
+        try:
+            self.queue.put_nowait(job)
+        except queue.Full:
+            return False
+        return True
+
+    def _start(self) -> None:
+        with self.lock:
+            if self.thread is None:
+                thread = threading.Thread(target=self._drain, name="redisguard-canary", daemon=True)
+                thread.start()
+                self.thread = thread
+
+    def _drain(self) -> None:
+        jobs = self.queue
+        while True:
+            job = jobs.get()
+            try:
+                job()
+            except Exception:  # pragma: no cover - run_sync never raises
+                logger.exception("redisguard canary job failed", extra={"category": "canary"})
+
+    def idle(self) -> bool:
+        """Whether no job is waiting (a job may still be running)."""
+        return self.queue.empty()
+
+
+_worker = _Worker()
+_tasks: set[asyncio.Task[None]] = set()
+_counts: dict[tuple[str, str], Tally] = {}
+_lock = threading.Lock()
+renew_lock_after_fork(__name__, "_lock")
+
+
+def _tally(operation: str, result: str) -> Tally:
+    with _lock:
+        return _counts.setdefault((operation, result), Tally())
+
+
+def _clear_counts() -> None:
+    """Forget the canary counts (test isolation: ``redisguard.testing``); guards built
+    earlier keep counting in tallies of their own."""
+    with _lock:
+        _counts.clear()
+
+
+def counts() -> dict[tuple[str, str], int]:
+    """Canary runs by (operation, result), for the metric."""
+    return {key: tally.value for key, tally in list(_counts.items())}
+
+
+def start_worker() -> None:
+    """Start the worker at decoration, so the first sampled call does not pay for it."""
+    if _worker.thread is None:
+        _worker._start()
