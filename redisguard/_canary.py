@@ -52,7 +52,16 @@ def default_compare(result: Any, fallback_result: Any) -> bool:
 class Canary:
     """One guard's canary: how to run its fallback, and how to judge the answer."""
 
-    __slots__ = ("async_fallback", "compare", "next_log", "operation", "p", "run", "tallies")
+    __slots__ = (
+        "arun",
+        "async_fallback",
+        "compare",
+        "next_log",
+        "operation",
+        "p",
+        "run",
+        "tallies",
+    )
 
     def __init__(
         self,
@@ -60,12 +69,14 @@ class Canary:
         p: float,
         compare: Compare | None,
         run: Callable[[tuple[Any, ...], dict[str, Any]], Any],
+        arun: Callable[[tuple[Any, ...], dict[str, Any]], Awaitable[Any]],
         async_fallback: bool,
     ) -> None:
         self.operation = operation
         self.p = p
         self.compare = compare or default_compare
         self.run = run  # runs the fallback as the guard would (current_failure() set)
+        self.arun = arun  # the same, awaiting the fallback
         self.async_fallback = async_fallback
         self.tallies = {result: _tally(operation, result) for result in RESULTS}
         self.next_log = 0.0
@@ -131,7 +142,7 @@ class Canary:
         """In a task: run the fallback and judge it; never raises (but cancellation)."""
         try:
             if self.async_fallback:
-                fallback_result = self.run(args, kwargs)
+                fallback_result = await self.arun(args, kwargs)
             else:  # a sync callable or a value: off the event loop
                 loop = asyncio.get_running_loop()
                 fallback_result = await loop.run_in_executor(

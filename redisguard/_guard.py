@@ -524,6 +524,17 @@ class _Guard:
         finally:
             _current_failure.reset(token)
 
+    async def acanary_fallback(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Async twin of :meth:`canary_fallback` (awaited with ``current_failure()`` set)."""
+        token = _current_failure.set(self.canary_failure)
+        try:
+            result = self.fallback(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        finally:
+            _current_failure.reset(token)
+
     def constant_fallback(self) -> bool:
         """Short-circuit with a plain value: count it and return (the hot part of an outage)."""
         if self.call_fallback or self.fallback is _NO_FALLBACK:
@@ -976,6 +987,7 @@ def _canaried(
         share,
         compare,
         guard.canary_fallback,
+        guard.acanary_fallback,
         inspect.iscoroutinefunction(guard.fallback),
     )
     if guard.is_async:
