@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import math
 import os
 import random
@@ -44,6 +45,7 @@ __all__ = [
     "parse_spec",
 ]
 
+logger = logging.getLogger("redisguard")
 CHAOS_ENV = "REDISGUARD_CHAOS"
 KILL_ENV = "REDISGUARD_CHAOS_KILL"
 #: The most a rule may inject (a share of calls): a typo such as ``p=1`` for ``p=0.01`` is
@@ -327,7 +329,11 @@ def register(target: Target) -> None:
         plan = _state.plan
     if first:
         spec = os.environ.get(CHAOS_ENV, "").strip()
-        if spec and not killed_by_env():
+        if spec and killed_by_env():
+            logger.warning(
+                "%s is ignored: %s is set", CHAOS_ENV, KILL_ENV, extra={"category": "chaos"}
+            )
+        elif spec:
             enable(parse_spec(spec), None)
             return
     if plan is not None:
@@ -351,15 +357,35 @@ def enable(faults: Iterable[Fault], seed: int | None) -> None:
             target.fn_cell.cell_contents = target.fn
         else:
             _install(target, plan)
+    logger.warning(
+        "redisguard chaos %s",
+        "enabled: " + "; ".join(map(_describe, faults)) if faults else "disabled",
+        extra={"category": "chaos"},
+    )
+
+
+def _describe(fault: Fault) -> str:
+    scope = ",".join(
+        f"{key}={value}"
+        for key, value in (("op", fault.operation), ("breaker", fault.breaker))
+        if value is not None
+    )
+    what = [f"error={fault.error}"] if fault.error else []
+    if fault.latency_ms:
+        what.append(f"latency={fault.latency_ms:g}ms")
+    what.append(f"outage={fault.outage:g}s" if fault.outage is not None else f"p={fault.p:g}")
+    return ",".join([scope or "all", *what])
 
 
 def kill() -> None:
     """Turn chaos off at once: every guard calls its function directly again."""
     with _lock:
-        _state.plan = None
+        was_on, _state.plan = _state.plan is not None, None
         targets = list(_targets)
     for target in targets:
         target.fn_cell.cell_contents = target.fn
+    if was_on:
+        logger.warning("redisguard chaos killed", extra={"category": "chaos"})
 
 
 def active() -> tuple[Fault, ...]:
