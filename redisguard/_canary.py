@@ -24,6 +24,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import math
 import queue
 import random
 import threading
@@ -31,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ._errors import ConfigError
 from ._fork import after_fork, renew_lock_after_fork
 from ._tally import Tally
 
@@ -170,6 +172,51 @@ class Canary:
         task = contextvars.Context().run(loop.create_task, self.run_async(args, kwargs, result))
         _tasks.add(task)
         task.add_done_callback(_tasks.discard)
+
+
+def check_options(
+    canary: object,
+    compare: object,
+    side_effect_free: object,
+    *,
+    has_fallback: bool,
+    fallback_name: str | None,
+) -> float:
+    """The canary share of ``redis_guarded(canary=...)``, checked against the other options.
+
+    Args:
+        fallback_name: The fallback's name when it is callable, None for a value.
+
+    Raises:
+        ConfigError: out of range; no fallback to run; a callable fallback not declared
+            ``canary_side_effect_free=True`` (the canary runs it while Redis is fine).
+        TypeError: a comparison that is not callable, a flag that is not a bool.
+    """
+    if isinstance(canary, bool) or not isinstance(canary, int | float):
+        raise ConfigError(f"redis_guarded(canary=...) must be a share from 0 to 1, got {canary!r}")
+    if not math.isfinite(canary) or not 0 <= canary <= 1:
+        raise ConfigError(f"redis_guarded(canary=...) must be from 0 to 1, got {canary!r}")
+    if compare is not None and not callable(compare):
+        raise TypeError(f"canary_compare must be callable, got {compare!r}")
+    if not isinstance(side_effect_free, bool):
+        raise TypeError(f"canary_side_effect_free must be a bool, got {side_effect_free!r}")
+    if canary and not has_fallback:
+        raise ConfigError("redis_guarded(canary=...) needs a fallback to run")
+    if canary and fallback_name is not None and not side_effect_free:
+        raise ConfigError(
+            f"redis_guarded(canary={canary!r}) would run the fallback {fallback_name} while "
+            "Redis is fine; pass canary_side_effect_free=True if it has no side effects "
+            "(writes, messages, charges), or use a value fallback"
+        )
+    return float(canary)
+
+
+def wrap(fn: Callable[..., Any], canary: Canary, is_async: bool) -> Callable[..., Any]:
+    """``fn`` that also hands a sampled share of its successes to ``canary``."""
+    if is_async:
+        return wrap_async(fn, canary)
+    start_worker()  # now, so the first sampled call does not pay for the thread
+    return wrap_sync(fn, canary)
 
 
 def wrap_sync(fn: Callable[..., Any], canary: Canary) -> Callable[..., Any]:

@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from redis import exceptions as rx
@@ -278,11 +278,6 @@ class _Plan:
     faults: tuple[Fault, ...]
     started: float
     rng: random.Random
-    outage_ends: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        windows = [f.outage for f in self.faults if f.outage is not None]
-        self.outage_ends = self.started + max(windows, default=0.0)
 
     def pick(self, faults: tuple[Fault, ...]) -> Fault | None:
         """The fault for one call, or None (the first matching rule that fires wins)."""

@@ -914,7 +914,13 @@ def redis_guarded(
             f"breaker must be a name, a redisguard.Breaker or a selector, got {breaker!r}"
         )
 
-    canary = _check_canary(canary, canary_compare, canary_side_effect_free, fallback)
+    canary = _canary.check_options(
+        canary,
+        canary_compare,
+        canary_side_effect_free,
+        has_fallback=fallback is not _NO_FALLBACK,
+        fallback_name=_name(fallback) if callable(fallback) else None,
+    )
     telemetry = Telemetry(tracer_provider, meter_provider)
     trace_default = trace_success_default()
 
@@ -952,29 +958,6 @@ def redis_guarded(
     return decorate
 
 
-def _check_canary(
-    canary: object, compare: object, side_effect_free: object, fallback: Any
-) -> float:
-    """The canary share, validated against the rest of the guard's options."""
-    if isinstance(canary, bool) or not isinstance(canary, int | float):
-        raise ConfigError(f"redis_guarded(canary=...) must be a share from 0 to 1, got {canary!r}")
-    if not math.isfinite(canary) or not 0 <= canary <= 1:
-        raise ConfigError(f"redis_guarded(canary=...) must be from 0 to 1, got {canary!r}")
-    if compare is not None and not callable(compare):
-        raise TypeError(f"canary_compare must be callable, got {compare!r}")
-    if not isinstance(side_effect_free, bool):
-        raise TypeError(f"canary_side_effect_free must be a bool, got {side_effect_free!r}")
-    if canary and fallback is _NO_FALLBACK:
-        raise ConfigError("redis_guarded(canary=...) needs a fallback to run")
-    if canary and callable(fallback) and not side_effect_free:
-        raise ConfigError(
-            f"redis_guarded(canary={canary!r}) would run the fallback {_name(fallback)} while "
-            "Redis is fine; pass canary_side_effect_free=True if it has no side effects "
-            "(writes, messages, charges), or use a value fallback"
-        )
-    return float(canary)
-
-
 def _canaried(
     fn: Callable[..., Any],
     guard: _Guard,
@@ -990,10 +973,7 @@ def _canaried(
         guard.acanary_fallback,
         inspect.iscoroutinefunction(guard.fallback),
     )
-    if guard.is_async:
-        return _canary.wrap_async(fn, canary)
-    _canary.start_worker()
-    return _canary.wrap_sync(fn, canary)
+    return _canary.wrap(fn, canary, guard.is_async)
 
 
 def _name(fn: Any) -> str:
