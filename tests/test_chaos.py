@@ -311,6 +311,32 @@ def test_guards_built_later_and_breaker_scope(client: redis.Redis) -> None:
     assert elsewhere() == b"real"
 
 
+def test_every_wrapper_variant_is_injected(client: redis.Redis) -> None:
+    """Policy wrappers (window, bulkhead), success tracing and breaker selectors too."""
+    windowed = Breaker(
+        "c.window",
+        BreakerConfig(failure_rate_threshold=50, minimum_calls=100, sliding_window_size=100),
+    )
+    bulkheaded = Breaker("c.bulk", BreakerConfig(max_concurrent_calls=4, failure_threshold=100))
+    per_call = Breaker("c.selected", PATIENT)
+
+    def get() -> Any:
+        return client.get("k")
+
+    guards = [
+        redis_guarded(name="c.v1", fallback="fb", breaker=windowed, retry=None)(get),
+        redis_guarded(name="c.v2", fallback="fb", breaker=bulkheaded, retry=None)(get),
+        redis_guarded(name="c.v3", fallback="fb", trace_success=True, retry=None)(get),
+        redis_guarded(name="c.v4", fallback="fb", breaker=lambda: per_call, retry=None)(get),
+    ]
+    assert [g() for g in guards] == [b"real"] * 4
+    chaos.enable("all,outage=30s,error=loading")
+    assert [g() for g in guards] == ["fb"] * 4
+    chaos.kill()
+    assert [g() for g in guards] == [b"real"] * 4
+    assert set(chaos.injected()) == {(f"c.v{i}", "outage") for i in range(1, 5)}
+
+
 def test_the_kill_switch_variable(client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     """REDISGUARD_CHAOS_KILL=1 ends chaos at the next call and keeps it from starting."""
 
