@@ -317,7 +317,7 @@ async def test_async_fallback_runs_after_the_caller_has_its_result(
 async def test_async_guard_runs_a_sync_fallback_off_the_loop(
     aclient: redis.asyncio.Redis,
 ) -> None:
-    """A sync fallback of an async guard runs in the executor, not on the event loop."""
+    """A sync fallback of an async guard runs on the worker thread, not on the event loop."""
     loop_thread = threading.get_ident()
     threads: list[int] = []
 
@@ -341,6 +341,29 @@ async def test_async_guard_runs_a_sync_fallback_off_the_loop(
     assert await await_for("k.async-sync", 1) == {"match": 1}
     assert threads
     assert loop_thread not in threads
+
+
+async def test_a_sync_fallback_returning_a_coroutine_runs_it_on_the_loop(
+    aclient: redis.asyncio.Redis,
+) -> None:
+    """As the guard awaits such a fallback's result, the canary runs it on the caller's loop."""
+    loop_thread = threading.get_ident()
+    ran_on: list[int] = []
+
+    async def later(key: str) -> bytes:
+        ran_on.append(threading.get_ident())
+        return b"x"
+
+    def plain(key: str) -> Any:
+        return later(key)
+
+    @redis_guarded(name="k.coro2", fallback=plain, canary=1, canary_side_effect_free=True)
+    async def get2(key: str) -> Any:
+        return await aclient.get(key)
+
+    assert await get2("k") == b"real"
+    assert await await_for("k.coro2", 1) == {"match": 1}
+    assert ran_on == [loop_thread]
 
 
 async def test_async_raising_fallback_and_task_cap(aclient: redis.asyncio.Redis) -> None:
