@@ -101,6 +101,7 @@ class Fault:
         return self.error or "latency"
 
     def matches(self, operation: str, breaker: str) -> bool:
+        """Whether this rule's scope takes calls of guard ``operation`` on ``breaker``."""
         return (self.operation is None or self.operation == operation) and (
             self.breaker is None or self.breaker == breaker
         )
@@ -110,11 +111,13 @@ def _check(fault: Fault, where: str) -> None:
     """Raise ConfigError naming ``where`` and the bad field."""
     if fault.error is not None and fault.error not in ERRORS:
         raise ConfigError(f"{where}: error must be one of {', '.join(ERRORS)}, got {fault.error!r}")
-    for label, value, high in (("latency_ms", fault.latency_ms, MAX_LATENCY_MS),):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: {label} must be a number, got {value!r}")
-        if not math.isfinite(value) or not 0 <= value <= high:
-            raise ConfigError(f"{where}: {label} must be between 0 and {high:g}, got {value!r}")
+    latency = fault.latency_ms
+    if isinstance(latency, bool) or not isinstance(latency, int | float):
+        raise ConfigError(f"{where}: latency_ms must be a number, got {latency!r}")
+    if not math.isfinite(latency) or not 0 <= latency <= MAX_LATENCY_MS:
+        raise ConfigError(
+            f"{where}: latency_ms must be between 0 and {MAX_LATENCY_MS:g}, got {latency!r}"
+        )
     for label, name in (("operation", fault.operation), ("breaker", fault.breaker)):
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise ConfigError(f"{where}: {label} must be a non-empty string, got {name!r}")
@@ -316,20 +319,22 @@ def register(target: Target) -> None:
     """A guard was built: remember it, and inject into it if chaos is on.
 
     The first registration reads ``REDISGUARD_CHAOS`` (a bad spec raises ConfigError there,
-    at decoration).
+    at decoration, and again at the next one); its outage windows start then.
     """
     with _lock:
         _targets.add(target)
-        first, _state.env_read = not _state.env_read, True
+        first = not _state.env_read
         plan = _state.plan
     if first:
         spec = os.environ.get(CHAOS_ENV, "").strip()
-        if spec and killed_by_env():
+        faults = parse_spec(spec) if spec else ()  # a bad spec fails every decoration
+        _state.env_read = True
+        if faults and killed_by_env():
             logger.warning(
                 "%s is ignored: %s is set", CHAOS_ENV, KILL_ENV, extra={"category": "chaos"}
             )
-        elif spec:
-            enable(parse_spec(spec), None)
+        elif faults:
+            enable(faults, None)
             return
     if plan is not None:
         _install(target, plan)

@@ -8,7 +8,8 @@ Off by default. Turn it on in code::
     chaos.enable("breaker=cache,outage=30s")          # the same spec REDISGUARD_CHAOS takes
     chaos.kill()                                      # off, at once
 
-or with ``REDISGUARD_CHAOS=<spec>`` (read when the first guard is built). The spec is rules
+or with ``REDISGUARD_CHAOS=<spec>`` (read when the first guard is built; outage windows
+start then). The spec is rules
 separated by ``;``, each a comma-separated list of fields:
 
 ==================  ==========================================================================

@@ -369,6 +369,8 @@ def test_the_spec_variable(client: redis.Redis, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("REDISGUARD_CHAOS", "op=c.env,error=timeout,p=0.9")
     with pytest.raises(ConfigError, match=r"REDISGUARD_CHAOS rule 1 .*at most 0\.25"):
         redis_guarded(name="c.env2", fallback=None)(get)
+    with pytest.raises(ConfigError, match="REDISGUARD_CHAOS rule 1"):  # not read once and forgotten
+        redis_guarded(name="c.env3", fallback=None)(get)
 
 
 def test_spans_and_metrics_mark_the_rehearsal(client: redis.Redis) -> None:
