@@ -148,7 +148,12 @@ class Canary:
                 if loop is None or not inspect.iscoroutine(fallback_result):
                     _discard(fallback_result)
                     raise TypeError("the fallback returned an awaitable to a sync guard")
-                future = asyncio.run_coroutine_threadsafe(fallback_result, loop)
+                try:
+                    future = asyncio.run_coroutine_threadsafe(fallback_result, loop)
+                except RuntimeError:  # the caller's loop has closed meanwhile
+                    _discard(fallback_result)
+                    self.dropped()
+                    return
                 future.add_done_callback(functools.partial(self._settled, result))
                 return
         except Exception as exc:
@@ -171,8 +176,6 @@ class Canary:
         """In a task: run the async fallback and judge it; never raises (but cancellation)."""
         try:
             fallback_result = await self.arun(args, kwargs)
-            if inspect.isawaitable(fallback_result):
-                fallback_result = await fallback_result
         except Exception as exc:
             self.failed(exc)
             return
