@@ -95,16 +95,15 @@ class Canary:
         if same:
             self.tallies["match"].add()
             return
-        self.tallies["mismatch"].add()
         self._warn(
             "Fallback canary of %s: the fallback's answer (%s) does not match Redis's (%s)",
             _type(fallback_result),
             _type(result),
             result="mismatch",
         )
+        self.tallies["mismatch"].add()  # counted last: a count means the run is complete
 
     def failed(self, exc: BaseException, what: str = "the fallback raised") -> None:
-        self.tallies["error"].add()
         self._warn(
             "Fallback canary of %s: %s %s",
             what,
@@ -112,6 +111,7 @@ class Canary:
             result="error",
             exc_info=exc,
         )
+        self.tallies["error"].add()
 
     def dropped(self) -> None:
         self.tallies["dropped"].add()
