@@ -241,9 +241,14 @@ def _paused(caches: dict[str, Any], server: RedisServer, s: Settings) -> list[Pa
 
 def run_benchmarks(settings_: Settings) -> dict[str, Any]:
     """Start a private redis-server, run both measurements, return a JSON-ready report."""
+    # The outage logs are expected; muted for the run and restored after (main() also runs
+    # in-process, from the tests, where later tests capture these loggers).
+    quiet = logging.NullHandler()
+    saved = {}
     for name in ("redisguard", "django_redis"):
         log = logging.getLogger(name)
-        log.addHandler(logging.NullHandler())
+        saved[name] = log.propagate
+        log.addHandler(quiet)
         log.propagate = False
     server = RedisServer().start()
     try:
@@ -255,6 +260,10 @@ def run_benchmarks(settings_: Settings) -> dict[str, Any]:
         close_clients()
         redisguard.forget_breaker(BREAKER)
         server.stop()
+        for name, propagate in saved.items():
+            log = logging.getLogger(name)
+            log.removeHandler(quiet)
+            log.propagate = propagate
     return {
         "settings": asdict(settings_),
         "env": {

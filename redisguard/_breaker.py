@@ -137,6 +137,8 @@ class BreakerStats:
         shared: Whether the state is shared by every process on the host (``redisguard._host``);
             the counters above (successes, rejections, failures seen) stay this process's own.
         host_segment: The shared segment's path when ``shared``, else None.
+        trial_count: Half-open trial calls this process admitted since creation (the prober's
+            PINGs are not trial calls).
     """
 
     name: str
@@ -160,6 +162,7 @@ class BreakerStats:
     slow_call_rate: float | None = None
     shared: bool = False
     host_segment: str | None = None
+    trial_count: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (ISO 8601 timestamps)."""
@@ -285,6 +288,7 @@ class Breaker(pybreaker.CircuitBreaker):
         self._trial_admitted_at = 0.0
         self._trial_successes = 0
         self._trial_restarts = 0
+        self._trials_admitted = 0  # half-open trial calls this process admitted (stats)
         self._failure_total = 0
         self._last_failure: float | None = None
         self._last_change = wall_clock()
@@ -644,6 +648,7 @@ class Breaker(pybreaker.CircuitBreaker):
                 return REJECT
             self._restart_trials()
         self._trials += 1
+        self._trials_admitted += 1
         self._trial_admitted_at = now
         return self._generation
 
@@ -976,6 +981,7 @@ class Breaker(pybreaker.CircuitBreaker):
             slow_call_rate=None if view is None else view.slow_call_rate,
             shared=self.is_host_shared,
             host_segment=self.host_segment,
+            trial_count=self._trials_admitted,
         )
 
 

@@ -1,4 +1,4 @@
-"""The ``redisguard`` command line: ``redisguard demo``, ``redisguard soak``, ``version``.
+"""The ``redisguard`` command line: ``demo``, ``soak``, ``doctor`` and ``version``.
 
 Argument parsing only; what the demo does lives in :mod:`redisguard._demo`.
 """
@@ -6,6 +6,7 @@ Argument parsing only; what the demo does lives in :mod:`redisguard._demo`.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 
@@ -71,8 +72,205 @@ def _soak_arguments(parser: argparse.ArgumentParser) -> None:
     _soak.add_arguments(parser)
 
 
+_DOCTOR_DESCRIPTION = """\
+Read a configuration and a live Redis and report the risks, each with the fix: the
+client's timeouts and retry, the breaker against the time Redis needs to load its data,
+the server's eviction, persistence, idle timeout and busy-reply-threshold, replicas,
+Sentinel and Cluster state; then predict what an outage does to each worker's capacity
+(Shopify's "Your Circuit Breaker is Misconfigured" model) and suggest thresholds.
+
+It only reads (PING, INFO, ROLE, CONFIG GET of named settings, SENTINEL MASTER/CKQUORUM,
+CLUSTER INFO) and never prints a password. The breaker settings come from the
+REDIS_CIRCUIT_BREAKER_* environment variables unless given here.
+
+Exit status: 0; 1 with --strict when a finding is high risk; 2 when Redis did not answer
+or the arguments are invalid.
+"""
+
+
+def _doctor_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url", help="the Redis to inspect (default $REDIS_URL; none: configuration only)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 when any finding is high risk"
+    )
+    parser.add_argument(
+        "--use",
+        choices=("cache", "store"),
+        default="cache",
+        help="what Redis holds: a cache (losing keys is fine) or a store (sessions, "
+        "counters: no acknowledged write may be lost); default: %(default)s",
+    )
+    group = parser.add_argument_group("workload (for the outage prediction)")
+    group.add_argument(
+        "--rate",
+        type=_positive(float),
+        default=100.0,
+        metavar="RPS",
+        help="requests per second, all workers together (default: %(default)s)",
+    )
+    group.add_argument(
+        "--workers",
+        type=_positive(int),
+        default=8,
+        metavar="N",
+        help="workers serving requests, one at a time each (default: %(default)s)",
+    )
+    group.add_argument(
+        "--calls-per-request",
+        type=_positive(int),
+        default=1,
+        metavar="N",
+        help="guarded Redis calls per request (default: %(default)s)",
+    )
+    group.add_argument(
+        "--request-ms",
+        type=_positive(float),
+        default=10.0,
+        metavar="MS",
+        help="time a request takes besides Redis (default: %(default)s)",
+    )
+    group.add_argument(
+        "--workers-per-breaker",
+        type=_positive(int),
+        metavar="N",
+        help="workers sharing one breaker (threads per process; default 1, or "
+        "all with REDISGUARD_SHARED_BREAKERS)",
+    )
+    group.add_argument(
+        "--outage",
+        type=_positive(float),
+        default=30.0,
+        metavar="SECONDS",
+        help="outage length to model (default: %(default)s)",
+    )
+    client = parser.add_argument_group("client and guard (default: redisguard.connect())")
+    client.add_argument(
+        "--socket-timeout",
+        type=_positive(float),
+        default=0.25,
+        metavar="SECONDS",
+        help="the client's socket_timeout (default: %(default)s)",
+    )
+    client.add_argument(
+        "--no-socket-timeout", action="store_true", help="the client sets no socket_timeout"
+    )
+    client.add_argument(
+        "--socket-connect-timeout",
+        type=_positive(float),
+        default=0.25,
+        metavar="SECONDS",
+        help="the client's socket_connect_timeout (default: %(default)s)",
+    )
+    client.add_argument(
+        "--no-socket-connect-timeout",
+        action="store_true",
+        help="the client sets no socket_connect_timeout",
+    )
+    client.add_argument(
+        "--redis-py-retries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="retries redis-py itself makes (redis.Redis() default: 10; "
+        "default here: %(default)s, as redisguard.connect())",
+    )
+    client.add_argument(
+        "--failure-threshold",
+        type=_positive(int),
+        metavar="N",
+        help="breaker failures before it opens (default: $REDIS_CIRCUIT_BREAKER_"
+        "FAILURE_THRESHOLD, else 5)",
+    )
+    client.add_argument(
+        "--reset-timeout",
+        type=_positive(float),
+        metavar="SECONDS",
+        help="seconds the breaker stays open (default: $REDIS_CIRCUIT_BREAKER_"
+        "RESET_TIMEOUT ms, else 30)",
+    )
+    client.add_argument(
+        "--half-open-attempts",
+        type=_positive(int),
+        metavar="N",
+        help="concurrent half-open trial calls (default: $REDIS_CIRCUIT_BREAKER_"
+        "HALF_OPEN_ATTEMPTS, else 3)",
+    )
+    client.add_argument(
+        "--attempts",
+        type=_positive(int),
+        default=3,
+        metavar="N",
+        help="guard retry attempts (default: %(default)s)",
+    )
+    client.add_argument(
+        "--deadline",
+        type=_positive(float),
+        default=0.5,
+        metavar="SECONDS",
+        help="guard retry deadline (default: %(default)s)",
+    )
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    """``redisguard doctor``."""
+    import dataclasses  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    from . import doctor  # noqa: PLC0415 - only this command reads a server
+    from ._config import BreakerConfig, RetryPolicy  # noqa: PLC0415
+    from ._errors import ConfigError  # noqa: PLC0415
+
+    try:
+        config = BreakerConfig.from_env()
+        overrides = {
+            "failure_threshold": args.failure_threshold,
+            "reset_timeout": args.reset_timeout,
+            "half_open_max_attempts": args.half_open_attempts,
+        }
+        config = dataclasses.replace(
+            config, **{k: v for k, v in overrides.items() if v is not None}
+        )
+        retry = RetryPolicy(attempts=args.attempts, deadline=args.deadline)
+        workload = doctor.Workload(
+            rate=args.rate,
+            workers=args.workers,
+            calls_per_request=args.calls_per_request,
+            request_time=args.request_ms / 1000,
+            workers_per_breaker=args.workers_per_breaker,
+            use=args.use,
+        )
+        settings = doctor.ClientSettings(
+            socket_timeout=None if args.no_socket_timeout else args.socket_timeout,
+            socket_connect_timeout=None
+            if args.no_socket_connect_timeout
+            else args.socket_connect_timeout,
+            redis_py_retries=args.redis_py_retries,
+        )
+        report = doctor.diagnose(
+            args.url if args.url is not None else os.environ.get("REDIS_URL") or None,
+            config=config,
+            retry=retry,
+            workload=workload,
+            client_settings=settings,
+            outage=args.outage,
+        )
+    except ConfigError as exc:
+        print(f"redisguard doctor: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(report.format_text())
+    if not report.reachable:
+        return 2
+    return 1 if args.strict and report.high_risk else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``redisguard`` argument parser (subcommands ``demo``, ``soak`` and ``version``)."""
+    """The ``redisguard`` argument parser (``demo``, ``soak``, ``doctor``, ``version``)."""
     parser = argparse.ArgumentParser(
         prog="redisguard",
         description="Keep Redis-backed services working when Redis does not.",
@@ -93,6 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _soak_arguments(soak)
+    doctor = commands.add_parser(
+        "doctor",
+        help="report the risks in a Redis and a redisguard configuration, with the fixes",
+        description=_DOCTOR_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _doctor_arguments(doctor)
 
     demo = commands.add_parser(
         "demo",
@@ -180,6 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
         "calls (default: %(default)s)",
     )
     demo.add_argument(
+        "--workload",
+        choices=_demo.WORKLOADS,
+        default="session",
+        help="session: session reads and refreshes through @redis_guarded; cache: "
+        "@cached lookups that serve stale values from the in-process L1 while Redis is "
+        "down (default: %(default)s)",
+    )
+    demo.add_argument(
         "--otel",
         choices=_demo.OTEL_MODES,
         default="none",
@@ -221,6 +434,7 @@ def _fleet_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
             ("--url", args.url is not None),
             ("--otel", args.otel != "none"),
             ("--plot", args.plot is not None),
+            ("--workload", args.workload != "session"),
         )
         if given
     ]
@@ -259,6 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .testing import _soak  # noqa: PLC0415 - only this command needs the soak
 
         return _soak.run_from_args(args)
+    if args.command == "doctor":
+        return _doctor(args)
     if args.command != "demo":
         parser.print_help(sys.stderr)
         return 2
@@ -277,6 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         slow_call_rate=args.slow_call_rate,
         minimum_calls=args.minimum_calls,
         otel=args.otel,
+        workload=args.workload,
     )
     return _demo.main(
         options, as_json=args.json, quiet=args.quiet, verbose=args.verbose, plot=args.plot

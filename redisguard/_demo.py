@@ -54,6 +54,8 @@ from .testing._oom import allow_writes, refuse_writes
 __all__ = [
     "FAULTS",
     "INSTALL_HINT",
+    "WORKLOADS",
+    "CacheWorkload",
     "DemoError",
     "DemoOptions",
     "DemoResult",
@@ -76,6 +78,8 @@ CONFIG_FAULTS = frozenset({"oom"})
 #: Faults injected by the proxy, so they also work in front of a user's server.
 PROXY_FAULTS = frozenset({"blackhole", "reset", "latency"})
 OTEL_MODES = ("none", "console")
+#: Workloads the demo can run (``--workload``).
+WORKLOADS: tuple[str, ...] = ("session", "cache")
 
 INSTALL_HINT = """\
 redisguard demo needs redis-server on PATH to start a private server.
@@ -96,6 +100,10 @@ _KEY_PREFIX = "redisguard-demo:session:"
 STATUS_INTERVAL = 0.25  # seconds between live status lines
 _SESSION_TTL = 120
 _SESSIONS = 64
+_CACHE_PREFIX = "redisguard-demo:cache:"
+_CACHE_TTL = 1.0
+_CACHE_STALE_FOR = 60.0
+_PRODUCTS = 32
 
 
 class DemoError(Exception):
@@ -136,6 +144,9 @@ class DemoOptions:
             the window is the last ``2 * minimum_calls`` calls.
         otel: ``"none"`` or ``"console"`` (spans to stderr, a metrics table at the end).
         seed: Seed of the workload's random choices.
+        workload: ``"session"`` (session reads and refreshes through ``@redis_guarded``) or
+            ``"cache"`` (``@cached`` lookups that serve stale values from the L1 while
+            Redis is unavailable).
     """
 
     url: str | None = None
@@ -151,6 +162,7 @@ class DemoOptions:
     minimum_calls: int = 10
     otel: str = "none"
     seed: int = 7
+    workload: str = "session"
 
     def faults(self) -> list[str]:
         """The faults to inject, in order, after checking they fit the target.
@@ -198,6 +210,10 @@ class DemoOptions:
                 raise DemoError(f"{label} must be positive, got {value!r}")
         if self.failure_threshold < 1:
             raise DemoError(f"failure threshold must be >= 1, got {self.failure_threshold!r}")
+        if self.workload not in WORKLOADS:
+            raise DemoError(
+                f"unknown workload {self.workload!r}; choose from {', '.join(WORKLOADS)}"
+            )
         if self.minimum_calls < 1:
             raise DemoError(f"minimum calls must be >= 1, got {self.minimum_calls!r}")
         if not 0 < self.slow_call_rate <= 100:
@@ -519,6 +535,7 @@ class DemoResult:
                 "slow_call_ms": opts.slow_call_ms,
                 "slow_call_rate": opts.slow_call_rate,
                 "minimum_calls": opts.minimum_calls,
+                "workload": opts.workload,
             },
             "events": [{"t": e.t, "kind": e.kind, "text": e.text} for e in self.events],
             "phases": [p.as_dict() for p in self.phases],
@@ -682,6 +699,99 @@ class SessionWorkload:
         with contextlib.suppress(redis.RedisError):
             keys = [self.key(f"s{i}") for i in range(_SESSIONS)]
             self.client.delete(*keys)
+
+
+class CacheWorkload:
+    """Read-through cache traffic: ``@cached`` product lookups (ttl 1 s, stale_for 60 s).
+
+    Each step looks up one of a few products. Redis answers (a hit, or a miss that runs the
+    "database" function and SETs the result) while it is available; while it is not, the
+    in-process L1 answers with the last value Redis confirmed (a stale answer, reported as a
+    fallback with its age on the timeline), or the function runs for a product the L1 lacks.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        breaker: Breaker,
+        retry: RetryPolicy,
+        *,
+        rng: random.Random,
+        otel: OtelSetup | None = None,
+    ) -> None:
+        from .cache import cached  # noqa: PLC0415 - only this workload needs the cache
+
+        self.client = client
+        self.rng = rng
+        self.timeline: Timeline | None = None
+        self.source_calls = 0
+        self.stale_served = 0
+        self.oldest_stale = 0.0
+        self._first_stale = True
+        providers: dict[str, Any] = {}
+        if otel is not None:
+            providers = {
+                "tracer_provider": otel.tracer_provider,
+                "meter_provider": otel.meter_provider,
+            }
+        self.lookup = cached(
+            client,
+            ttl=_CACHE_TTL,
+            stale_for=_CACHE_STALE_FOR,
+            name="demo.cache.product",
+            key=lambda product: product,
+            prefix=_CACHE_PREFIX,
+            breaker=breaker,
+            retry=retry,
+            **providers,
+        )(self._load)
+        self._stats = self.lookup.__redisguard_cache__.stats  # type: ignore[attr-defined]
+
+    def _load(self, product: str) -> dict[str, Any]:
+        """The slow source of truth (a database query, say)."""
+        self.source_calls += 1
+        return {"product": product, "price": self.rng.randrange(100, 999), "at": time.time()}
+
+    def step(self) -> Step:
+        """One lookup of one of the products."""
+        from .cache import stale_answer  # noqa: PLC0415
+
+        product = f"p{self.rng.randrange(_PRODUCTS)}"
+        unavailable = self._stats.unavailable.value
+        began = time.perf_counter_ns()
+        try:
+            self.lookup(product)
+        except Exception as exc:
+            return Step("error", None, time.perf_counter_ns() - began, exc, False)
+        ns = time.perf_counter_ns() - began
+        stale = stale_answer()
+        if stale is not None:
+            self.stale_served += 1
+            self.oldest_stale = max(self.oldest_stale, stale.age)
+            if self._first_stale and self.timeline is not None:
+                self._first_stale = False
+                self.timeline.add(
+                    "fallback",
+                    f"stale answer from the L1: {product} as Redis last confirmed it "
+                    f"{stale.age:.2f} s ago (stale_for {_CACHE_STALE_FOR:g} s)",
+                )
+            return Step("fallback", stale.failure, ns, None, False)
+        if self._stats.unavailable.value != unavailable:  # the function ran: Redis was down
+            return Step("fallback", None, ns, None, False)
+        return Step("ok", None, ns, None, False)
+
+    def summary(self) -> str:
+        """One line for the timeline's end."""
+        return (
+            f"cache: {self.stale_served} stale answers from the L1 (oldest "
+            f"{self.oldest_stale:.2f} s); the source function ran {self.source_calls} times "
+            f"for {_PRODUCTS} products"
+        )
+
+    def cleanup(self) -> None:
+        """Delete the demo's keys (best effort: the server may be gone)."""
+        with contextlib.suppress(redis.RedisError):
+            self.client.delete(*(_CACHE_PREFIX + f"p{i}" for i in range(_PRODUCTS)))
 
 
 # -- faults ------------------------------------------------------------------------------------
@@ -1083,7 +1193,7 @@ class _Runner:
     def __init__(
         self,
         options: DemoOptions,
-        workload: SessionWorkload,
+        workload: SessionWorkload | CacheWorkload,
         breaker: Breaker,
         watcher: _BreakerWatcher,
         otel: OtelSetup,
@@ -1349,9 +1459,16 @@ def run_demo(
         except (RedisguardError, ConfigError) as exc:
             raise DemoError(str(exc), EXIT_FAILED) from None
         stack.callback(client.close)
-        workload = SessionWorkload(
-            client, breaker, retry, rng=random.Random(options.seed), otel=otel
-        )
+        workload: SessionWorkload | CacheWorkload
+        if options.workload == "cache":
+            workload = CacheWorkload(
+                client, breaker, retry, rng=random.Random(options.seed), otel=otel
+            )
+            workload.timeline = timeline
+        else:
+            workload = SessionWorkload(
+                client, breaker, retry, rng=random.Random(options.seed), otel=otel
+            )
         stack.enter_context(_quiet_library_logs(verbose, log_stream or sys.stderr))
         stack.callback(workload.cleanup)
         runner = _Runner(options, workload, breaker, watcher, otel, on_status)
@@ -1362,6 +1479,8 @@ def run_demo(
                 runner.run_phase(f"outage ({name})", "outage", name, fault.inject)
                 runner.run_phase(f"recovery ({name})", "recovery", name, fault.heal)
             runner.run_phase("healthy again", "healthy")
+            if isinstance(workload, CacheWorkload):
+                timeline.add("fallback", workload.summary())
         except ServerError as exc:
             raise DemoError(f"the private redis-server failed: {exc}", EXIT_FAILED) from None
         timeline.add(

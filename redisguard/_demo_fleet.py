@@ -161,6 +161,7 @@ class WorkerReport:
     calls: list[Call]
     shared: bool  # Breaker.stats().shared
     host_segment: str | None  # Breaker.stats().host_segment
+    trial_calls: int = 0  # Breaker.stats().trial_count: half-open trials this worker admitted
     error: str | None = None  # an exception that escaped a call (never expected)
     # (monotonic time, state) each time the watcher thread saw the breaker state change
     transitions: list[tuple[float, str]] = field(default_factory=list)
@@ -271,16 +272,11 @@ class FleetRun:
 
     @property
     def trials(self) -> int:
-        """Calls across the host, from the fault on, that reached Redis while their worker's
-        breaker was not closed. The prober half-opens a breaker only once Redis answers
-        again and ``reset_timeout`` outlasts the run, so these are the trial calls after
-        the heal."""
-        return sum(
-            1
-            for w in self.workers
-            for c in w.calls
-            if c.reached_redis and c.before != "closed" and c.end >= self.fault_at
-        )
+        """Half-open trial calls across the host: what each worker's breaker admitted as a
+        trial (``stats().trial_count``; no outage precedes the fault). The prober half-opens
+        a breaker only once Redis answers again and ``reset_timeout`` outlasts the run, so
+        these are the trial calls after the heal."""
+        return sum(w.trial_calls for w in self.workers)
 
     def _closed(self) -> list[float | None]:
         return [w.closed_at(self.heal_at) for w in self.workers]
@@ -413,6 +409,7 @@ def _worker(
                 calls=calls,
                 shared=bool(getattr(stats, "shared", False)),
                 host_segment=getattr(stats, "host_segment", None),
+                trial_calls=stats.trial_count,
                 error=error,
                 transitions=transitions,
             )

@@ -16,7 +16,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, NoReturn, ParamSpec, Protocol, TypeVar, overload
@@ -321,6 +321,21 @@ class _Guard:
         record_propagated(self, ticket, started, exc)
         return True
 
+    def first_failure(self, ticket: int, exc: BaseException, started: float) -> ErrorKind | None:
+        """Classify the first attempt's error: the kind to recover from, or None when the
+        caller must re-raise ``exc`` unchanged (an error the guard does not handle, or one
+        the breaker excludes)."""
+        try:
+            kind = self.classify(exc)
+        except Exception:
+            kind = self.misclassified(exc)
+        if kind is ErrorKind.PROPAGATE:
+            self.propagated(ticket, exc, started)
+            return None
+        if self.excluded(ticket, exc, started):
+            return None
+        return kind
+
     def propagated(self, ticket: int, exc: BaseException, started: float) -> None:
         """The first attempt raised an error the guard does not handle (it is re-raised)."""
         self.side._on_neutral(ticket)
@@ -548,6 +563,54 @@ class _Guard:
             )
         record_short_circuit(self, None)
         return True
+
+    def inlinable(self) -> bool:
+        """Whether a caller may inline this guard's closed-circuit happy path.
+
+        True when the plain shells apply (no failure-rate window, no bulkhead) and successes
+        are not traced. Such a caller runs, while ``state_source()._code == CLOSED`` and the
+        breaker has no call listeners: ``started = time.perf_counter()``, the call, then on
+        success ``if failures or breaker._wants_call_events: side._on_success(NORMAL, False,
+        0.0)`` and ``success.add()`` (``failures``: the window storage's list); on an error
+        :meth:`failed` (or :meth:`afailed`) with ticket ``NORMAL``.
+        """
+        breaker = self.breaker
+        return breaker._window is None and breaker._bulkhead is None and not self.trace_success
+
+    def state_source(self) -> Any:
+        """What the happy path reads ``_code`` from (see :func:`_state_source`)."""
+        return _state_source(self)
+
+    def failed(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        ticket: int,
+        exc: BaseException,
+        started: float,
+    ) -> Any:
+        """The sync shell's error path, for a caller that inlined the happy path: classify,
+        then re-raise ``exc`` or retry / fall back as the guard would."""
+        kind = self.first_failure(ticket, exc, started)
+        if kind is None:
+            raise exc
+        return self.recover(fn, args, kwargs, ticket, exc, kind, started)
+
+    async def afailed(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        ticket: int,
+        exc: BaseException,
+        started: float,
+    ) -> Any:
+        """The asyncio twin of :meth:`failed`."""
+        kind = self.first_failure(ticket, exc, started)
+        if kind is None:
+            raise exc
+        return await self.arecover(fn, args, kwargs, ticket, exc, kind, started)
 
     # -- sync shell ----------------------------------------------------------------------
     def recover(
@@ -1040,42 +1103,40 @@ def _selecting_wrapper(
 
 
 def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
-    breaker, classify, success, gate = guard.breaker, guard.classify, guard.success, guard.side
+    breaker, gate = guard.breaker, guard.side
     if breaker._window is not None or breaker._bulkhead is not None:
         policy = _sync_policy_wrapper(fn, guard)
         guard.fn_cell = _fn_cell(policy)
         return _traced_sync(fn, guard, policy)
     admit, on_success = gate._admit, gate._on_success
+    successes = guard.success.counter()  # next(successes): success.add(), inlined
     failures = breaker._window_storage._failures  # cleared in place, never rebound
-    clock, propagate, state = time.perf_counter, ErrorKind.PROPAGATE, _state_source(guard)
+    clock, state = time.perf_counter, _state_source(guard)
 
     @functools.wraps(fn)
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        ticket = NORMAL if state._code == CLOSED else admit()
-        if ticket == REJECT:
-            if guard.constant_fallback():
-                return guard.fallback
-            return guard.fall_back(args, kwargs, guard.failure(None, None))
+        if state._code == CLOSED:
+            ticket = NORMAL
+        else:
+            ticket = admit()
+            if ticket == REJECT:
+                if guard.constant_fallback():
+                    return guard.fallback
+                return guard.fall_back(args, kwargs, guard.failure(None, None))
         if breaker._wants_call_events:
             breaker._before_call(fn, args, kwargs)
         started = clock()
-        try:
-            result = fn(*args, **kwargs)
+        try:  # fn(*args): no empty keyword dict built and merged per call
+            result = fn(*args, **kwargs) if kwargs else fn(*args)
         except BaseException as exc:
-            try:
-                kind = classify(exc)
-            except Exception:
-                kind = guard.misclassified(exc)
-            if kind is propagate:
-                guard.propagated(ticket, exc, started)
-                raise
-            if guard.excluded(ticket, exc, started):
+            kind = guard.first_failure(ticket, exc, started)
+            if kind is None:
                 raise
             return guard.recover(fn, args, kwargs, ticket, exc, kind, started)
         if ticket or failures or breaker._wants_call_events:
             # A trial, a failure run to clear, or listeners to call.
             on_success(ticket, False, 0.0)
-        success.add()
+        next(successes)
         return result
 
     guard.fn_cell = _fn_cell(guarded)
@@ -1109,13 +1170,13 @@ def _state_source(guard: _Guard) -> Any:
 
 def _window_parts(
     window: CallWindow | None,
-) -> tuple[float, bool, Callable[[], int], Callable[[], float] | None]:
-    """``(slow_after, timed, take, clock)`` of a window's fast success (see ``fast_success``);
-    timed: whether slow-call breaking needs the call's duration."""
+) -> tuple[float, bool, Iterator[int], Callable[[], float] | None]:
+    """``(slow_after, timed, numbers, clock)`` of a window's fast success (see
+    ``fast_success``); timed: whether slow-call breaking needs the call's duration."""
     if window is None:
-        return math.inf, False, int, None  # never used: the wrapper checks the window first
-    slow_after, take, clock = window.fast_success()
-    return slow_after, slow_after < math.inf, take, clock
+        return math.inf, False, iter(()), None  # never used: the wrapper checks the window
+    slow_after, numbers, clock = window.fast_success()
+    return slow_after, slow_after < math.inf, numbers, clock
 
 
 def _slot_parts(bulkhead: Bulkhead | None) -> tuple[Callable[[], None], Callable[[None], None]]:
@@ -1137,12 +1198,13 @@ def _sync_policy_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[...,
     :meth:`CallWindow.fast_success`) without a call into it, and the call is timed a second
     time only for slow-call breaking. Everything else is ``_sync_wrapper``'s.
     """
-    breaker, classify, success, gate = guard.breaker, guard.classify, guard.success, guard.side
+    breaker, gate, clock = guard.breaker, guard.side, time.perf_counter
+    state = _state_source(guard)  # the gate, or a host-shared breaker's byte (see there)
+    successes = guard.success.counter()  # next(successes): success.add(), inlined
     # The failure deque is cleared in place, never rebound.
     admit, on_success, failures = gate._admit, gate._on_success, breaker._window_storage._failures
-    clock, propagate = time.perf_counter, ErrorKind.PROPAGATE
     window, bulkhead, full = breaker._window, breaker._bulkhead, guard.full_failure
-    slow_after, timed, take_number, window_clock = _window_parts(window)
+    slow_after, timed, numbers, window_clock = _window_parts(window)
     take_slot, give_slot = _slot_parts(bulkhead)
 
     @functools.wraps(fn)
@@ -1154,25 +1216,22 @@ def _sync_policy_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[...,
                 if not bulkhead._wait_or_reject():
                     return guard.fall_back(args, kwargs, full)
         try:
-            ticket = NORMAL if gate._code == CLOSED else admit()
-            if ticket == REJECT:
-                if guard.constant_fallback():
-                    return guard.fallback
-                return guard.fall_back(args, kwargs, guard.failure(None, None))
+            if state._code == CLOSED:
+                ticket = NORMAL
+            else:
+                ticket = admit()
+                if ticket == REJECT:
+                    if guard.constant_fallback():
+                        return guard.fallback
+                    return guard.fall_back(args, kwargs, guard.failure(None, None))
             if breaker._wants_call_events:
                 breaker._before_call(fn, args, kwargs)
             started = clock()
             try:
-                result = fn(*args, **kwargs)
+                result = fn(*args, **kwargs) if kwargs else fn(*args)
             except BaseException as exc:
-                try:
-                    kind = classify(exc)
-                except Exception:
-                    kind = guard.misclassified(exc)
-                if kind is propagate:
-                    guard.propagated(ticket, exc, started)
-                    raise
-                if guard.excluded(ticket, exc, started):
+                kind = guard.first_failure(ticket, exc, started)
+                if kind is None:
                     raise
                 return guard.recover(fn, args, kwargs, ticket, exc, kind, started)
             if window is None:
@@ -1183,10 +1242,10 @@ def _sync_policy_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[...,
                 if ticket or failures or breaker._wants_call_events or elapsed > slow_after:
                     on_success(ticket, False, elapsed)
                 else:  # a fast success: the window's note_fast, inlined
-                    number = take_number()
+                    number = next(numbers)
                     if window_clock is not None and window_clock() >= window._edge:
                         window._turn(number)
-            success.add()
+            next(successes)
             return result
         finally:
             if bulkhead is not None:
@@ -1222,42 +1281,40 @@ def _traced_sync(
 
 
 def _async_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable[..., Any]:
-    breaker, classify, success, gate = guard.breaker, guard.classify, guard.success, guard.side
+    breaker, gate = guard.breaker, guard.side
     if breaker._window is not None or breaker._bulkhead is not None:
         policy = _async_policy_wrapper(fn, guard)
         guard.fn_cell = _fn_cell(policy)
         return _traced_async(fn, guard, policy)
     admit, on_success = gate._admit, gate._on_success
+    successes = guard.success.counter()  # next(successes): success.add(), inlined
     failures = breaker._window_storage._failures  # cleared in place, never rebound
-    clock, propagate, state = time.perf_counter, ErrorKind.PROPAGATE, _state_source(guard)
+    clock, state = time.perf_counter, _state_source(guard)
 
     @functools.wraps(fn)
     async def guarded(*args: Any, **kwargs: Any) -> Any:
-        ticket = NORMAL if state._code == CLOSED else admit()
-        if ticket == REJECT:
-            if guard.constant_fallback():
-                return guard.fallback
-            return await guard.afall_back(args, kwargs, guard.failure(None, None))
+        if state._code == CLOSED:
+            ticket = NORMAL
+        else:
+            ticket = admit()
+            if ticket == REJECT:
+                if guard.constant_fallback():
+                    return guard.fallback
+                return await guard.afall_back(args, kwargs, guard.failure(None, None))
         if breaker._wants_call_events:
             breaker._before_call(fn, args, kwargs)
         started = clock()
         try:
-            result = await fn(*args, **kwargs)
+            result = await (fn(*args, **kwargs) if kwargs else fn(*args))
         except BaseException as exc:
-            try:
-                kind = classify(exc)
-            except Exception:
-                kind = guard.misclassified(exc)
-            if kind is propagate:
-                guard.propagated(ticket, exc, started)
-                raise
-            if guard.excluded(ticket, exc, started):
+            kind = guard.first_failure(ticket, exc, started)
+            if kind is None:
                 raise
             return await guard.arecover(fn, args, kwargs, ticket, exc, kind, started)
         if ticket or failures or breaker._wants_call_events:
             # A trial, a failure run to clear, or listeners to call.
             on_success(ticket, False, 0.0)
-        success.add()
+        next(successes)
         return result
 
     guard.fn_cell = _fn_cell(guarded)
@@ -1266,12 +1323,13 @@ def _async_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable
 
 def _async_policy_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable[..., Any]:
     """Async twin of :func:`_sync_policy_wrapper`; the slot is released on cancellation too."""
-    breaker, classify, success, gate = guard.breaker, guard.classify, guard.success, guard.side
+    breaker, gate, clock = guard.breaker, guard.side, time.perf_counter
+    state = _state_source(guard)  # the gate, or a host-shared breaker's byte (see there)
+    successes = guard.success.counter()  # next(successes): success.add(), inlined
     # The failure deque is cleared in place, never rebound.
     admit, on_success, failures = gate._admit, gate._on_success, breaker._window_storage._failures
-    clock, propagate = time.perf_counter, ErrorKind.PROPAGATE
     window, bulkhead, full = breaker._window, breaker._bulkhead, guard.full_failure
-    slow_after, timed, take_number, window_clock = _window_parts(window)
+    slow_after, timed, numbers, window_clock = _window_parts(window)
     take_slot, give_slot = _slot_parts(bulkhead)
 
     @functools.wraps(fn)
@@ -1283,25 +1341,22 @@ def _async_policy_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> C
                 if not await bulkhead._await_or_reject():
                     return await guard.afall_back(args, kwargs, full)
         try:
-            ticket = NORMAL if gate._code == CLOSED else admit()
-            if ticket == REJECT:
-                if guard.constant_fallback():
-                    return guard.fallback
-                return await guard.afall_back(args, kwargs, guard.failure(None, None))
+            if state._code == CLOSED:
+                ticket = NORMAL
+            else:
+                ticket = admit()
+                if ticket == REJECT:
+                    if guard.constant_fallback():
+                        return guard.fallback
+                    return await guard.afall_back(args, kwargs, guard.failure(None, None))
             if breaker._wants_call_events:
                 breaker._before_call(fn, args, kwargs)
             started = clock()
             try:
-                result = await fn(*args, **kwargs)
+                result = await (fn(*args, **kwargs) if kwargs else fn(*args))
             except BaseException as exc:
-                try:
-                    kind = classify(exc)
-                except Exception:
-                    kind = guard.misclassified(exc)
-                if kind is propagate:
-                    guard.propagated(ticket, exc, started)
-                    raise
-                if guard.excluded(ticket, exc, started):
+                kind = guard.first_failure(ticket, exc, started)
+                if kind is None:
                     raise
                 return await guard.arecover(fn, args, kwargs, ticket, exc, kind, started)
             if window is None:
@@ -1312,10 +1367,10 @@ def _async_policy_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> C
                 if ticket or failures or breaker._wants_call_events or elapsed > slow_after:
                     on_success(ticket, False, elapsed)
                 else:  # a fast success: the window's note_fast, inlined
-                    number = take_number()
+                    number = next(numbers)
                     if window_clock is not None and window_clock() >= window._edge:
                         window._turn(number)
-            success.add()
+            next(successes)
             return result
         finally:
             if bulkhead is not None:

@@ -53,6 +53,9 @@ class Entry(NamedTuple):
     size: int
 
 
+_new_entry = tuple.__new__  # Entry(...) without the NamedTuple's Python-level __new__
+
+
 def _bound(label: str, value: int | None) -> int | None:
     if value is None:
         return None
@@ -149,7 +152,7 @@ class L1:
         max_bytes = self.max_bytes
         if max_bytes is not None and size > max_bytes:
             return False
-        entry = Entry(value, self._clock(), size)
+        entry = _new_entry(Entry, (value, self._clock(), size))
         entries = self._entries
         with self._lock:
             if (since is not None and since != self.version) or (
@@ -178,12 +181,19 @@ class L1:
             self._nbytes -= old.size
 
     def get(self, key: Hashable) -> Entry | None:
-        """The entry for ``key`` (marked most recently used), or None."""
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
-            return entry
+        """The entry for ``key`` (marked most recently used), or None.
+
+        Takes no lock: each step is one dict operation, atomic under the GIL for keys whose
+        hash and equality are builtin (str, bytes, int, tuples of them).
+        """
+        entries = self._entries
+        entry = entries.get(key)
+        if entry is not None:
+            try:  # noqa: SIM105 - contextlib.suppress costs more than the rest of get()
+                entries.move_to_end(key)
+            except KeyError:  # removed meanwhile: still the value we read
+                pass
+        return entry
 
     def peek(self, key: Hashable) -> Entry | None:
         """The entry for ``key`` without touching its LRU position, or None."""

@@ -229,10 +229,17 @@ class ProbePlan:
         self._next_message = 0.0
 
     def attach(self, wake: Callable[[], None]) -> None:
-        """Listen to the breakers; ``wake`` starts the driver (it must be idempotent)."""
+        """Listen to the breakers; ``wake`` starts the driver (it must be idempotent).
+
+        A breaker that is already open (another client's outage, or a host-shared breaker
+        another worker opened before this one started) makes no transition this client would
+        hear, so probing starts now.
+        """
         self._wake = wake
         for breaker in self.breakers:
             breaker.add_listener(self._listener)
+        if self.needed():
+            self.wake()
 
     def detach(self) -> None:
         """Stop listening; the driver is told to stop at its next step."""

@@ -30,6 +30,9 @@ Metric names are chosen so a Prometheus exporter shows exactly the design docume
     redis_bulkhead_rejections_total{breaker}       calls the bulkhead turned away
     redis_bulkhead_in_flight{breaker}              calls holding a bulkhead slot now
     redis_retries_denied_total{breaker}            retries the retry budget denied
+    cache_lookups_total{cache,result}              @cached calls: hit / miss / stale /
+                                                   unavailable / joined (waited for a fill)
+    cache_stale_served_total{cache}                answered from the L1 while Redis was down
     redisguard_chaos_injected_total{operation,kind}  faults injected by redisguard.chaos
     redisguard_canary_checks_total{operation,result}  fallback canary runs: match | mismatch |
                                                    error | dropped (the worker was full)
@@ -246,6 +249,23 @@ def _data_errors(_: CallbackOptions) -> Iterable[Observation]:
     ]
 
 
+def _cache_stats() -> list[Any]:
+    cache = sys.modules.get("redisguard._cache")  # nothing to report if never used
+    return [] if cache is None else list(cache.cache_stats())
+
+
+def _cache_lookups(_: CallbackOptions) -> Iterable[Observation]:
+    return [
+        Observation(count, {"cache": stats.name, "result": result})
+        for stats in _cache_stats()
+        for result, count in stats.snapshot().items()
+    ]
+
+
+def _cache_stale(_: CallbackOptions) -> Iterable[Observation]:
+    return [Observation(stats.stale.value, {"cache": stats.name}) for stats in _cache_stats()]
+
+
 def _bulkhead_rejections(_: CallbackOptions) -> Iterable[Observation]:
     return [
         Observation(b._bulkhead.rejected_total, {"breaker": b.name})
@@ -368,6 +388,12 @@ class _Instruments:
                 "Rate-limit decisions by result (fail_open/fail_closed/local_*: Redis was down)",
             ),
             ("store_data_errors", _data_errors, "Corrupt values read by the stores"),
+            ("cache_lookups", _cache_lookups, "@cached calls by result"),
+            (
+                "cache_stale_served",
+                _cache_stale,
+                "@cached calls answered from the in-process L1 while Redis was unavailable",
+            ),
         ):
             meter.create_observable_counter(name, [callback], unit="1", description=description)
         self.duration = meter.create_histogram(

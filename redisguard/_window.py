@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ._config import BreakerConfig
@@ -159,22 +159,21 @@ class CallWindow:
         )
 
     # -- recording ---------------------------------------------------------------------------
-    def fast_success(self) -> tuple[float, Callable[[], int], Callable[[], float] | None]:
-        """What the windowed guard inlines after a success: ``(slow_after, take, clock)``.
+    def fast_success(self) -> tuple[float, Iterator[int], Callable[[], float] | None]:
+        """What the windowed guard inlines after a success: ``(slow_after, numbers, clock)``.
 
         A closed success with no failure run to clear, no listener to call and no count to
         add, taking at most ``slow_after`` seconds, is recorded by the guard itself, without
         a call into this class (no extra Python frame)::
 
-            number = take()
+            number = next(numbers)
             if clock is not None and clock() >= window._edge:
                 window._turn(number)
 
         which is :meth:`note_fast`. ``clock`` is None for a count-based window (taking a
         number is all it needs). Anything else goes to ``Breaker._on_success``.
         """
-        take = self._numbers.__next__
-        return self.slow_after, take, None if self._count_based else self._clock
+        return self.slow_after, self._numbers, None if self._count_based else self._clock
 
     def _note_timed(self) -> None:
         """``note_fast`` of a time-based window: a number, and a new bucket when one is due."""

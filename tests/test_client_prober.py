@@ -174,3 +174,22 @@ def test_prober_leaves_a_manually_opened_breaker_open(redis_server: RedisServer)
         assert not client.prober.running
     finally:
         client.close()
+
+
+def test_a_client_made_while_its_breaker_is_open_probes_at_once(
+    redis_server: RedisServer,
+) -> None:
+    """No transition happens for a client made after its breaker opened (another client's
+    outage, or a host-shared breaker another worker opened before this one started), so the
+    prober cannot wait for one: it starts with the client."""
+    breaker = redisguard.Breaker("late-client", redisguard.BreakerConfig(failure_threshold=1))
+    breaker._on_failure(0, rx.ConnectionError("Connection refused"))
+    assert breaker.current_state == "open"
+    client = redisguard.connect(redis_server.url, breakers=(breaker,), probe_interval=0.05)
+    try:
+        deadline = time.monotonic() + 5
+        while breaker.current_state == "open" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert breaker.current_state == "half-open"
+    finally:
+        client.close()

@@ -40,11 +40,18 @@ def test_reset_runs_in_the_child_only() -> None:
 
 
 def test_registry_holds_objects_weakly_and_prunes() -> None:
-    """Registering never keeps an object alive; dead entries are pruned as the list grows."""
-    for _ in range(_fork._PRUNE_AT * 2):
-        _fork.after_fork(_Thing(), lambda t: None)
+    """Registering never keeps an object alive; dead entries are pruned as the list grows.
+
+    Relative to what earlier tests left registered: enough registrations to cross the
+    registry's current prune mark, each of an object that dies at once."""
     gc.collect()
-    assert len(_fork._registry.entries) < _fork._PRUNE_AT * 2
+    registry = _fork._registry
+    before = len(registry.entries)
+    count = max(registry.prune_at - before, 0) + _fork._PRUNE_AT
+    for _ in range(count):
+        _fork.after_fork(_Thing(), lambda t: None)
+    assert len(registry.entries) < before + count  # the prune dropped the dead ones
+    assert not any(isinstance(ref(), _Thing) for ref, _ in registry.entries)  # held weakly
 
 
 def test_a_failing_reset_is_logged_and_the_others_still_run(

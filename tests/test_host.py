@@ -826,3 +826,93 @@ def test_a_write_trial_in_one_worker_closes_the_write_side_for_the_host() -> Non
     assert breaker.write_state == "closed"
     assert breaker.write_side.cause is None
     assert write() == "OK"
+
+
+def test_stats_count_the_trials_this_process_admitted() -> None:
+    """``trial_count`` is per worker: the fleet benchmark sums it over the host."""
+    config = _config(half_open_max_attempts=2)
+    breaker = Breaker("redis", config)
+    breaker.half_open()
+    assert _in_child(lambda: _assert_trial(Breaker("redis", config))) == 0
+    assert breaker._admit() > 0
+    assert breaker._admit() > 0  # the dead child's slot was reclaimed
+    assert breaker._admit() == -1
+    assert breaker.stats().trial_count == 2
+
+
+def _assert_trial(breaker: Breaker) -> None:
+    assert breaker._admit() > 0
+    assert breaker.stats().trial_count == 1
+
+
+def _guarded_worker(url: str, config: BreakerConfig) -> None:
+    """A worker of the fleet below: a connect() client, guarded GETs in a loop, forever."""
+    import redisguard
+
+    client = redisguard.connect(
+        url, check=False, socket_timeout=0.1, socket_connect_timeout=0.1, probe_interval=0.05,
+        breakers=(Breaker("fleet", config),),
+    )
+
+    @redisguard.redis_guarded(name="get", breaker="fleet", fallback=None, access="read")
+    def get() -> Any:
+        return client.get("k")
+
+    while True:
+        get()
+        time.sleep(0.005)
+
+
+def test_a_fleet_killed_in_a_loop_through_an_outage_and_a_recovery(
+    redis_server: Any, churners: list[Any]
+) -> None:
+    """Workers on a real Redis are SIGKILLed and replaced in a loop while Redis is paused and
+    resumed: the host breaker opens, and once Redis is back it closes, for every worker."""
+    import random
+
+    from redisguard import get_breaker
+
+    config = _config(reset_timeout=30.0)
+    breaker = Breaker("fleet", config)
+    from redisguard._breaker import _registry
+
+    _registry["fleet"] = breaker  # the workers' get_breaker("fleet") finds this one after fork
+    rng = random.Random(11)
+    kills = 0
+
+    def churn(seconds: float) -> None:
+        nonlocal kills
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            while len([p for p in churners if p.is_alive()]) < 4:
+                p = FORK.Process(target=_guarded_worker, args=(redis_server.url, config))
+                p.daemon = True
+                p.start()
+                churners.append(p)
+            time.sleep(rng.uniform(0.01, 0.1))
+            victim = rng.choice([p for p in churners if p.is_alive()])
+            os.kill(victim.pid, signal.SIGKILL)
+            victim.join(5)
+            kills += 1
+
+    churn(0.5)
+    assert breaker.current_state == "closed"
+    redis_server.pause()
+    try:
+        churn(2.0)
+        assert breaker.current_state == "open"
+    finally:
+        redis_server.resume()
+    churn(2.0)  # recovery: a surviving worker's prober PINGs, trials run, workers keep dying
+    deadline = time.monotonic() + 10
+    while breaker.current_state != "closed" and time.monotonic() < deadline:
+        churn(0.2)
+    assert breaker.current_state == "closed", breaker.stats()
+    assert kills >= 20
+    assert get_breaker("fleet") is breaker
+    # The segment is consistent: the lock is free and no dead worker's transaction is open.
+    breaker._seg.lock()
+    try:
+        assert breaker._seg.u32(48) == os.getpid()
+    finally:
+        breaker._seg.unlock()

@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 
-from redisguard._tally import Tally
+from redisguard._tally import Tally, TallyGroup
 
 
 def test_counts_in_one_thread() -> None:
@@ -52,6 +52,29 @@ def test_totals_survive_threads_that_end() -> None:
         time.sleep(0.01)
     assert tally._cells == []
     assert tally.value == 300
+
+
+def test_counter_steps_are_in_the_total() -> None:
+    """next() on counter() adds one from any thread, next to add(), in the tally and its group."""
+    group = TallyGroup()
+    tally = group.new()
+    counter = tally.counter()
+    barrier = threading.Barrier(8)
+
+    def work() -> None:
+        barrier.wait()
+        for _ in range(20_000):
+            next(counter)
+        tally.add(2)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert tally.value == 160_016
+    assert group.value == 160_016
+    assert tally.counter() is counter
 
 
 async def test_exact_across_asyncio_tasks() -> None:

@@ -96,8 +96,12 @@ def test_latency_opens_the_slow_call_breaker_and_heals(
     assert "half-open trial" in str(breaker.opened_by)
 
     fault_proxy.latency(0)
-    time.sleep((breaker.seconds_until_retry() or 0.0) + 0.02)
-    assert get() == b"v"
+    # A trial over 10 ms re-opens it: on a loaded machine one can be, so a few rounds.
+    for _ in range(5):
+        time.sleep((breaker.seconds_until_retry() or 0.0) + 0.02)
+        assert get() == b"v"
+        if breaker.current_state == "closed":
+            break
     assert breaker.current_state == "closed"
     assert breaker.stats().window_calls == 0
 
@@ -125,8 +129,11 @@ async def test_async_latency_opens_the_slow_call_breaker_and_heals(
     assert time.perf_counter() - began < 0.1
 
     fault_proxy.latency(0)
-    await asyncio.sleep((breaker.seconds_until_retry() or 0.0) + 0.02)
-    assert await get() == b"v"
+    for _ in range(5):  # a trial over 10 ms (a loaded machine) re-opens it: a few rounds
+        await asyncio.sleep((breaker.seconds_until_retry() or 0.0) + 0.02)
+        assert await get() == b"v"
+        if breaker.current_state == "closed":
+            break
     assert breaker.current_state == "closed"
 
 

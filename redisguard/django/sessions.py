@@ -39,7 +39,7 @@ from django.core.signals import setting_changed
 from redisguard._breaker import get_breaker
 from redisguard._client import GuardedRedis, connect
 from redisguard._config import BreakerConfig
-from redisguard._errors import ConfigError, TemporarilyUnavailableError
+from redisguard._errors import ConfigError
 from redisguard.stores import SessionStore as _Store
 
 __all__ = ["SessionStore", "store"]
@@ -152,11 +152,11 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         alone, so the visitor is signed in again once Redis is back.
         """
         key = self._get_session_key()
-        try:
-            raw = self._store.get(key, strict=True) if key else None
-        except TemporarilyUnavailableError:
+        found = self._store.lookup(key) if key else None
+        if found is not None and found.degraded:  # Redis was unavailable for this read
             self.redis_unavailable = True
             return {}
+        raw = None if found is None else found.value
         if isinstance(raw, str):
             data = self.decode(raw)
             if data:
