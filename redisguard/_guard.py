@@ -25,6 +25,7 @@ import tenacity
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
+from . import _canary, _chaos
 from ._breaker import CLOSED, NORMAL, OPEN, REJECT, Breaker, get_breaker
 from ._bulkhead import Bulkhead
 from ._classify import Classifier, ErrorKind, classify_error, not_applied
@@ -92,6 +93,8 @@ class Failure:
             ``"main"`` otherwise.
         retry_denied: The breaker's retry budget was spent, so the call fell back instead
             of making its next attempt.
+        canary: The fallback runs as the guard's canary (``redis_guarded(canary=...)``):
+            Redis answered, and the fallback's answer is only compared with it.
     """
 
     operation: str
@@ -103,6 +106,7 @@ class Failure:
     may_have_run: bool = False
     side: str = "main"
     retry_denied: bool = False
+    canary: bool = False
 
 
 _current_failure: ContextVar[Failure | None] = ContextVar("redisguard_failure", default=None)
@@ -233,6 +237,9 @@ class _Guard:
             attempts=0,
         )
         self.write_open_failure = dataclasses.replace(self.open_failure, side="write")
+        self.canary_failure = dataclasses.replace(
+            self.open_failure, circuit_open=False, canary=True
+        )
         # ... and so does every call the bulkhead turns away.
         self.full_failure = Failure(
             operation=name,
@@ -243,6 +250,12 @@ class _Guard:
             attempts=0,
         )
         self.call_fallback = callable(fallback)
+        # Where chaos (redisguard._chaos) swaps the function for an injecting one: the
+        # wrapper's closure cell of ``fn``, and the function it holds when chaos is off.
+        self.breaker_name = breaker.name
+        self.is_async = False
+        self.fn: Callable[..., Any] = _unbuilt
+        self.fn_cell: Any = None
         self._sync_template: tenacity.Retrying | None = None
         self._async_template: tenacity.AsyncRetrying | None = None
         if retry is not None and retry.attempts > 1:
@@ -516,6 +529,27 @@ class _Guard:
             attempts=failure.attempts,
         )
 
+    def canary_fallback(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run the fallback for the canary (no counting, no logging, no span)."""
+        if not self.call_fallback:
+            return self.fallback
+        token = _current_failure.set(self.canary_failure)
+        try:
+            return self.fallback(*args, **kwargs)
+        finally:
+            _current_failure.reset(token)
+
+    async def acanary_fallback(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Async twin of :meth:`canary_fallback` (awaited with ``current_failure()`` set)."""
+        token = _current_failure.set(self.canary_failure)
+        try:
+            result = self.fallback(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        finally:
+            _current_failure.reset(token)
+
     def constant_fallback(self) -> bool:
         """Short-circuit with a plain value: count it and return (the hot part of an outage)."""
         if self.call_fallback or self.fallback is _NO_FALLBACK:
@@ -591,7 +625,7 @@ class _Guard:
     ) -> Any:
         """Handle a failed first attempt: retry if worthwhile, else fall back."""
         self.record(ticket, exc, kind, 1)
-        span = start_degraded(self, ticket, started)
+        span = start_degraded(self, ticket, started, exc)
         try:
             state = self.retrying_state(started, exc, kind)
             if state is not None:
@@ -647,7 +681,7 @@ class _Guard:
     ) -> Any:
         """Async twin of :meth:`recover`; each retry attempt is cut at the deadline."""
         self.record(ticket, exc, kind, 1)
-        span = start_degraded(self, ticket, started)
+        span = start_degraded(self, ticket, started, exc)
         try:
             state = self.retrying_state(started, exc, kind)
             if state is not None:
@@ -786,6 +820,9 @@ def redis_guarded(
     trace_success: bool | None = ...,
     tracer_provider: TracerProvider | None = ...,
     meter_provider: MeterProvider | None = ...,
+    canary: float = ...,
+    canary_compare: Callable[[Any, Any], bool] | None = ...,
+    canary_side_effect_free: bool = ...,
 ) -> GuardDecorator[NoReturn]: ...
 
 
@@ -802,6 +839,9 @@ def redis_guarded(
     trace_success: bool | None = ...,
     tracer_provider: TracerProvider | None = ...,
     meter_provider: MeterProvider | None = ...,
+    canary: float = ...,
+    canary_compare: Callable[[Any, Any], bool] | None = ...,
+    canary_side_effect_free: bool = ...,
 ) -> GuardDecorator[F]: ...
 
 
@@ -818,6 +858,9 @@ def redis_guarded(
     trace_success: bool | None = ...,
     tracer_provider: TracerProvider | None = ...,
     meter_provider: MeterProvider | None = ...,
+    canary: float = ...,
+    canary_compare: Callable[[Any, Any], bool] | None = ...,
+    canary_side_effect_free: bool = ...,
 ) -> GuardDecorator[F]: ...
 
 
@@ -834,6 +877,9 @@ def redis_guarded(
     trace_success: bool | None = ...,
     tracer_provider: TracerProvider | None = ...,
     meter_provider: MeterProvider | None = ...,
+    canary: float = ...,
+    canary_compare: Callable[[Any, Any], bool] | None = ...,
+    canary_side_effect_free: bool = ...,
 ) -> GuardDecorator[F]: ...
 
 
@@ -849,6 +895,9 @@ def redis_guarded(
     trace_success: bool | None = None,
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
+    canary: float = 0.0,
+    canary_compare: Callable[[Any, Any], bool] | None = None,
+    canary_side_effect_free: bool = False,
 ) -> Any:
     """Guard a function that talks to Redis with a circuit breaker, retries and a fallback.
 
@@ -889,11 +938,23 @@ def redis_guarded(
         tracer_provider: Where spans go; the global provider when None (also one configured
             after redisguard was imported).
         meter_provider: Where metrics go; the global provider when None.
+        canary: The share of successful calls (0 to 1; 0, the default, is off) for which
+            the fallback also runs with the same arguments, off the caller's path, and its
+            answer is compared with Redis's (``redisguard._canary``): a broken fallback
+            shows in ``redisguard_canary_checks_total{operation,result}`` and a WARNING log
+            before the outage that needs it. The caller's result and latency are unchanged.
+        canary_compare: ``compare(redis_result, fallback_result) -> bool``; by default the
+            fallback must return the type Redis's answer has (None on either side passes).
+        canary_side_effect_free: Confirms that a callable fallback may run while Redis is
+            fine (it writes nothing, sends nothing, charges nothing). Required for a canary
+            with a callable fallback; a value fallback needs no confirmation.
 
     Raises:
         TypeError: at decoration, for a generator function, a non-callable, or an async
             fallback on a sync function.
-        ConfigError: for an empty name, an invalid breaker or access.
+        ConfigError: for an empty name, an invalid breaker or access, or a canary that is
+            out of range, has no fallback to run, or would run a callable fallback not
+            declared ``canary_side_effect_free``.
     """
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"redis_guarded(name=...) must be a non-empty string, got {name!r}")
@@ -916,6 +977,13 @@ def redis_guarded(
             f"breaker must be a name, a redisguard.Breaker or a selector, got {breaker!r}"
         )
 
+    canary = _canary.check_options(
+        canary,
+        canary_compare,
+        canary_side_effect_free,
+        has_fallback=fallback is not _NO_FALLBACK,
+        fallback_name=_name(fallback) if callable(fallback) else None,
+    )
     telemetry = Telemetry(tracer_provider, meter_provider)
     trace_default = trace_success_default()
 
@@ -939,7 +1007,11 @@ def redis_guarded(
                 name, fallback, breaker, retry, classify, telemetry, bool(idempotent), access
             )
             guard.trace_success = trace_default if trace_success is None else trace_success
-            return wrap(fn, guard)
+            guard.is_async = is_async
+            guard.fn = fn if not canary else _canaried(fn, guard, canary, canary_compare)
+            wrapped = wrap(guard.fn, guard)
+            _chaos.register(guard)
+            return wrapped
 
         if selector is None:
             assert breaker_obj is not None
@@ -947,6 +1019,24 @@ def redis_guarded(
         return _selecting_wrapper(fn, selector, build, is_async)
 
     return decorate
+
+
+def _canaried(
+    fn: Callable[..., Any],
+    guard: _Guard,
+    share: float,
+    compare: Callable[[Any, Any], bool] | None,
+) -> Callable[..., Any]:
+    """``fn`` that hands a sampled share of its successes to the guard's canary."""
+    canary = _canary.Canary(
+        guard.name,
+        share,
+        compare,
+        guard.canary_fallback,
+        guard.acanary_fallback,
+        inspect.iscoroutinefunction(guard.fallback),
+    )
+    return _canary.wrap(fn, canary, guard.is_async)
 
 
 def _name(fn: Any) -> str:
@@ -1015,7 +1105,9 @@ def _selecting_wrapper(
 def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
     breaker, gate = guard.breaker, guard.side
     if breaker._window is not None or breaker._bulkhead is not None:
-        return _traced_sync(fn, guard, _sync_policy_wrapper(fn, guard))
+        policy = _sync_policy_wrapper(fn, guard)
+        guard.fn_cell = _fn_cell(policy)
+        return _traced_sync(fn, guard, policy)
     admit, on_success = gate._admit, gate._on_success
     successes = guard.success.counter()  # next(successes): success.add(), inlined
     failures = breaker._window_storage._failures  # cleared in place, never rebound
@@ -1047,7 +1139,25 @@ def _sync_wrapper(fn: Callable[..., Any], guard: _Guard) -> Callable[..., Any]:
         next(successes)
         return result
 
+    guard.fn_cell = _fn_cell(guarded)
     return _traced_sync(fn, guard, guarded)
+
+
+def _unbuilt(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("the guard's wrapper was not built")  # pragma: no cover
+
+
+def _fn_cell(guarded: Callable[..., Any]) -> Any:
+    """The closure cell through which ``guarded`` calls its function (named ``fn``).
+
+    Chaos swaps its contents for an injecting wrapper while enabled; while disabled it holds
+    the function itself, so the wrapper's happy path is the same bytecode either way.
+    """
+    code = guarded.__code__
+    closure = guarded.__closure__
+    assert closure is not None
+    assert "fn" in code.co_freevars
+    return closure[code.co_freevars.index("fn")]
 
 
 def _state_source(guard: _Guard) -> Any:
@@ -1173,7 +1283,9 @@ def _traced_sync(
 def _async_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable[..., Any]:
     breaker, gate = guard.breaker, guard.side
     if breaker._window is not None or breaker._bulkhead is not None:
-        return _traced_async(fn, guard, _async_policy_wrapper(fn, guard))
+        policy = _async_policy_wrapper(fn, guard)
+        guard.fn_cell = _fn_cell(policy)
+        return _traced_async(fn, guard, policy)
     admit, on_success = gate._admit, gate._on_success
     successes = guard.success.counter()  # next(successes): success.add(), inlined
     failures = breaker._window_storage._failures  # cleared in place, never rebound
@@ -1205,12 +1317,11 @@ def _async_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable
         next(successes)
         return result
 
+    guard.fn_cell = _fn_cell(guarded)
     return _traced_async(fn, guard, guarded)
 
 
-def _async_policy_wrapper(
-    fn: Callable[..., Awaitable[Any]], guard: _Guard
-) -> Callable[..., Any]:
+def _async_policy_wrapper(fn: Callable[..., Awaitable[Any]], guard: _Guard) -> Callable[..., Any]:
     """Async twin of :func:`_sync_policy_wrapper`; the slot is released on cancellation too."""
     breaker, gate, clock = guard.breaker, guard.side, time.perf_counter
     state = _state_source(guard)  # the gate, or a host-shared breaker's byte (see there)

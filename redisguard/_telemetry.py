@@ -33,6 +33,12 @@ Metric names are chosen so a Prometheus exporter shows exactly the design docume
     cache_lookups_total{cache,result}              @cached calls: hit / miss / stale /
                                                    unavailable / joined (waited for a fill)
     cache_stale_served_total{cache}                answered from the L1 while Redis was down
+    redisguard_chaos_injected_total{operation,kind}  faults injected by redisguard.chaos
+    redisguard_canary_checks_total{operation,result}  fallback canary runs: match | mismatch |
+                                                   error | dropped (the worker was full)
+
+Spans of calls that met an injected fault carry ``redisguard.chaos=true`` and
+``redisguard.chaos_kind``.
 """
 
 from __future__ import annotations
@@ -79,6 +85,8 @@ DURATION_BUCKETS: tuple[float, ...] = (
 TRACE_SUCCESS_ENV = "REDISGUARD_TRACE_SUCCESS"
 RESULTS = ("success", "fallback", "error")
 _TRANSITIONS = tuple((a, b) for a in STATE_NAMES for b in STATE_NAMES if a != b)
+#: The attribute ``redisguard._chaos`` sets on an injected exception (its value: the kind).
+CHAOS_MARK = "_redisguard_chaos"
 _NOOP_PROVIDERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
 _RECHECK_SECONDS = 1.0
 
@@ -282,6 +290,26 @@ def _retries_denied(_: CallbackOptions) -> Iterable[Observation]:
     ]
 
 
+def _chaos_injected(_: CallbackOptions) -> Iterable[Observation]:
+    chaos = sys.modules.get("redisguard._chaos")
+    if chaos is None:
+        return []
+    return [
+        Observation(count, {"operation": operation, "kind": kind})
+        for (operation, kind), count in chaos.counts().items()
+    ]
+
+
+def _canary_checks(_: CallbackOptions) -> Iterable[Observation]:
+    canary = sys.modules.get("redisguard._canary")
+    if canary is None:
+        return []
+    return [
+        Observation(count, {"operation": operation, "result": result})
+        for (operation, result), count in canary.counts().items()
+    ]
+
+
 def _register_policy_instruments(meter: metrics.Meter) -> None:
     """The bulkhead's and the retry budget's series (breakers that have the policy on)."""
     meter.create_observable_counter(
@@ -301,6 +329,18 @@ def _register_policy_instruments(meter: metrics.Meter) -> None:
         [_retries_denied],
         unit="1",
         description="Retries denied because the breaker's retry budget was spent",
+    )
+    meter.create_observable_counter(
+        "redisguard_chaos_injected",
+        [_chaos_injected],
+        unit="1",
+        description="Faults injected by redisguard.chaos (a rehearsal, not an incident)",
+    )
+    meter.create_observable_counter(
+        "redisguard_canary_checks",
+        [_canary_checks],
+        unit="1",
+        description="Fallback canary runs by result: match, mismatch, error, dropped",
     )
 
 
@@ -516,6 +556,7 @@ class GuardSpan:
             if exc is not None:
                 span.set_attribute("error.type", _qualname(exc))
                 _record_exception(span, exc)
+                _mark_chaos(span, exc)
             if outcome != "success":
                 description = f"{type(exc).__name__}: {exc}" if exc is not None else outcome
                 span.set_status(Status(StatusCode.ERROR, _short(description)))
@@ -557,7 +598,34 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def start_degraded(guard: _Guard, ticket: int, started: float) -> GuardSpan:
+def _mark_chaos(span: trace.Span, exc: BaseException | None) -> None:
+    """Mark ``span`` when ``exc`` was injected by ``redisguard.chaos``."""
+    kind = getattr(exc, CHAOS_MARK, None)
+    if kind is not None:
+        span.set_attribute("redisguard.chaos", True)
+        span.set_attribute("redisguard.chaos_kind", kind)
+
+
+def mark_active_span_chaos(kind: str) -> None:
+    """A fault is being injected: mark the guard's span if it is already open (a traced
+    success, or a retry under a degraded span); an injected error marks its span itself."""
+    guard_span = _active_guard_span.get()
+    span = guard_span.span if guard_span is not None else trace.get_current_span()
+    if span is None or not span.is_recording():
+        return
+    name = getattr(span, "name", None)
+    if guard_span is None and not (isinstance(name, str) and name.startswith("redisguard ")):
+        return  # the caller's own span: not ours to mark
+    try:
+        span.set_attribute("redisguard.chaos", True)
+        span.set_attribute("redisguard.chaos_kind", kind)
+    except Exception:
+        _telemetry_failed("mark_active_span_chaos")
+
+
+def start_degraded(
+    guard: _Guard, ticket: int, started: float, exc: BaseException | None = None
+) -> GuardSpan:
     """Open (or adopt) the span for a call whose first attempt failed.
 
     The span starts retroactively at the call's start and becomes current for the retries and
@@ -578,6 +646,8 @@ def start_degraded(guard: _Guard, ticket: int, started: float) -> GuardSpan:
             attributes=_base_attributes(guard, circuit_state),
             start_time=start_ns,
         )
+        if exc is not None and span.is_recording():
+            _mark_chaos(span, exc)
         return GuardSpan(guard, span, started)
     except Exception:
         _telemetry_failed("start_degraded")
@@ -633,7 +703,7 @@ def _short_circuit_attributes(guard: _Guard, exc: BaseException | None) -> dict[
 
 def record_propagated(guard: _Guard, ticket: int, started: float, exc: BaseException) -> None:
     """A span for a first attempt that raised an error the guard does not handle."""
-    start_degraded(guard, ticket, started).finish("error", 1, exc, record_duration=False)
+    start_degraded(guard, ticket, started, exc).finish("error", 1, exc, record_duration=False)
 
 
 def begin_traced(guard: _Guard, started: float) -> tuple[GuardSpan, object] | None:

@@ -6,7 +6,8 @@
   resets or slows down the connections.
 * :class:`SentinelTopology` and :class:`ClusterTopology` start a master + replica +
   Sentinel, or a Redis Cluster, to test failovers.
-* :func:`reset_breakers` clears the breaker registry between tests.
+* :func:`reset_breakers` clears the breaker registry between tests (and turns
+  :mod:`redisguard.chaos` off).
 * The pytest plugin (:mod:`redisguard.testing.plugin`, registered automatically)
   provides the ``redis_server``, ``redis_server_session``,
   ``redis_server_factory``, ``fault_proxy``, ``fault_proxy_factory``,

@@ -16,6 +16,7 @@ from typing import Any
 from typing_extensions import assert_type
 
 import redisguard
+import redisguard.chaos
 from redisguard import Breaker, ErrorKind, RetryPolicy, redis_guarded
 from redisguard.stores import AsyncSessionStore, Lookup, SessionStore
 
@@ -57,6 +58,20 @@ def with_callable(key: str) -> bytes:
 
 
 assert_type(with_callable("k"), bytes | str)
+
+
+@redis_guarded(
+    name="canaried",
+    fallback=stale,
+    canary=0.01,
+    canary_compare=lambda result, fallback_result: result == fallback_result,
+    canary_side_effect_free=True,
+)
+def with_canary(key: str) -> bytes:
+    return key.encode()
+
+
+assert_type(with_canary("k"), bytes | str)
 
 
 def by_kind(exc: BaseException) -> ErrorKind:
@@ -195,3 +210,12 @@ async def _lookups(sessions: SessionStore, asessions: AsyncSessionStore) -> None
     assert_type(found.found, bool)
     assert_type(found.failure, redisguard.Failure | None)
     assert_type(await asessions.lookup("sid"), Lookup[Any])
+
+
+# -- chaos -----------------------------------------------------------------------------------
+
+redisguard.chaos.enable(
+    redisguard.chaos.Fault(operation="op", error="busy", p=0.01), "all,latency=5ms,p=0.01"
+)
+redisguard.chaos.kill()
+assert_type(redisguard.chaos.injected(), dict[tuple[str, str], int])
