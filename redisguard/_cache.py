@@ -494,6 +494,27 @@ def _commands(
     return get, put, delete
 
 
+def follow_chaos(core: CacheCore, shell: Callable[..., Any]) -> None:
+    """While chaos (``redisguard._chaos``) injects into the cache's GET guards, ``shell``
+    takes the general path: its inlined hit and stale answer skip the guard's function,
+    which is where the faults go in. A hook on each guard flips the shell's ``inline``
+    closure cell when injection starts and stops; nothing is read per call."""
+    if not core.inline:
+        return
+    code = shell.__code__
+    cell = (shell.__closure__ or ())[code.co_freevars.index("inline")]
+    guards = (core.guard, core.open_guard)
+
+    def hook(_: bool) -> None:
+        cell.cell_contents = all(
+            g.fn_cell is None or g.fn_cell.cell_contents is g.fn for g in guards
+        )
+
+    for guard in guards:
+        guard.chaos_hooks.append(hook)
+    hook(False)  # chaos may be on already: the guards were registered when made
+
+
 # -- shells ----------------------------------------------------------------------------------
 # Both shells inline the two hot cases, as the guard's own shells do; everything else (a
 # single-flight in progress, blocked keys, a half-open circuit, listeners, policies that need

@@ -274,6 +274,7 @@ class Target(Protocol):
     is_async: bool
     fn_cell: Any  # the closure cell the guard's wrapper calls its function through
     fn: Callable[..., Any]
+    chaos_hooks: list[Callable[[bool], None]]  # told when injection starts and stops
 
 
 @dataclass
@@ -354,7 +355,7 @@ def enable(faults: Iterable[Fault], seed: int | None) -> None:
         targets = list(_targets)
     for target in targets:
         if plan is None:
-            target.fn_cell.cell_contents = target.fn
+            _put(target, target.fn)
         else:
             _install(target, plan)
     logger.warning(
@@ -383,7 +384,7 @@ def kill() -> None:
         was_on, _state.plan = _state.plan is not None, None
         targets = list(_targets)
     for target in targets:
-        target.fn_cell.cell_contents = target.fn
+        _put(target, target.fn)
     if was_on:
         logger.warning("redisguard chaos killed", extra={"category": "chaos"})
 
@@ -413,13 +414,21 @@ def _tally(operation: str, kind: str) -> Tally:
     return tally
 
 
+def _put(target: Target, fn: Callable[..., Any]) -> None:
+    """Make ``target`` call ``fn`` (its own function, or an injector) and tell its hooks."""
+    target.fn_cell.cell_contents = fn
+    injecting = fn is not target.fn
+    for hook in target.chaos_hooks:
+        hook(injecting)
+
+
 def _install(target: Target, plan: _Plan) -> None:
     faults = tuple(f for f in plan.faults if f.matches(target.name, target.breaker_name))
     if not faults:
-        target.fn_cell.cell_contents = target.fn
+        _put(target, target.fn)
         return
     factory = _async_injector if target.is_async else _sync_injector
-    target.fn_cell.cell_contents = factory(target, plan, faults)
+    _put(target, factory(target, plan, faults))
 
 
 def _still_on(plan: _Plan) -> bool:

@@ -256,6 +256,10 @@ class _Guard:
         self.is_async = False
         self.fn: Callable[..., Any] = _unbuilt
         self.fn_cell: Any = None
+        #: Called with True when chaos starts injecting into this guard and False when it
+        #: stops (a caller that inlines this guard's happy path, ``redisguard._cache``, must
+        #: then take the guard's own path, where the faults go in).
+        self.chaos_hooks: list[Callable[[bool], None]] = []
         self._sync_template: tenacity.Retrying | None = None
         self._async_template: tenacity.AsyncRetrying | None = None
         if retry is not None and retry.attempts > 1:

@@ -54,6 +54,7 @@ from ._cache import (
     async_wrapper,
     cache_stats,
     check_options,
+    follow_chaos,
     is_async_client,
     stale_answer,
     sync_wrapper,
@@ -228,6 +229,8 @@ def cached(
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
         )
-        return (async_wrapper if is_async else sync_wrapper)(core)
+        shell = (async_wrapper if is_async else sync_wrapper)(core)
+        follow_chaos(core, shell)
+        return shell
 
     return decorate

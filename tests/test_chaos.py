@@ -488,3 +488,30 @@ async def test_async_timeout_with_latency_is_a_slow_timeout(aclient: redis.async
 def test_redisguard_exports_chaos() -> None:
     """The module is importable as redisguard.chaos."""
     assert redisguard.chaos is chaos
+
+
+def test_chaos_reaches_the_hits_of_a_cached_function(client: redis.Redis) -> None:
+    """``@cached`` inlines its GET guard's happy path; while chaos injects into that guard
+    the cache takes the guard's own path, so a hit meets the fault like any GET."""
+    from redisguard.cache import cached
+
+    calls: list[int] = []
+
+    @cached(client, ttl=60, name="chaos-prof")
+    def profile(user: int) -> dict[str, int]:
+        calls.append(user)
+        return {"user": user}
+
+    assert profile(7) == {"user": 7}
+    assert profile(7) == {"user": 7}  # a hit: the source is not called
+    assert calls == [7]
+    chaos.enable("op=chaos-prof.get,outage=30s")
+    try:
+        assert profile(7) == {"user": 7}  # the GET met the outage: the source answers
+        assert calls == [7, 7]
+        assert chaos.injected().get(("chaos-prof.get", "outage"), 0) >= 1
+    finally:
+        chaos.kill()
+    calls.clear()
+    assert profile(7) == {"user": 7}
+    assert calls == []  # a hit again, straight from Redis
