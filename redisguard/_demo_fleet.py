@@ -503,8 +503,10 @@ def _run(server: RedisServer, options: FleetOptions, on_fault: Any, on_heal: Any
         if on_fault is not None:
             on_fault()
         time.sleep(options.outage)
-        _heal(server, options.fault)
+        # Stamped before the heal, as the fault is: a worker can close its breaker before a
+        # resume() or restart() returns, and its closing must count from the heal.
         heal_at = time.monotonic()
+        _heal(server, options.fault)
         if on_heal is not None:
             on_heal()
         time.sleep(options.after)

@@ -245,9 +245,15 @@ def test_reset_timeout_shorter_than_load(redis_server_factory: Factory) -> None:
 
 
 def test_client_findings_from_a_plain_redis_py_client(redis_server_factory: Factory) -> None:
-    """redis.Redis() defaults: its own retry is on and its 5 s timeout exceeds the deadline."""
+    """A redis.Redis with its own retry on (redis-py 6+'s default; 5.x has none unless asked,
+    so it is asked for here) and a 5 s timeout over the deadline."""
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
     server = redis_server_factory(args=WELL)
-    plain = redis.Redis(**server.client_kwargs(), socket_timeout=5)
+    plain = redis.Redis(
+        **server.client_kwargs(), socket_timeout=5, retry=Retry(ExponentialBackoff(), 3)
+    )
     report = diagnose(client=plain, config=BreakerConfig())
     assert {"client.redis-py-retry", "client.socket-timeout-over-deadline"} <= codes(report)
     assert report.server["role"] == "master"

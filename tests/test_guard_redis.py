@@ -277,8 +277,9 @@ def test_incr_whose_reply_is_lost_to_a_reset_runs_once(
         deadline = time.monotonic() + 10
         while direct.get("counter") != b"1" and time.monotonic() < deadline:
             time.sleep(0.002)
-        fault_proxy.latency(0)
+        # Reset first: with the delay lifted first the held reply could go out before the RST.
         fault_proxy.reset()  # the reply is lost: the client sees ECONNRESET
+        fault_proxy.latency(0)
 
     failures: list[Failure | None] = []
 
@@ -350,8 +351,8 @@ async def test_async_incr_whose_reply_is_lost_to_a_reset_runs_once(
         deadline = time.monotonic() + 10
         while direct.get("counter") != b"1" and time.monotonic() < deadline:
             time.sleep(0.002)
+        fault_proxy.reset()  # first: with the delay lifted first the reply could go out
         fault_proxy.latency(0)
-        fault_proxy.reset()
 
     @redis_guarded(name="it.aincr", fallback="FB", breaker=breaker, retry=RETRY)
     async def incr() -> object:
