@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from redisguard.fastapi import (
     Tokens,
     guarded,
 )
-from redisguard.testing import RedisServer, free_port
+from redisguard.testing import RedisServer
 
 
 @pytest.fixture
@@ -66,30 +67,34 @@ def serve(app: FastAPI, *, lifespan: str = "on") -> Iterator[httpx.Client]:
 
     (Starlette's TestClient is not used: newer Starlette deprecates it over httpx.)
     """
-    port = free_port()
+    # The listening socket is ours, closed here: uvicorn 0.30 (the lowest supported) does not
+    # always close the one it binds, and the garbage collector then reports it in a later test.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
-        host="127.0.0.1",
-        port=port,
         lifespan=lifespan,
         log_level="warning",
         log_config=None,  # uvicorn's records reach pytest's caplog
         ws="none",
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
     try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0) as web:
             yield web
     finally:
         server.should_exit = True
         thread.join(10)
+        sock.close()
 
 
 def _guard(server: RedisServer, **options: Any) -> Redisguard:
