@@ -47,11 +47,18 @@ ALERTS = ROOT / "examples" / "prometheus" / "alerts.yml"
 ALERTS_TEST = ROOT / "examples" / "prometheus" / "alerts_test.yml"
 DOCS_PAGE = ROOT / "docs" / "observability" / "dashboards.md"
 
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
 # The prometheus extra needs a newer SDK than the rest (see setup.cfg): only the scrape skips.
-needs_prometheus = pytest.mark.skipif(
-    importlib.util.find_spec("opentelemetry.exporter.prometheus") is None,
-    reason="the prometheus extra (opentelemetry-exporter-prometheus) is not installed",
-)
+HAS_PROMETHEUS = _installed("opentelemetry.exporter.prometheus")
+PROMETHEUS_MISSING = "the prometheus extra (opentelemetry-exporter-prometheus) is not installed"
+needs_prometheus = pytest.mark.skipif(not HAS_PROMETHEUS, reason=PROMETHEUS_MISSING)
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None,
@@ -428,8 +435,8 @@ def drive_outage(server: RedisServer, auth_url: str, provider: Any) -> None:
 @pytest.fixture(scope="module")
 def scrape() -> Iterator[Scrape]:
     """``/metrics`` of the exporter after the outage (one workload for the module)."""
-    if importlib.util.find_spec("opentelemetry.exporter.prometheus") is None:
-        pytest.skip("the prometheus extra (opentelemetry-exporter-prometheus) is not installed")
+    if not HAS_PROMETHEUS:
+        pytest.skip(PROMETHEUS_MISSING)
     import prometheus_client
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from opentelemetry.sdk.metrics import MeterProvider
