@@ -270,6 +270,9 @@ class _Guard:
     # -- policy steps (no I/O) ---------------------------------------------------------
     def record(self, ticket: int, exc: BaseException, kind: ErrorKind, attempt: int) -> None:
         """Tell the breaker about a failed attempt and log it."""
+        tally = self.stats.failures.get(kind.value)
+        if tally is not None:
+            tally.add()
         if kind is ErrorKind.REJECTED:
             self.side._on_neutral(ticket)
         elif kind is ErrorKind.WRITE_REFUSED:

@@ -16,7 +16,15 @@ from ._tally import Tally, TallyGroup
 if TYPE_CHECKING:
     from ._breaker import Breaker
 
-__all__ = ["OperationStats", "operation_stats", "operations"]
+__all__ = ["FAILURE_KINDS", "OperationStats", "operation_stats", "operations"]
+
+#: The :class:`~redisguard.ErrorKind` values of the failed attempts a guard handles (every kind
+#: but ``propagate``), the ``kind`` label of ``redis_operation_failures_total``.
+FAILURE_KINDS = ("transient", "misconfigured", "write_refused", "rejected")
+
+
+def _failure_tallies() -> dict[str, Tally]:
+    return {kind: Tally() for kind in FAILURE_KINDS}
 
 
 @dataclass(eq=False)
@@ -29,6 +37,8 @@ class OperationStats:
     fallback: Tally = field(default_factory=Tally)
     error: Tally = field(default_factory=Tally)
     retries: Tally = field(default_factory=Tally)
+    #: Failed attempts the guard handled, by classification (``FAILURE_KINDS``).
+    failures: dict[str, Tally] = field(default_factory=_failure_tallies)
 
     @property
     def breaker(self) -> str:

@@ -23,6 +23,9 @@ Metric names are chosen so a Prometheus exporter shows exactly the design docume
                                                    with the fallback
     redis_operations_total{operation,result}       result = success | fallback | error
     redis_operation_retries_total{operation}       calls that needed at least one retry
+    redis_operation_failures_total{operation,kind}  failed attempts by classification: transient |
+                                                   misconfigured (auth, ACL, TLS) | write_refused |
+                                                   rejected
     redis_degraded_call_duration_seconds{operation,result}  histogram, explicit buckets
     ratelimit_decisions_total{limiter,result}      allowed/denied, and fail_open/fail_closed/
                                                    local_allowed/local_denied while Redis is down
@@ -228,6 +231,14 @@ def _retries(_: CallbackOptions) -> Iterable[Observation]:
     return [Observation(op.retries.value, {"operation": op.name}) for op in operations()]
 
 
+def _failures_by_kind(_: CallbackOptions) -> Iterable[Observation]:
+    return [
+        Observation(tally.value, {"operation": op.name, "kind": kind})
+        for op in operations()
+        for kind, tally in op.failures.items()
+    ]
+
+
 def _limiter_decisions(_: CallbackOptions) -> Iterable[Observation]:
     ratelimit = sys.modules.get("redisguard.ratelimit")  # nothing to report if never used
     if ratelimit is None:
@@ -382,6 +393,12 @@ class _Instruments:
             ),
             ("redis_operations", _operations, "Guarded operations by result"),
             ("redis_operation_retries", _retries, "Guarded calls that needed a retry"),
+            (
+                "redis_operation_failures",
+                _failures_by_kind,
+                "Failed attempts the guard handled, by kind: transient, misconfigured "
+                "(authentication, ACL, TLS), write_refused, rejected",
+            ),
             (
                 "ratelimit_decisions",
                 _limiter_decisions,

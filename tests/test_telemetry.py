@@ -145,6 +145,14 @@ def test_every_series_exists_at_zero_once_decorated(otel: Otel) -> None:
     for result in ("success", "fallback", "error"):
         assert metrics["redis_operations"][frozenset(op("price.get", result).items())].value == 0
     assert metrics["redis_operation_retries"][frozenset({("operation", "price.get")})].value == 0
+    failures = metrics["redis_operation_failures"]
+    assert {dict(k)["kind"] for k in failures} == {
+        "transient",
+        "misconfigured",
+        "write_refused",
+        "rejected",
+    }
+    assert all(p.value == 0 for p in failures.values())
     assert otel.spans() == []
 
 
@@ -167,6 +175,28 @@ def test_n_fallbacks_give_n_spans_and_n_counts(otel: Otel, dead_url: str) -> Non
     assert otel.value("redis_operations", op("session.get", "error")) == 0
     assert otel.value("circuit_breaker_failures", {"name": "redis"}) == n
     assert otel.value("circuit_breaker_state", {"name": "redis"}) == 0
+    failures = {"operation": "session.get", "kind": "transient"}
+    assert otel.value("redis_operation_failures", failures) == n
+    assert otel.value("redis_operation_failures", {**failures, "kind": "misconfigured"}) == 0
+
+
+def test_wrong_password_counts_as_a_misconfigured_failure(
+    otel: Otel, redis_server_factory: Callable[..., RedisServer]
+) -> None:
+    """An authentication error is counted under kind="misconfigured", once per call (no retry)."""
+    server = redis_server_factory(password="right-password")
+    get_breaker("redis", PATIENT)
+    client = client_for(f"redis://:wrong-password@127.0.0.1:{server.port}/0")
+
+    @otel.guarded(name="secret.get", fallback=None, retry=FAST_RETRY)
+    def get_secret() -> Any:
+        return client.get("secret")
+
+    assert [get_secret() for _ in range(3)] == [None] * 3
+    kinds = {"operation": "secret.get", "kind": "misconfigured"}
+    assert otel.value("redis_operation_failures", kinds) == 3  # not retried: one attempt each
+    assert otel.value("redis_operation_failures", {**kinds, "kind": "transient"}) == 0
+    assert otel.value("redis_operation_retries", {"operation": "secret.get"}) == 0
 
 
 def test_fallback_span_carries_the_documented_attributes(otel: Otel, dead_url: str) -> None:
