@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("griffe", reason="the docs extra is not installed")  # the lowest leg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 
-from griffe_rst import rst_to_markdown  # noqa: E402
+from griffe_rst import rst_to_markdown
 
 
 def test_roles_become_code_spans() -> None:
