@@ -24,7 +24,8 @@ from packaging.version import Version
 CI = Path(__file__).resolve().parent
 ROOT = CI.parent
 # Which constraints file pins the lower bounds of each section of setup.cfg. The prometheus
-# extra needs a newer OpenTelemetry SDK than the others, so it is tested on its own leg.
+# extra needs a newer OpenTelemetry SDK than the others, so it is tested on its own leg; the docs
+# extra (MkDocs) is pinned with the other dev tools.
 COVERED_BY = {
     "install_requires": "constraints-lowest.txt",
     "otel": "constraints-lowest.txt",
@@ -38,6 +39,7 @@ COVERED_BY = {
     "bench": "constraints-lowest.txt",
     "test": "constraints-lowest.txt",
     "prometheus": "constraints-py312.txt",
+    "docs": "constraints-py312.txt",
     "dev": "constraints-py312.txt",
 }
 

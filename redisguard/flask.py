@@ -101,7 +101,8 @@ class Redisguard:
         session_ttl: The session store's default lifetime in seconds.
         details: Put the Redis target, errors and counts in ``/ready`` (keep it False where the
             route is reachable from outside).
-        ready_path, live_path: The probes' paths (None: do not add that route).
+        ready_path: The readiness probe's path (None: do not add that route).
+        live_path: The liveness probe's path (None: do not add that route).
         connect: More keyword arguments for ``redisguard.connect()`` (``wait``,
             ``socket_timeout``, ``breakers``...).
     """

@@ -341,8 +341,8 @@ class RateLimiter(_LimiterCore):
         local_max_keys: Memory bound of the local limiter.
         local_limit: Per-process limit for ``"local"`` (default ``limit``; with N processes
             the effective limit during an outage is up to N times this).
-        tracer_provider, meter_provider: Where this component's spans and metrics go
-            (the global providers when None).
+        tracer_provider: Where this component's spans go (the global provider when None).
+        meter_provider: Where this component's metrics go (the global provider when None).
     """
 
     def __init__(

@@ -268,8 +268,8 @@ class SessionStore(_SessionCore):
         breaker: Breaker name or object guarding the calls.
         name: Operation name prefix for logs and metrics (``session.get``...).
         retry: Retry policy for transient errors (``None``: one attempt).
-        tracer_provider, meter_provider: Where this component's spans and metrics go
-            (the global providers when None).
+        tracer_provider: Where this component's spans go (the global provider when None).
+        meter_provider: Where this component's metrics go (the global provider when None).
     """
 
     def __init__(
@@ -455,8 +455,8 @@ class TokenStore(_TokenCore):
         breaker: Breaker name or object guarding the calls.
         name: Operation name prefix (``token.get``...).
         retry: Retry policy for transient errors.
-        tracer_provider, meter_provider: Where this component's spans and metrics go
-            (the global providers when None).
+        tracer_provider: Where this component's spans go (the global provider when None).
+        meter_provider: Where this component's metrics go (the global provider when None).
     """
 
     def __init__(
@@ -616,8 +616,8 @@ class ClientRegistry(_RegistryCore):
         name: Operation name prefix (``client_registry.register``...).
         retry: Retry policy. ``get`` retries every transient error; ``register`` and
             ``delete`` (not idempotent) only errors that prove the command never ran.
-        tracer_provider, meter_provider: Where this component's spans and metrics go
-            (the global providers when None).
+        tracer_provider: Where this component's spans go (the global provider when None).
+        meter_provider: Where this component's metrics go (the global provider when None).
         new_id: Generates client ids.
     """
 
