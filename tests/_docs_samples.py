@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import sys
 import traceback
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +87,12 @@ def _dedent(body: list[str]) -> str:
 
 def run(page: Path) -> int:
     """Run ``page``'s samples; print a report naming the failing block; return an exit code."""
-    namespace: dict[str, object] = {"__name__": "__docs__"}
+    # The samples run as the body of a real module, as a reader's script would: what looks its
+    # defining module up in sys.modules (dataclasses, pickle, typing.get_type_hints) finds it.
+    module = types.ModuleType("__docs__")
+    module.__file__ = str(page)
+    sys.modules[module.__name__] = module
+    namespace = module.__dict__
     found = samples(page.read_text(encoding="utf-8"))
     for sample in found:
         # Line numbers in tracebacks point into the page: pad so that line 1 of the code is

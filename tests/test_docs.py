@@ -88,6 +88,19 @@ def test_a_failing_sample_names_its_page_and_line(tmp_path: Path) -> None:
     assert "KeyError: 'boom'" in done.stderr
 
 
+def test_samples_run_as_a_module(tmp_path: Path) -> None:
+    """A dataclass (which looks its module up in sys.modules) works in a sample."""
+    page = tmp_path / "page.md"
+    page.write_text(
+        "```python\nfrom dataclasses import dataclass\n\n@dataclass\nclass Point:\n"
+        "    x: int\n\nassert Point(1).x == 1\n```\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(RUNNER), str(page)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def test_unterminated_fence_is_an_error() -> None:
     with pytest.raises(ValueError, match="line 1: unterminated"):
         samples("```python\nx = 1\n")
