@@ -714,7 +714,9 @@ def test_alert_rules_have_the_documented_shape_and_thresholds() -> None:
         assert rule["labels"]["severity"] in {"critical", "warning"}, name
         annotations = rule["annotations"]
         assert set(annotations) == {"summary", "description", "runbook_url"}, name
-        assert re.fullmatch(r"docs/guides/[a-z0-9-]+\.md", annotations["runbook_url"]), name
+        runbook = annotations["runbook_url"]
+        assert re.fullmatch(r"docs/(concepts|guides)/[a-z0-9-]+\.md", runbook), name
+        assert (ROOT / runbook).is_file(), f"{name}: runbook {runbook} is not a docs page"
         assert promql_refs(rule["expr"]).metrics, name
     expr = {name: " ".join(rule["expr"].split()) for name, rule in by_name.items()}
     assert by_name["RedisguardBreakerOpen"]["for"] == "5m"
