@@ -309,6 +309,10 @@ def test_from_url_client_is_read_as_its_connections_are(
     timeout), and retry_on_error gives them a retry: doctor reports what they use."""
     server = redis_server_factory(args=WELL)
     client = redis.Redis.from_url(server.url, **options)
+    created = client.connection_pool._created_connections
+    ClientSettings.from_client(client)  # builds a connection: neither connected nor counted
+    assert client.connection_pool._created_connections == created
+    assert not client.connection_pool._available_connections
     report = diagnose(client=client, config=BreakerConfig())
     client.ping()
     connection = client.connection or client.connection_pool._available_connections[0]
@@ -363,6 +367,22 @@ def test_redisguard_connect_is_read_as_its_connections_are(redis_server_factory:
     client.close()
     assert (timeout, retries) == (0.25, 0)
     _assert_reports(report, timeout, retries)
+
+
+def test_unreadable_client_settings_say_why() -> None:
+    """A pool whose connection class cannot be built from its settings: a ConfigError that
+    names the class and the way out, not a guess."""
+
+    class NeedsToken(redis.Connection):
+        def __init__(self, *, token: str, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+
+    pool = redis.ConnectionPool(connection_class=NeedsToken, host="127.0.0.1", port=1)
+    client = redis.Redis(connection_pool=pool)
+    with pytest.raises(ConfigError, match=r"building a NeedsToken .* failed \(TypeError\)"):
+        diagnose(client=client, config=BreakerConfig())
+    with pytest.raises(ConfigError, match="client_settings="):
+        ClientSettings.from_client(object())
 
 
 def test_missing_timeouts() -> None:
