@@ -96,6 +96,14 @@ class Workload:
             raise ConfigError(f"use must be 'cache' or 'store', got {self.use!r}")
 
 
+def _retry_count(retry: Any) -> int:
+    """The retries of a redis-py ``Retry`` (``get_retries()`` is redis-py 5.1+)."""
+    if retry is None:
+        return 0
+    getter = getattr(retry, "get_retries", None)
+    return int(getter() if callable(getter) else getattr(retry, "_retries", 0) or 0)
+
+
 @dataclass(frozen=True)
 class ClientSettings:
     """The redis-py client settings that decide how long a call to a dead Redis blocks.
@@ -121,22 +129,46 @@ class ClientSettings:
 
     @classmethod
     def from_client(cls, client: Any) -> ClientSettings:
-        """Read the settings of a ``redis.Redis`` (or a redisguard client) without I/O."""
-        pool = getattr(client, "connection_pool", None)
-        kwargs: dict[str, Any] = dict(getattr(pool, "connection_kwargs", None) or {})
-        if not kwargs:
-            raise ConfigError(
-                f"cannot read the connection settings of {type(client).__name__}: "
-                "pass a redis.Redis / redisguard.GuardedRedis, or client_settings="
-            )
-        retry = kwargs.get("retry")
-        retries = int(getattr(retry, "_retries", 0) or 0) if retry is not None else 0
-        if retry is None and kwargs.get("retry_on_timeout"):
-            retries = 1  # redis-py's Retry(NoBackoff(), 1) for retry_on_timeout=True
+        """Read what the connections of a ``redis.Redis`` (sync or asyncio, or a redisguard
+        client) use, without I/O.
+
+        The pool's ``connection_kwargs`` hold only what was passed to it:
+        ``Redis.from_url()`` and ``Sentinel.master_for()`` pass no timeout and no retry, and
+        the connections then take their class's defaults (redis-py 6+: a 5 s
+        ``socket_timeout``), while ``retry_on_timeout``/``retry_on_error`` without a
+        ``Retry`` give them redis-py's one retry. So a connection is built from the pool's
+        settings, as the pool builds one, and read: it is never connected and not counted
+        against ``max_connections``. A single-connection client's own connection is read.
+
+        Raises:
+            ConfigError: ``client`` has no connection pool to read (e.g. a cluster client),
+                or its connection class cannot be built from the pool's settings.
+        """
+        name = type(client).__name__
+        connection = getattr(client, "connection", None)
+        if connection is None:
+            pool = getattr(client, "connection_pool", None)
+            kwargs: dict[str, Any] = dict(getattr(pool, "connection_kwargs", None) or {})
+            connection_class = getattr(pool, "connection_class", None)
+            if not kwargs or connection_class is None:
+                raise ConfigError(
+                    f"cannot read the connection settings of {name}: pass a redis.Redis / "
+                    "redis.asyncio.Redis / redisguard.GuardedRedis, or client_settings="
+                )
+            try:
+                connection = connection_class(**kwargs)
+            except Exception as exc:  # any failure means: cannot tell
+                raise ConfigError(
+                    f"cannot read the connection settings of {name}: building a "
+                    f"{connection_class.__name__} from its pool's settings failed "
+                    f"({type(exc).__name__}); pass client_settings="
+                ) from None
+        timeout = getattr(connection, "socket_timeout", None)
+        connect_timeout = getattr(connection, "socket_connect_timeout", timeout)
         return cls(
-            socket_timeout=kwargs.get("socket_timeout"),
-            socket_connect_timeout=kwargs.get("socket_connect_timeout"),
-            redis_py_retries=retries,
+            socket_timeout=timeout,
+            socket_connect_timeout=connect_timeout,
+            redis_py_retries=_retry_count(getattr(connection, "retry", None)),
         )
 
     @property

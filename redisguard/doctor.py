@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import redis
+import redis.asyncio
 import redis.sentinel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -704,6 +705,18 @@ def _server_summary(facts: _Facts, latency: float) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if v is not None}
 
 
+def _client_target(client: Any) -> str:
+    """Where a client's pool connects (no password): host:port, a socket, or a service."""
+    pool = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None) or {}
+    if "host" in kwargs:
+        return f"{kwargs['host']}:{kwargs.get('port', 6379)}"
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    service = getattr(pool, "service_name", None)
+    return f"Sentinel service {service}" if service else "?"
+
+
 @dataclass
 class _Inspection:
     facts: _Facts = field(default_factory=_Facts)
@@ -732,9 +745,14 @@ def _inspect(url: str | None, client: Any) -> _Inspection:
         if target.kind != "sentinel" or inspect_url != url:
             inspector, owned = _inspection_client(target, inspect_url), True
     elif client is not None:
+        if isinstance(client, redis.asyncio.Redis | redis.asyncio.RedisCluster):
+            raise ConfigError(
+                f"cannot inspect Redis through an asyncio client ({type(client).__name__}): "
+                "pass its URL too, diagnose(url, client=client); the client's settings are "
+                "still read from it"
+            )
         inspector = client
-        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
-        out.target = f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+        out.target = _client_target(client)
     if inspector is None:
         return out
     try:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
+import redis.sentinel
 from _bench import load_benchmark
 
 import redisguard
 from redisguard import BreakerConfig, ConfigError, RetryPolicy
 from redisguard._cli import main
-from redisguard._predict import attempts_per_failed_call, failures_to_open, predict
+from redisguard._guard import DEFAULT_RETRY
+from redisguard._predict import NO_TIMEOUT_HANG, attempts_per_failed_call, failures_to_open, predict
 from redisguard.doctor import ClientSettings, Report, Workload, diagnose
 from redisguard.testing import ClusterTopology, RedisServer, SentinelTopology, free_port
 
@@ -262,6 +267,122 @@ def test_client_findings_from_a_plain_redis_py_client(redis_server_factory: Fact
     report = diagnose(client=guarded, config=BreakerConfig())
     assert not {c for c in codes(report) if c.startswith("client.")}
     guarded.close()
+
+
+# -- what the client's connections really use --------------------------------------------
+def _used_by(connection: Any) -> tuple[float | None, int]:
+    """The socket timeout and the redis-py retry count of a connection redis-py made."""
+    retry = connection.retry
+    return connection.socket_timeout, int(retry._retries)
+
+
+def _assert_reports(report: Report, timeout: float | None, retries: int) -> None:
+    """The report's client findings and prediction match ``timeout`` and ``retries``."""
+    found = {f.code: f for f in report.findings}
+    text = report.format_text()
+    if timeout is None:
+        assert "client.socket-timeout-missing" in found, text
+    else:
+        assert "client.socket-timeout-missing" not in found, text
+        assert "client.connect-timeout-missing" not in found, text
+        if timeout > DEFAULT_RETRY.deadline:
+            title = found["client.socket-timeout-over-deadline"].title
+            assert title.startswith(f"socket_timeout {timeout:g} s "), title
+    if retries:
+        assert f"({retries} retries)" in found["client.redis-py-retry"].title, text
+    else:
+        assert "client.redis-py-retry" not in found, text
+    hang = NO_TIMEOUT_HANG if timeout is None else timeout
+    assert report.prediction.attempt_time == pytest.approx(hang * (1 + retries)), text
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"retry_on_error": [redis.ConnectionError]}, {"single_connection_client": True}],
+    ids=["defaults", "retry_on_error", "single-connection"],
+)
+def test_from_url_client_is_read_as_its_connections_are(
+    redis_server_factory: Factory, options: dict[str, Any]
+) -> None:
+    """redis.Redis.from_url() leaves the timeout and retry out of the pool's settings; its
+    connections then use the connection class's defaults (redis-py 6+: a 5 s socket
+    timeout), and retry_on_error gives them a retry: doctor reports what they use."""
+    server = redis_server_factory(args=WELL)
+    client = redis.Redis.from_url(server.url, **options)
+    created = client.connection_pool._created_connections
+    ClientSettings.from_client(client)  # builds a connection: neither connected nor counted
+    assert client.connection_pool._created_connections == created
+    assert not client.connection_pool._available_connections
+    report = diagnose(client=client, config=BreakerConfig())
+    client.ping()
+    connection = client.connection or client.connection_pool._available_connections[0]
+    timeout, retries = _used_by(connection)
+    client.close()
+    if options.get("retry_on_error"):
+        assert retries == 1  # redis-py's Retry(NoBackoff(), 1) when no retry is given
+    _assert_reports(report, timeout, retries)
+
+
+def test_asyncio_from_url_client_is_read_as_its_connections_are(
+    redis_server_factory: Factory,
+) -> None:
+    """The same for redis.asyncio.Redis.from_url(); the server is read through the URL, and
+    without one doctor says it cannot inspect through an asyncio client."""
+    server = redis_server_factory(args=WELL)
+    client = redis.asyncio.Redis.from_url(server.url, retry_on_error=[redis.ConnectionError])
+    report = diagnose(server.url, client=client, config=BreakerConfig())
+    assert report.reachable
+    assert report.server["role"] == "master"
+
+    async def used() -> tuple[float | None, int]:
+        await client.ping()
+        found = _used_by(client.connection_pool._available_connections[0])
+        await client.aclose()
+        return found
+
+    timeout, retries = asyncio.run(used())
+    assert retries == 1
+    _assert_reports(report, timeout, retries)
+    with pytest.raises(ConfigError, match="asyncio client"):
+        diagnose(client=redis.asyncio.Redis.from_url(server.url), config=BreakerConfig())
+
+
+def test_sentinel_client_is_read_as_its_connections_are(redis_sentinel: SentinelTopology) -> None:
+    """A redis-py Sentinel master_for() client: its connections' defaults are reported."""
+    sentinel = redis.sentinel.Sentinel([redis_sentinel.sentinel_address])
+    client = sentinel.master_for(redis_sentinel.service_name)
+    report = diagnose(client=client, config=BreakerConfig())
+    client.ping()
+    timeout, retries = _used_by(client.connection_pool._available_connections[0])
+    client.close()
+    _assert_reports(report, timeout, retries)
+
+
+def test_redisguard_connect_is_read_as_its_connections_are(redis_server_factory: Factory) -> None:
+    """redisguard.connect(url): 0.25 s and no redis-py retry, as its connections use."""
+    server = redis_server_factory(args=WELL)
+    client = redisguard.connect(server.url, prober=False)
+    report = diagnose(client=client, config=BreakerConfig())
+    timeout, retries = _used_by(client.connection_pool._available_connections[0])
+    client.close()
+    assert (timeout, retries) == (0.25, 0)
+    _assert_reports(report, timeout, retries)
+
+
+def test_unreadable_client_settings_say_why() -> None:
+    """A pool whose connection class cannot be built from its settings: a ConfigError that
+    names the class and the way out, not a guess."""
+
+    class NeedsToken(redis.Connection):
+        def __init__(self, *, token: str, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+
+    pool = redis.ConnectionPool(connection_class=NeedsToken, host="127.0.0.1", port=1)
+    client = redis.Redis(connection_pool=pool)
+    with pytest.raises(ConfigError, match=r"building a NeedsToken .* failed \(TypeError\)"):
+        diagnose(client=client, config=BreakerConfig())
+    with pytest.raises(ConfigError, match="client_settings="):
+        ClientSettings.from_client(object())
 
 
 def test_missing_timeouts() -> None:
