@@ -65,6 +65,13 @@ _REPLIES = {
     "oom": "OOM command not allowed when used memory > 'maxmemory'.",
 }
 
+_EVERY_ACCESS = frozenset({"read", "write", "delete", "both"})
+#: The guards (by ``access``) a write refusal reaches; other errors reach every guard.
+_REFUSED_BY: dict[str | None, frozenset[str]] = {
+    "oom": frozenset({"write", "both"}),
+    "readonly": frozenset({"write", "delete", "both"}),
+}
+
 
 @dataclass(frozen=True)
 class Fault:
@@ -72,7 +79,9 @@ class Fault:
 
     Attributes:
         error: One of :data:`ERRORS` (``"refused"``, ``"timeout"``, ``"busy"``,
-            ``"loading"``, ``"readonly"``, ``"oom"``), or None for latency only.
+            ``"loading"``, ``"readonly"``, ``"oom"``), or None for latency only. ``oom``
+            reaches only write guards and ``readonly`` only write and delete guards (by their
+            ``access``), as a real refusal would; see :meth:`matches`.
         latency_ms: Added before the call (or before the error, e.g. a slow timeout).
         p: The share of matching calls that get the fault, ``0 < p <= MAX_PROBABILITY``;
             not used by an outage.
@@ -100,8 +109,16 @@ class Fault:
             return "outage"
         return self.error or "latency"
 
-    def matches(self, operation: str, breaker: str) -> bool:
-        """Whether this rule's scope takes calls of guard ``operation`` on ``breaker``."""
+    def matches(self, operation: str, breaker: str, access: str = "both") -> bool:
+        """Whether this rule's scope takes calls of guard ``operation`` on ``breaker``.
+
+        A write refusal reaches only the guards a real one would: Redis out of memory refuses
+        commands that may grow memory (not reads, not ``DEL``), a read-only replica refuses
+        writes and deletes, so ``oom`` skips ``access="read"`` and ``"delete"`` guards and
+        ``readonly`` skips ``access="read"`` ones.
+        """
+        if access not in _REFUSED_BY.get(self.error, _EVERY_ACCESS):
+            return False
         return (self.operation is None or self.operation == operation) and (
             self.breaker is None or self.breaker == breaker
         )
@@ -271,6 +288,7 @@ class Target(Protocol):
 
     name: str
     breaker_name: str
+    access: str  # "read", "write", "delete" or "both"
     is_async: bool
     fn_cell: Any  # the closure cell the guard's wrapper calls its function through
     fn: Callable[..., Any]
@@ -423,7 +441,9 @@ def _put(target: Target, fn: Callable[..., Any]) -> None:
 
 
 def _install(target: Target, plan: _Plan) -> None:
-    faults = tuple(f for f in plan.faults if f.matches(target.name, target.breaker_name))
+    faults = tuple(
+        f for f in plan.faults if f.matches(target.name, target.breaker_name, target.access)
+    )
     if not faults:
         _put(target, target.fn)
         return

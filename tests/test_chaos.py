@@ -273,6 +273,27 @@ def test_write_refusals_open_only_the_write_side(client: redis.Redis) -> None:
     assert put() is False  # the write side is still open: answered without Redis
 
 
+def test_write_refusals_spare_the_guards_a_real_one_spares(client: redis.Redis) -> None:
+    """A real OOM refuses only commands that may grow memory, and a real replica only writes:
+    an injected OOM reaches write guards (not reads, not deletes), READONLY every guard but
+    reads. Scoped to a whole breaker, the rehearsal matches the server's behaviour."""
+    breaker = Breaker("c.scoped", BreakerConfig(failure_threshold=50, reset_timeout=60))
+    guards = {
+        access: redis_guarded(
+            name=f"c.scoped.{access}", fallback="fell back", breaker=breaker, retry=None,
+            access=access,
+        )(lambda: client.get("k"))
+        for access in ("read", "write", "delete", "both")
+    }
+    for error, refused in (("oom", {"write", "both"}), ("readonly", {"write", "delete", "both"})):
+        chaos.enable(f"breaker=c.scoped,error={error},p=0.25", seed=3)
+        answers = {access: {guard() for _ in range(40)} for access, guard in guards.items()}
+        chaos.kill()
+        breaker.reset()
+        for access, seen in answers.items():
+            assert ("fell back" in seen) is (access in refused), (error, access, seen)
+
+
 def test_probability_and_latency_with_a_seed(client: redis.Redis) -> None:
     """About p of the calls get the latency; a seed makes the rehearsal reproducible."""
 
