@@ -31,6 +31,7 @@ from redis.retry import Retry
 
 from ._errors import ConfigError
 from ._fork import renew_lock_after_fork
+from ._sides import Access
 from ._tally import Tally
 from ._telemetry import CHAOS_MARK, mark_active_span_chaos
 
@@ -288,7 +289,7 @@ class Target(Protocol):
 
     name: str
     breaker_name: str
-    access: str  # "read", "write", "delete" or "both"
+    access: Access
     is_async: bool
     fn_cell: Any  # the closure cell the guard's wrapper calls its function through
     fn: Callable[..., Any]
