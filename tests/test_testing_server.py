@@ -156,6 +156,7 @@ def test_stop_of_paused_server_is_quick(server: RedisServer) -> None:
     assert _proc_state(pid) is None
 
 
+@pytest.mark.requires_redis(7, 0, reason="loading-process-events-interval-bytes, for loading()")
 def test_loading_raises_busy_loading_and_keeps_data(server: RedisServer) -> None:
     """Inside loading() clients get BusyLoadingError; afterwards data is back and filler gone."""
     client = _client(server)
@@ -177,6 +178,7 @@ def test_loading_raises_busy_loading_and_keeps_data(server: RedisServer) -> None
         client.close()
 
 
+@pytest.mark.requires_redis(7, 0, reason="loading-process-events-interval-bytes, for loading()")
 def test_loading_with_appendonly_restores_aof() -> None:
     """After loading() an appendonly server persists again and the filler never reaches the AOF."""
     with RedisServer(appendonly=True) as srv:
@@ -416,6 +418,7 @@ def test_url_and_client_kwargs_point_at_the_server(server: RedisServer) -> None:
         client.close()
 
 
+@pytest.mark.requires_redis(7, 0, reason="multi-part AOF: the appendonlydir/ directory")
 def test_directory_argument_holds_the_data(tmp_path: Path) -> None:
     """With directory=..., redis-server keeps its AOF there and stop() leaves it in place."""
     data = tmp_path / "data"

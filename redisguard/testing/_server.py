@@ -57,6 +57,9 @@ __all__ = ["RedisServer", "ServerError", "ServerNotFoundError"]
 _T = TypeVar("_T")
 
 
+#: The oldest Redis whose loading :meth:`RedisServer.start_loading` can stretch and observe.
+LOADING_NEEDS = (7, 0, 0)
+
 _LOG_TAIL_LINES = 25
 _PORT_RACE_ATTEMPTS = 5
 _PROBE_TIMEOUT = 0.5
@@ -654,8 +657,9 @@ class RedisServer:
             duration: Approximate loading time in seconds.
 
         Raises:
-            ServerError: The server is not running, is paused, or finished loading
-                before it could be observed.
+            ServerError: The server is not running, is paused, is older than Redis 7.0
+                (which added ``loading-process-events-interval-bytes``), or finished
+                loading before it could be observed.
         """
         if duration <= 0:
             raise ValueError("duration must be positive")
@@ -663,6 +667,12 @@ class RedisServer:
             self._require_running()
             if self._paused:
                 raise ServerError("resume() the server before start_loading()")
+            version = self.binary.version
+            if version is not None and version < LOADING_NEEDS:
+                raise ServerError(
+                    "start_loading() needs Redis >= 7.0 (loading-process-events-interval-bytes "
+                    f"keeps a loading server answering -LOADING); this is {self.binary.describe()}"
+                )
             try:
                 with self._connect() as conn:
                     state = self._write_loading_snapshot(conn, duration)
