@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import statistics
 import sys
 import threading
@@ -53,7 +52,8 @@ from redis.retry import Retry
 
 import redisguard
 from redisguard import Breaker, BreakerConfig, RetryPolicy, redis_guarded
-from redisguard.testing import FaultProxy, RedisServer
+from redisguard.testing import FaultProxy, RedisServer, ServerNotFoundError
+from redisguard.testing._binary import find_redis_server
 from redisguard.testing._oom import allow_writes, refuse_writes
 
 __all__ = ["SCENARIOS", "Settings", "format_report", "main", "run_benchmarks"]
@@ -615,11 +615,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     args = _parse_args(argv)
-    if shutil.which("redis-server") is None and not os.environ.get("REDISGUARD_REDIS_SERVER"):
-        print(
-            "redis-server is not on PATH: apt-get install -y redis-server / brew install redis",
-            file=sys.stderr,
-        )
+    try:
+        find_redis_server()
+    except ServerNotFoundError as exc:
+        print(exc, file=sys.stderr)
         return 2
     settings = Settings.quick() if args.quick else Settings.default()
     if args.rounds:

@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import json
 import logging
-import shutil
 import sys
 import threading
 import time
@@ -50,7 +49,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from redisguard import Breaker, BreakerConfig, RetryPolicy, redis_guarded
-from redisguard.testing import FaultProxy, RedisServer
+from redisguard.testing import FaultProxy, RedisServer, ServerNotFoundError
+from redisguard.testing._binary import find_redis_server
 
 __all__ = ["Row", "Settings", "format_report", "main", "run_benchmarks"]
 
@@ -399,8 +399,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     args = _parse_args(argv)
-    if shutil.which("redis-server") is None:
-        print("redis-server is not on PATH", file=sys.stderr)
+    try:
+        find_redis_server()
+    except ServerNotFoundError as exc:
+        print(exc, file=sys.stderr)
         return 2
     settings = Settings.quick() if args.quick else Settings()
     log = logging.getLogger("redisguard")

@@ -55,7 +55,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import statistics
 import sys
 import tempfile
@@ -69,7 +68,8 @@ import redis
 import redisguard
 from redisguard import BreakerConfig
 from redisguard._demo_fleet import FLEET_FAULTS, FleetOptions, FleetRun, run_fleet
-from redisguard.testing import RedisServer
+from redisguard.testing import RedisServer, ServerNotFoundError
+from redisguard.testing._binary import find_redis_server
 
 __all__ = ["MODES", "Settings", "format_report", "main", "run_benchmarks"]
 
@@ -320,8 +320,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not value > 0:
                 parser.error(f"--{name} must be positive, got {value!r}")
             settings = replace(settings, **{name: value})
-    if shutil.which("redis-server") is None and not os.environ.get("REDISGUARD_REDIS_SERVER"):
-        print("redis-server is not on PATH: apt-get install -y redis-server", file=sys.stderr)
+    try:
+        find_redis_server()
+    except ServerNotFoundError as exc:
+        print(exc, file=sys.stderr)
         return 2
     log = logging.getLogger("redisguard")
     level = log.level

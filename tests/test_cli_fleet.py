@@ -7,6 +7,7 @@ import json
 import pytest
 
 from redisguard._cli import main
+from redisguard.testing._binary import find_redis_server
 
 pytestmark = [
     pytest.mark.timeout(90),
@@ -38,6 +39,7 @@ def test_fleet_demo_pause_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert None not in report["closed_s"]
     assert report["all_closed_at_end"] is True
     assert report["errors"] == []
+    assert report["redis_server"]["path"] == find_redis_server().path
 
 
 def test_fleet_demo_kill_prints_every_worker(capsys: pytest.CaptureFixture[str]) -> None:
@@ -45,6 +47,7 @@ def test_fleet_demo_kill_prints_every_worker(capsys: pytest.CaptureFixture[str])
     assert main(["demo", "--workers", "3", *FAST, "--fault", "kill"]) == 0
     out = capsys.readouterr().out
     assert "3 forked workers" in out
+    assert f"; {find_redis_server().describe()})" in out
     assert "REDISGUARD_SHARED_BREAKERS=1" in out
     assert "Redis killed (SIGKILL)" in out
     assert "Redis restarted on the same port" in out

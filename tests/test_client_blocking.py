@@ -95,6 +95,7 @@ def test_idle_blpop_waits_its_timeout_and_is_not_a_failure(client: redisguard.Gu
     assert client.ping()  # the connection's own timeout is back to normal
 
 
+@pytest.mark.requires_redis(7, 0, reason="BLMPOP")
 def test_blocking_commands_wait_past_the_socket_timeout(
     client: redisguard.GuardedRedis, redis_server: RedisServer
 ) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import subprocess
 import threading
 import time
@@ -24,7 +23,8 @@ from redisguard._client import (
     connect,
     validate_url,
 )
-from redisguard.testing import RedisServer, free_port
+from redisguard.testing import RedisServer, ServerNotFoundError, free_port
+from redisguard.testing._binary import find_redis_server
 
 
 def _wait_until(predicate: object, timeout: float = 5.0) -> bool:
@@ -297,9 +297,10 @@ async def test_async_startup_fails_fast() -> None:
 @pytest.fixture
 def sentinel(server: RedisServer, tmp_path: Path) -> Iterator[int]:
     """A real redis-sentinel on loopback watching ``server`` as ``mymaster``."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.skip("redis-server not installed")
+    try:
+        executable = find_redis_server().path
+    except ServerNotFoundError as exc:
+        pytest.skip(str(exc))
     port = free_port()
     conf = tmp_path / "sentinel.conf"
     conf.write_text(
@@ -367,7 +368,8 @@ def cluster_node() -> Iterator[RedisServer]:
     )
     with srv:
         admin = redis.Redis(port=srv.port, socket_timeout=1)
-        admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)  # type: ignore[no-untyped-call]
+        # ADDSLOTS with every slot, not ADDSLOTSRANGE (Redis 7.0): this also runs on Redis 6.2
+        admin.execute_command("CLUSTER", "ADDSLOTS", *range(16384))  # type: ignore[no-untyped-call]
         assert _wait_until(lambda: _cluster_ok(admin))
         admin.close()
         yield srv

