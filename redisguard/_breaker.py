@@ -106,7 +106,7 @@ def _utc(ts: float | None) -> datetime | None:
 
 @dataclass(frozen=True)
 class BreakerStats:
-    """A snapshot of one breaker, as the design document's ``getStats()`` returns it.
+    """A snapshot of one breaker: its state, counts and timings (``Breaker.stats()``).
 
     Attributes:
         name: The breaker's name.
@@ -358,7 +358,7 @@ class Breaker(pybreaker.CircuitBreaker):
 
     @property
     def state_code(self) -> int:
-        """0 closed, 1 half-open, 2 open (the design document's gauge encoding)."""
+        """0 closed, 1 half-open, 2 open (the ``circuit_breaker_state`` gauge's encoding)."""
         return self._code
 
     @property

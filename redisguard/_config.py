@@ -217,11 +217,12 @@ class BreakerConfig:
     def from_env(cls, env: Mapping[str, str] | None = None) -> BreakerConfig:
         """Build a config from ``REDIS_CIRCUIT_BREAKER_*`` variables; unset ones keep defaults.
 
-        Durations are read in **milliseconds**, as in the design document.
+        Durations are read in **milliseconds**.
 
         Raises:
-            ConfigError: a variable is not a number, is <= 0, or is absurd; the message
-                names the variable and its value.
+            ConfigError: a variable is not a number or is out of its range (0 is accepted
+                only by ``MAX_WAIT_FOR_SLOT``, ``RETRY_BUDGET_RATIO`` and
+                ``RETRY_BUDGET_MIN_PER_SECOND``); the message names the variable and its value.
         """
         env = os.environ if env is None else env
         fields: dict[str, float | None] = {

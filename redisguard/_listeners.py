@@ -15,7 +15,7 @@ __all__ = ["LoggingListener"]
 
 
 class LoggingListener(pybreaker.CircuitBreakerListener):
-    """Logs every real state transition to the ``redisguard`` logger, at the design's levels.
+    """Logs every real state transition to the ``redisguard`` logger, by severity.
 
     closed -> open is ERROR ("Circuit breaker opened"), half-open -> open is WARNING ("re-opened
     during recovery"), -> half-open and -> closed are INFO. Records carry ``category``,

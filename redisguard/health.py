@@ -1,4 +1,4 @@
-"""Readiness and liveness: the design document's ``/ready``, with a live PING.
+"""Readiness and liveness: a ``/ready`` that reports breaker state, with a live PING.
 
 :func:`readiness` / :func:`areadiness` report one check per breaker: its state, failure count,
 last failure, next retry, and the latency of a PING sent *through* the breaker (so a

@@ -13,7 +13,7 @@ call repeated once). Why GCRA rather than a sliding window:
 
 When Redis is unavailable (errors or an open breaker), ``on_unavailable`` decides:
 
-``"open"`` (the design document's default)
+``"open"`` (the default)
     allow every request (``Decision.degraded`` is True);
 ``"closed"``
     deny every request, with ``retry_after`` from the breaker;

@@ -7,7 +7,7 @@ I/O-free flows (:mod:`redisguard._stores_core`), and every Redis command goes th
 What each store does when Redis is unavailable:
 
 =====================  ==========================================================================
-``SessionStore.get``   returns None, like a missing session (the design document's behaviour);
+``SessionStore.get``   returns None, like a missing session;
                        ``strict=True`` raises :class:`TemporarilyUnavailableError` instead;
                        ``lookup()`` returns a :class:`Lookup` that tells the two apart
 ``set/touch/delete``   raise :class:`TemporarilyUnavailableError`: the write did not happen
