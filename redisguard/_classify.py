@@ -6,6 +6,7 @@ import asyncio
 import builtins
 import enum
 import queue
+import re
 import ssl
 from collections.abc import Callable
 from types import TracebackType
@@ -141,11 +142,27 @@ _CODE_KINDS: dict[str, ErrorKind] = {
 
 
 def _error_code(exc: BaseException) -> str:
-    """The error code of a Redis error reply (``"BUSY"`` for ``-BUSY Redis is busy...``)."""
+    """The error code of a Redis error reply (``"BUSY"`` for ``-BUSY Redis is busy...``).
+
+    Redis < 7 wraps the error of a command a Lua script called in its own text:
+    ``Error running script (call to f_<sha>): @user_script:1: @user_script: 1: -OOM ...``
+    (``redis.call``) or ``@user_script: 1: -OOM ...`` (an error ``redis.pcall`` returned);
+    the code is the wrapped reply's (``"OOM"``). Redis 7 passes the reply on as it is.
+    """
     args = exc.args
-    if args and isinstance(args[0], str):
-        return args[0].split(" ", 1)[0]
-    return ""
+    if not args or not isinstance(args[0], str):
+        return ""
+    message = args[0]
+    if message.startswith(_SCRIPT_PREFIXES):
+        wrapped = _WRAPPED_CODE.search(message)
+        if wrapped is not None:
+            return wrapped.group(1)
+    return message.split(" ", 1)[0]
+
+
+_SCRIPT_PREFIXES = ("Error running script", "@user_script:")
+#: The wrapped reply's code: the first ``: -CODE `` after the script's location.
+_WRAPPED_CODE = re.compile(r"@user_script: ?\d+: -([A-Z][A-Z_]*) ")
 
 
 # -- "the command never ran" ----------------------------------------------------------------

@@ -25,6 +25,7 @@ from redisguard.testing._ports import LOOPBACK, free_port
 def _auth(server: RedisServer) -> dict[str, Any]:
     return {"password": server.password} if server.password else {}
 
+
 TRANSIENT, MISCONFIGURED, REJECTED, PROPAGATE, WRITE_REFUSED = (
     ErrorKind.TRANSIENT,
     ErrorKind.MISCONFIGURED,
@@ -84,6 +85,51 @@ TABLE: list[tuple[BaseException, ErrorKind]] = [
 def test_default_classification(exc: BaseException, kind: ErrorKind) -> None:
     """Each redis-py (and builtin) exception gets the kind BRIEF section 3 assigns it."""
     assert classify_error(exc) is kind
+
+
+@pytest.mark.parametrize(
+    ("message", "kind"),
+    [
+        (
+            "Error running script (call to f_219bb33e7c6773035c720850383aa2ebb63d9904): "
+            "@user_script:1: @user_script: 1: -OOM command not allowed when used memory > "
+            "'maxmemory'.",
+            ErrorKind.WRITE_REFUSED,
+        ),
+        (
+            "Error running script (call to f_219bb33e7c6773035c720850383aa2ebb63d9904): "
+            "@user_script:1: @user_script: 1: -READONLY You can't write against a read only "
+            "replica.",
+            ErrorKind.WRITE_REFUSED,
+        ),
+        (
+            "@user_script: 1: -OOM command not allowed when used memory > 'maxmemory'.",
+            ErrorKind.WRITE_REFUSED,
+        ),
+        (
+            "Error running script (call to f_00): @user_script:3: @user_script: 3: -BUSY x y",
+            ErrorKind.TRANSIENT,
+        ),
+        # A script's own error, or one of a command with no refusal code: the script's bug.
+        (
+            "Error running script (call to f_00): @user_script:1: user_script:1: boom",
+            ErrorKind.PROPAGATE,
+        ),
+        (
+            "Error running script (call to f_00): @user_script:2: @user_script: 2: -WRONGTYPE "
+            "Operation against a key holding the wrong kind of value",
+            ErrorKind.PROPAGATE,
+        ),
+    ],
+)
+def test_redis_6_script_errors_are_classified_by_the_wrapped_reply(
+    message: str, kind: ErrorKind
+) -> None:
+    """Redis < 7 wraps the reply of a command a script called: its code decides, and a
+    refusal proves the script never wrote (Redis refuses only before a script's first write)."""
+    exc = rx.ResponseError(message)
+    assert classify_error(exc) is kind
+    assert not_applied(exc) is (kind is not ErrorKind.PROPAGATE)
 
 
 def test_unrelated_subclass_of_a_transient_error_is_transient() -> None:
@@ -221,7 +267,10 @@ def test_a_full_pool_proves_nothing_ran(redis_server: RedisServer) -> None:
     assert not_applied(info.value)
     client.connection_pool.release(held)
     pool = redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
-        host=LOOPBACK, port=redis_server.port, max_connections=1, timeout=0.05,
+        host=LOOPBACK,
+        port=redis_server.port,
+        max_connections=1,
+        timeout=0.05,
         **_auth(redis_server),
     )
     blocking = redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
@@ -239,7 +288,10 @@ async def test_an_async_blocking_pool_timeout_is_a_local_rejection(
 ) -> None:
     """asyncio BlockingConnectionPool's "No connection available" is REJECTED and not applied."""
     pool = redis.asyncio.BlockingConnectionPool(
-        host=LOOPBACK, port=redis_server.port, max_connections=1, timeout=0.05,
+        host=LOOPBACK,
+        port=redis_server.port,
+        max_connections=1,
+        timeout=0.05,
         **_auth(redis_server),
     )
     client = redis.asyncio.Redis(
