@@ -1,4 +1,4 @@
-"""The API reference's docstring rewriter (``tools/griffe_rst.py``, loaded by ``mkdocs.yml``)."""
+"""The API reference's docstring rewriter (``docs/_ext/griffe_rst.py``, used by mkdocs.yml)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("griffe", reason="the docs extra is not installed")  # the lowest leg
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "docs" / "_ext"))
 
 from griffe_rst import rst_to_markdown
 
