@@ -6,7 +6,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,8 +14,6 @@ import redis
 import redis.asyncio
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from redisguard import (
     Breaker,
@@ -27,7 +25,6 @@ from redisguard import (
     current_failure,
     redis_guarded,
 )
-from redisguard.testing import RedisServer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -43,23 +40,15 @@ def _fresh_counts() -> Iterator[None]:
 
 
 @pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis(
-        **redis_server.client_kwargs(),  # type: ignore[arg-type]
-        socket_timeout=0.25,
-        retry=Retry(NoBackoff(), 0),
-    )
-    client.set("k", "real")
-    yield client
-    client.close()
+def client(seeded_client: redis.Redis) -> redis.Redis:
+    """conftest's plain client of ``redis_server``, ``k`` set to ``"real"``."""
+    return seeded_client
 
 
 @pytest.fixture
-async def aclient(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.Redis(**redis_server.client_kwargs(), socket_timeout=0.25)  # type: ignore[arg-type]
-    await client.set("k", "real")
-    yield client
-    await client.aclose()
+def aclient(seeded_aclient: redis.asyncio.Redis) -> redis.asyncio.Redis:
+    """conftest's plain asyncio client of ``redis_server``, ``k`` set to ``"real"``."""
+    return seeded_aclient
 
 
 def results(operation: str) -> dict[str, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -53,26 +53,15 @@ def _chaos_off(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis(
-        **redis_server.client_kwargs(),  # type: ignore[arg-type]
-        socket_timeout=0.25,
-        retry=Retry(NoBackoff(), 0),
-    )
-    client.set("k", "real")
-    yield client
-    client.close()
+def client(seeded_client: redis.Redis) -> redis.Redis:
+    """conftest's plain client of ``redis_server``, ``k`` set to ``"real"``."""
+    return seeded_client
 
 
 @pytest.fixture
-async def aclient(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.Redis(
-        **redis_server.client_kwargs(),  # type: ignore[arg-type]
-        socket_timeout=0.25,
-    )
-    await client.set("k", "real")
-    yield client
-    await client.aclose()
+def aclient(seeded_aclient: redis.asyncio.Redis) -> redis.asyncio.Redis:
+    """conftest's plain asyncio client of ``redis_server``, ``k`` set to ``"real"``."""
+    return seeded_aclient
 
 
 # -- the spec ------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ from redisguard.testing import RedisServer, ServerNotFoundError, SoakConfig, run
 from redisguard.testing._soak import (
     OUTAGE_KINDS,
     SecretScanner,
-    capture_logs,
     span_text,
 )
 
@@ -63,16 +62,6 @@ def _needs_tls() -> Iterator[None]:
         pytest.skip("this redis-server build has no TLS support")
     yield
     gc.collect()
-
-
-@pytest.fixture
-def scanner() -> Iterator[SecretScanner]:
-    """Secrets for the test; every log record emitted during it is scanned for them."""
-    found = SecretScanner()
-    with capture_logs(found):
-        yield found
-    assert found.scanned.get("log", 0) > 0
-    assert found.leaks == []
 
 
 @pytest.fixture
