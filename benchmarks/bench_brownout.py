@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import logging
 import os
 import platform
 import statistics
@@ -47,6 +45,7 @@ from typing import Any
 
 import pybreaker
 import redis
+from _common import StatusLine, exit_status, missed_variants, muted_logs, write_json
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -482,7 +481,9 @@ def run_benchmarks(
             raise KeyError(f"unknown scenario {key!r}; known: {', '.join(SCENARIOS)}")
     report: dict[str, Any] = {"meta": _meta(settings), "scenarios": []}
     with (
-        _quiet_guard_logs(),
+        # The guard's fallback logs (thousands under a fault), muted without changing the
+        # logger level the hot path checks.
+        muted_logs("redisguard"),
         RedisServer(args=["--enable-debug-command", "yes"]) as server,
         FaultProxy.for_server(server) as proxy,
     ):
@@ -511,22 +512,6 @@ def run_benchmarks(
                 )
             report["scenarios"].append(result)
     return report
-
-
-@contextlib.contextmanager
-def _quiet_guard_logs() -> Iterator[None]:
-    """Silence the guard's fallback logs (thousands under a fault) without changing the
-    logger level the hot path checks."""
-    log = logging.getLogger("redisguard")
-    saved = log.propagate
-    log.propagate = False
-    null = logging.NullHandler()
-    log.addHandler(null)
-    try:
-        yield
-    finally:
-        log.removeHandler(null)
-        log.propagate = saved
 
 
 def _meta(settings: Settings) -> dict[str, Any]:
@@ -626,32 +611,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.seconds:
         settings = replace(settings, fault_seconds=args.seconds)
     only = [key.strip() for key in args.only.split(",")] if args.only else None
-    interactive = sys.stderr.isatty()
-
-    def progress(line: str) -> None:
-        if interactive:
-            print(f"\r{line:<60}", end="", file=sys.stderr, flush=True)
-
+    progress = StatusLine()
     try:
         report = run_benchmarks(settings, only=only, progress=progress)
     except KeyError as exc:
         print(exc.args[0], file=sys.stderr)
         return 2
-    if interactive:
-        print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
+    progress.clear()
     print(format_report(report))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(report, out, indent=2)
-    missed = [
-        f"{sc['key']}/{v['key']}"
-        for sc in report["scenarios"]
-        for v in sc["variants"]
-        if v["met"] is False
-    ]
-    if missed:
-        print(f"targets missed: {', '.join(missed)}", file=sys.stderr)
-    return 1 if args.check and missed else 0
+    write_json(args.json, report)
+    return exit_status(missed_variants(report), check=args.check)
 
 
 if __name__ == "__main__":

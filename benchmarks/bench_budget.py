@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import sys
 import threading
@@ -45,6 +44,7 @@ from typing import Any, Literal
 import redis
 import redis.asyncio
 import redis.asyncio.retry
+from _common import StatusLine, write_json
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -407,22 +407,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings.quick() if args.quick else Settings()
     log = logging.getLogger("redisguard")
     was_disabled, log.disabled = log.disabled, True  # thousands of fallbacks: keep the table
-    interactive = sys.stderr.isatty()
-
-    def progress(line: str) -> None:
-        if interactive:
-            print(f"\r{line:<70}", end="", file=sys.stderr, flush=True)
-
+    progress = StatusLine(width=70)
     try:
         report = run_benchmarks(settings, progress)
     finally:
         log.disabled = was_disabled  # main() also runs in-process, from the tests
-    if interactive:
-        print("\r" + " " * 70 + "\r", end="", file=sys.stderr)
+    progress.clear()
     print(format_report(report))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(report, out, indent=2)
+    write_json(args.json, report)
     missed = [r for r in report["rows"] if r["met"] is False]
     return 1 if args.check and missed else 0
 
