@@ -126,7 +126,7 @@ def server() -> Iterator[RedisServer]:
 def client_breaker() -> BreakerConfig:
     """The config of the ``"redis"`` breaker that ``client`` and ``aclient`` register.
 
-    Opens after 2 consecutive failures, stays open 60 s. A module whose tests count on
+    Opens after 2 failures and stays open 60 s. A module whose tests count on
     another threshold overrides this fixture.
     """
     return BreakerConfig(failure_threshold=2, reset_timeout=60)
