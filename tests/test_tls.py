@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import redis
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -68,15 +67,6 @@ def _needs_tls() -> Iterator[None]:
 def server(redis_server_factory: ServerFactory, scanner: SecretScanner) -> RedisServer:
     """A TLS-only server with a scanned password and appendfsync always."""
     return redis_server_factory(tls=True, appendonly=True, password=scanner.new("password"))
-
-
-@pytest.fixture
-def spans() -> tuple[TracerProvider, InMemorySpanExporter]:
-    """An explicit tracer provider whose spans stay in memory."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return provider, exporter
 
 
 def _breaker(name: str) -> Breaker:
