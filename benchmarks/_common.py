@@ -1,4 +1,5 @@
-"""What the ``bench_*.py`` scripts share: quieting loggers, the progress line, the JSON report.
+"""What the ``bench_*.py`` scripts share: the redis-server check, quieting loggers, the progress
+line, the JSON report and the exit status.
 
 A script run as ``python benchmarks/bench_x.py`` finds this module next to it (its folder is
 ``sys.path[0]``); the smoke tests load the scripts with ``tests/_bench.py``, which puts this
@@ -13,6 +14,19 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
+
+from redisguard.testing import ServerNotFoundError
+from redisguard.testing._binary import find_redis_server
+
+
+def no_redis_server() -> bool:
+    """True, after printing why on stderr, when no redis-server can be found to start."""
+    try:
+        find_redis_server()
+    except ServerNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        return True
+    return False
 
 
 @contextmanager

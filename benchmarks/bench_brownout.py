@@ -45,14 +45,20 @@ from typing import Any
 
 import pybreaker
 import redis
-from _common import StatusLine, exit_status, missed_variants, muted_logs, write_json
+from _common import (
+    StatusLine,
+    exit_status,
+    missed_variants,
+    muted_logs,
+    no_redis_server,
+    write_json,
+)
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import redisguard
 from redisguard import Breaker, BreakerConfig, RetryPolicy, redis_guarded
-from redisguard.testing import FaultProxy, RedisServer, ServerNotFoundError
-from redisguard.testing._binary import find_redis_server
+from redisguard.testing import FaultProxy, RedisServer
 from redisguard.testing._oom import allow_writes, refuse_writes
 
 __all__ = ["SCENARIOS", "Settings", "format_report", "main", "run_benchmarks"]
@@ -600,10 +606,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     args = _parse_args(argv)
-    try:
-        find_redis_server()
-    except ServerNotFoundError as exc:
-        print(exc, file=sys.stderr)
+    if no_redis_server():
         return 2
     settings = Settings.quick() if args.quick else Settings.default()
     if args.rounds:

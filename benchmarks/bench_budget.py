@@ -44,13 +44,12 @@ from typing import Any, Literal
 import redis
 import redis.asyncio
 import redis.asyncio.retry
-from _common import StatusLine, write_json
+from _common import StatusLine, no_redis_server, write_json
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from redisguard import Breaker, BreakerConfig, RetryPolicy, redis_guarded
-from redisguard.testing import FaultProxy, RedisServer, ServerNotFoundError
-from redisguard.testing._binary import find_redis_server
+from redisguard.testing import FaultProxy, RedisServer
 
 __all__ = ["Row", "Settings", "format_report", "main", "run_benchmarks"]
 
@@ -399,10 +398,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     args = _parse_args(argv)
-    try:
-        find_redis_server()
-    except ServerNotFoundError as exc:
-        print(exc, file=sys.stderr)
+    if no_redis_server():
         return 2
     settings = Settings.quick() if args.quick else Settings()
     log = logging.getLogger("redisguard")

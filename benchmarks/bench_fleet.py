@@ -62,13 +62,12 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import redis
-from _common import exit_status, only_critical, write_json
+from _common import exit_status, no_redis_server, only_critical, write_json
 
 import redisguard
 from redisguard import BreakerConfig
 from redisguard._demo_fleet import FLEET_FAULTS, FleetOptions, FleetRun, run_fleet
-from redisguard.testing import RedisServer, ServerNotFoundError
-from redisguard.testing._binary import find_redis_server
+from redisguard.testing import RedisServer
 
 __all__ = ["MODES", "Settings", "format_report", "main", "run_benchmarks"]
 
@@ -319,10 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not value > 0:
                 parser.error(f"--{name} must be positive, got {value!r}")
             settings = replace(settings, **{name: value})
-    try:
-        find_redis_server()
-    except ServerNotFoundError as exc:
-        print(exc, file=sys.stderr)
+    if no_redis_server():
         return 2
     started = time.monotonic()
     with only_critical("redisguard"):

@@ -38,7 +38,14 @@ import pybreaker
 import redis
 import redis.asyncio
 import tenacity
-from _common import StatusLine, exit_status, missed_variants, muted_logs, write_json
+from _common import (
+    StatusLine,
+    exit_status,
+    missed_variants,
+    muted_logs,
+    no_redis_server,
+    write_json,
+)
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -51,8 +58,6 @@ from redis.exceptions import OutOfMemoryError
 import redisguard
 from redisguard import Breaker, BreakerConfig, RetryPolicy, redis_guarded
 from redisguard._compat import wait_exponential_jitter
-from redisguard.testing import ServerNotFoundError
-from redisguard.testing._binary import find_redis_server
 
 __all__ = [
     "BREAKER_FIELDS",
@@ -1514,12 +1519,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for v in sc.variants:
                 print(f"    {v.key}: {v.label}")
         return 0
-    if args.url is None:
-        try:
-            find_redis_server()
-        except ServerNotFoundError as exc:
-            print(exc, file=sys.stderr)
-            return 2
+    if args.url is None and no_redis_server():
+        return 2
     if args.breaker:
         BREAKER_FIELDS.update(args.breaker)
         print(f"breaker fields: {BREAKER_FIELDS}")
