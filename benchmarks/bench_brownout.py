@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import logging
 import os
 import platform
 import statistics
@@ -47,13 +45,20 @@ from typing import Any
 
 import pybreaker
 import redis
+from _common import (
+    StatusLine,
+    exit_status,
+    missed_variants,
+    muted_logs,
+    no_redis_server,
+    write_json,
+)
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import redisguard
 from redisguard import Breaker, BreakerConfig, RetryPolicy, redis_guarded
-from redisguard.testing import FaultProxy, RedisServer, ServerNotFoundError
-from redisguard.testing._binary import find_redis_server
+from redisguard.testing import FaultProxy, RedisServer
 from redisguard.testing._oom import allow_writes, refuse_writes
 
 __all__ = ["SCENARIOS", "Settings", "format_report", "main", "run_benchmarks"]
@@ -482,7 +487,9 @@ def run_benchmarks(
             raise KeyError(f"unknown scenario {key!r}; known: {', '.join(SCENARIOS)}")
     report: dict[str, Any] = {"meta": _meta(settings), "scenarios": []}
     with (
-        _quiet_guard_logs(),
+        # The guard's fallback logs (thousands under a fault), muted without changing the
+        # logger level the hot path checks.
+        muted_logs("redisguard"),
         RedisServer(args=["--enable-debug-command", "yes"]) as server,
         FaultProxy.for_server(server) as proxy,
     ):
@@ -511,22 +518,6 @@ def run_benchmarks(
                 )
             report["scenarios"].append(result)
     return report
-
-
-@contextlib.contextmanager
-def _quiet_guard_logs() -> Iterator[None]:
-    """Silence the guard's fallback logs (thousands under a fault) without changing the
-    logger level the hot path checks."""
-    log = logging.getLogger("redisguard")
-    saved = log.propagate
-    log.propagate = False
-    null = logging.NullHandler()
-    log.addHandler(null)
-    try:
-        yield
-    finally:
-        log.removeHandler(null)
-        log.propagate = saved
 
 
 def _meta(settings: Settings) -> dict[str, Any]:
@@ -615,10 +606,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     args = _parse_args(argv)
-    try:
-        find_redis_server()
-    except ServerNotFoundError as exc:
-        print(exc, file=sys.stderr)
+    if no_redis_server():
         return 2
     settings = Settings.quick() if args.quick else Settings.default()
     if args.rounds:
@@ -626,32 +614,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.seconds:
         settings = replace(settings, fault_seconds=args.seconds)
     only = [key.strip() for key in args.only.split(",")] if args.only else None
-    interactive = sys.stderr.isatty()
-
-    def progress(line: str) -> None:
-        if interactive:
-            print(f"\r{line:<60}", end="", file=sys.stderr, flush=True)
-
+    progress = StatusLine()
     try:
         report = run_benchmarks(settings, only=only, progress=progress)
     except KeyError as exc:
         print(exc.args[0], file=sys.stderr)
         return 2
-    if interactive:
-        print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
+    progress.clear()
     print(format_report(report))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(report, out, indent=2)
-    missed = [
-        f"{sc['key']}/{v['key']}"
-        for sc in report["scenarios"]
-        for v in sc["variants"]
-        if v["met"] is False
-    ]
-    if missed:
-        print(f"targets missed: {', '.join(missed)}", file=sys.stderr)
-    return 1 if args.check and missed else 0
+    write_json(args.json, report)
+    return exit_status(missed_variants(report), check=args.check)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import sys
 import threading
@@ -45,12 +44,12 @@ from typing import Any, Literal
 import redis
 import redis.asyncio
 import redis.asyncio.retry
+from _common import StatusLine, no_redis_server, write_json
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from redisguard import Breaker, BreakerConfig, RetryPolicy, redis_guarded
-from redisguard.testing import FaultProxy, RedisServer, ServerNotFoundError
-from redisguard.testing._binary import find_redis_server
+from redisguard.testing import FaultProxy, RedisServer
 
 __all__ = ["Row", "Settings", "format_report", "main", "run_benchmarks"]
 
@@ -399,30 +398,19 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     args = _parse_args(argv)
-    try:
-        find_redis_server()
-    except ServerNotFoundError as exc:
-        print(exc, file=sys.stderr)
+    if no_redis_server():
         return 2
     settings = Settings.quick() if args.quick else Settings()
     log = logging.getLogger("redisguard")
     was_disabled, log.disabled = log.disabled, True  # thousands of fallbacks: keep the table
-    interactive = sys.stderr.isatty()
-
-    def progress(line: str) -> None:
-        if interactive:
-            print(f"\r{line:<70}", end="", file=sys.stderr, flush=True)
-
+    progress = StatusLine(width=70)
     try:
         report = run_benchmarks(settings, progress)
     finally:
         log.disabled = was_disabled  # main() also runs in-process, from the tests
-    if interactive:
-        print("\r" + " " * 70 + "\r", end="", file=sys.stderr)
+    progress.clear()
     print(format_report(report))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(report, out, indent=2)
+    write_json(args.json, report)
     missed = [r for r in report["rows"] if r["met"] is False]
     return 1 if args.check and missed else 0
 

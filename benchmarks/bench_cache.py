@@ -34,19 +34,19 @@ import argparse
 import asyncio
 import gc
 import json
-import logging
 import platform
 import statistics
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import redis
 import redis.asyncio
+from _common import only_critical, write_json
 
 import redisguard
 from redisguard import Breaker, BreakerConfig, redis_guarded
@@ -406,18 +406,6 @@ def _flight_threads(url: str, settings: Settings, raw: redis.Redis) -> list[dict
 
 
 # -- the run ----------------------------------------------------------------------------------
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """The stale scenario logs the outage it causes; keep the report readable."""
-    logger = logging.getLogger("redisguard")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def run_benchmarks(settings: Settings) -> dict[str, Any]:
     """Every scenario, in one process; the report as plain data."""
     report: dict[str, Any] = {
@@ -425,7 +413,7 @@ def run_benchmarks(settings: Settings) -> dict[str, Any]:
         "python": platform.python_version(),
         "redis_py": redis.__version__,
     }
-    with _quiet(), ExitStack() as stack:
+    with only_critical("redisguard"), ExitStack() as stack:  # the stale scenario logs its outage
         server = stack.enter_context(RedisServer())
         raw = redis.Redis.from_url(server.url)
         stack.callback(raw.close)
@@ -508,9 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings.quick() if args.quick else Settings.default()
     report = run_benchmarks(settings)
     print(format_report(report))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(report, out, indent=2)
+    write_json(args.json, report)
     return 0
 
 

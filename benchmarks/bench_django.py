@@ -23,8 +23,6 @@ Run it::
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import platform
 import statistics
 import sys
@@ -41,6 +39,7 @@ if not settings.configured:
     settings.configure()
     django.setup()
 
+from _common import muted_logs, write_json
 from django.core.cache.backends.redis import RedisCache as BuiltinRedisCache
 from django_redis.cache import RedisCache as DjangoRedisCache
 
@@ -243,27 +242,17 @@ def run_benchmarks(settings_: Settings) -> dict[str, Any]:
     """Start a private redis-server, run both measurements, return a JSON-ready report."""
     # The outage logs are expected; muted for the run and restored after (main() also runs
     # in-process, from the tests, where later tests capture these loggers).
-    quiet = logging.NullHandler()
-    saved = {}
-    for name in ("redisguard", "django_redis"):
-        log = logging.getLogger(name)
-        saved[name] = log.propagate
-        log.addHandler(quiet)
-        log.propagate = False
-    server = RedisServer().start()
-    try:
-        url = f"redis://127.0.0.1:{server.port}/0"
-        caches = backends(url)
-        healthy = _healthy(caches, settings_)
-        paused = _paused(caches, server, settings_)
-    finally:
-        close_clients()
-        redisguard.forget_breaker(BREAKER)
-        server.stop()
-        for name, propagate in saved.items():
-            log = logging.getLogger(name)
-            log.removeHandler(quiet)
-            log.propagate = propagate
+    with muted_logs("redisguard", "django_redis"):
+        server = RedisServer().start()
+        try:
+            url = f"redis://127.0.0.1:{server.port}/0"
+            caches = backends(url)
+            healthy = _healthy(caches, settings_)
+            paused = _paused(caches, server, settings_)
+        finally:
+            close_clients()
+            redisguard.forget_breaker(BREAKER)
+            server.stop()
     return {
         "settings": asdict(settings_),
         "env": {
@@ -312,9 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = run_benchmarks(Settings.quick() if args.quick else Settings())
     _print(report)
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(report, out, indent=2)
+    write_json(args.json, report)
     return 0
 
 

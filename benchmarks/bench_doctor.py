@@ -27,7 +27,6 @@ Run: ``PYTHONPATH=. python benchmarks/bench_doctor.py [outage|load-rate] [--quic
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from _common import write_json
 
 import redisguard
 from redisguard import Breaker, BreakerConfig, RetryPolicy, redis_guarded
@@ -302,8 +302,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{item['dataset_bytes'] / 1e6:7.1f} MB, RDB {item['rdb_bytes'] / 1e6:7.1f} MB, "
                 f"loaded in {item['load_seconds']:.3f} s"
             )
-        if args.json:
-            Path(args.json).write_text(json.dumps(results, indent=2))
+        write_json(args.json, results)
         return 0
     outage = 1.5 if args.quick else args.outage
     healthy = 0.7 if args.quick else 2.0
@@ -319,8 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         for scenario in SCENARIOS
     ]
     print(format_rows(rows))
-    if args.json:
-        Path(args.json).write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    write_json(args.json, [asdict(r) for r in rows])
     return 0
 
 

@@ -51,8 +51,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
 import platform
 import statistics
@@ -64,12 +62,12 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import redis
+from _common import exit_status, no_redis_server, only_critical, write_json
 
 import redisguard
 from redisguard import BreakerConfig
 from redisguard._demo_fleet import FLEET_FAULTS, FleetOptions, FleetRun, run_fleet
-from redisguard.testing import RedisServer, ServerNotFoundError
-from redisguard.testing._binary import find_redis_server
+from redisguard.testing import RedisServer
 
 __all__ = ["MODES", "Settings", "format_report", "main", "run_benchmarks"]
 
@@ -320,28 +318,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not value > 0:
                 parser.error(f"--{name} must be positive, got {value!r}")
             settings = replace(settings, **{name: value})
-    try:
-        find_redis_server()
-    except ServerNotFoundError as exc:
-        print(exc, file=sys.stderr)
+    if no_redis_server():
         return 2
-    log = logging.getLogger("redisguard")
-    level = log.level
-    log.setLevel(logging.CRITICAL)  # the outage logs are expected
     started = time.monotonic()
-    try:
+    with only_critical("redisguard"):
         report = run_benchmarks(settings, progress=lambda line: print(line, file=sys.stderr))
-    finally:
-        log.setLevel(level)  # main() also runs in-process, from the tests
     print(format_report(report))
     print(f"took {time.monotonic() - started:.0f} s")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(report, out, indent=2)
+    write_json(args.json, report)
     missed = missed_targets(report)
-    if missed:
-        print(f"targets missed (after column): {', '.join(missed)}", file=sys.stderr)
-    return 1 if args.check and missed else 0
+    return exit_status(missed, check=args.check, what="targets missed (after column)")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,6 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import json
-import logging
 import os
 import platform
 import socket
@@ -40,6 +38,14 @@ import pybreaker
 import redis
 import redis.asyncio
 import tenacity
+from _common import (
+    StatusLine,
+    exit_status,
+    missed_variants,
+    muted_logs,
+    no_redis_server,
+    write_json,
+)
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -52,8 +58,6 @@ from redis.exceptions import OutOfMemoryError
 import redisguard
 from redisguard import Breaker, BreakerConfig, RetryPolicy, redis_guarded
 from redisguard._compat import wait_exponential_jitter
-from redisguard.testing import ServerNotFoundError
-from redisguard.testing._binary import find_redis_server
 
 __all__ = [
     "BREAKER_FIELDS",
@@ -1382,36 +1386,27 @@ def run_benchmarks(
             raise KeyError(f"unknown scenario {key!r}; known: {', '.join(SCENARIOS)}")
     # Silence the guard's failure logs while the open-circuit scenario trips its breakers,
     # without changing the logger level the hot path checks.
-    log = logging.getLogger("redisguard")
-    saved = log.propagate
-    log.propagate = False
-    null = logging.NullHandler()
-    log.addHandler(null)
-    try:
-        with contextlib.ExitStack() as stack:
-            server_url = url if url is not None else stack.enter_context(_private_server())
-            meta = {
-                "python": platform.python_version(),
-                "implementation": platform.python_implementation(),
-                "machine": platform.machine(),
-                "cpus": os.cpu_count(),
-                "redis_server": _redis_version(server_url),
-                "redis_py": redis.__version__,
-                "pybreaker": getattr(pybreaker, "__version__", "?"),
-                "tenacity": _dist_version("tenacity"),
-                "redisguard": redisguard.__version__,
-                # An editable install may point at another checkout than this script's.
-                "redisguard_path": os.path.dirname(redisguard.__file__ or "?"),
-                "opentelemetry": _otel_mode(),
-                "opentelemetry_sdk_rows": _SDK_NOTE,
-                "settings": asdict(settings),
-            }
-            results = [
-                asdict(run_scenario(SCENARIOS[key], server_url, settings, progress)) for key in keys
-            ]
-    finally:
-        log.removeHandler(null)
-        log.propagate = saved
+    with muted_logs("redisguard"), contextlib.ExitStack() as stack:
+        server_url = url if url is not None else stack.enter_context(_private_server())
+        meta = {
+            "python": platform.python_version(),
+            "implementation": platform.python_implementation(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "redis_server": _redis_version(server_url),
+            "redis_py": redis.__version__,
+            "pybreaker": getattr(pybreaker, "__version__", "?"),
+            "tenacity": _dist_version("tenacity"),
+            "redisguard": redisguard.__version__,
+            # An editable install may point at another checkout than this script's.
+            "redisguard_path": os.path.dirname(redisguard.__file__ or "?"),
+            "opentelemetry": _otel_mode(),
+            "opentelemetry_sdk_rows": _SDK_NOTE,
+            "settings": asdict(settings),
+        }
+        results = [
+            asdict(run_scenario(SCENARIOS[key], server_url, settings, progress)) for key in keys
+        ]
     return {"meta": meta, "scenarios": results}
 
 
@@ -1524,12 +1519,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for v in sc.variants:
                 print(f"    {v.key}: {v.label}")
         return 0
-    if args.url is None:
-        try:
-            find_redis_server()
-        except ServerNotFoundError as exc:
-            print(exc, file=sys.stderr)
-            return 2
+    if args.url is None and no_redis_server():
+        return 2
     if args.breaker:
         BREAKER_FIELDS.update(args.breaker)
         print(f"breaker fields: {BREAKER_FIELDS}")
@@ -1540,32 +1531,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rounds:
         settings = replace(settings, rounds=args.rounds)
     only = [key.strip() for key in args.only.split(",")] if args.only else None
-    interactive = sys.stderr.isatty()
-
-    def progress(line: str) -> None:
-        if interactive:
-            print(f"\r{line:<60}", end="", file=sys.stderr, flush=True)
-
+    progress = StatusLine()
     try:
         report = run_benchmarks(settings, url=args.url, only=only, progress=progress)
     except KeyError as exc:
         print(exc.args[0], file=sys.stderr)
         return 2
-    if interactive:
-        print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
+    progress.clear()
     print(format_report(report))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(report, out, indent=2)
-    missed = [
-        f"{sc['key']}/{v['key']}"
-        for sc in report["scenarios"]
-        for v in sc["variants"]
-        if v["met"] is False
-    ]
-    if missed:
-        print(f"targets missed: {', '.join(missed)}", file=sys.stderr)
-    return 1 if args.check and missed else 0
+    write_json(args.json, report)
+    return exit_status(missed_variants(report), check=args.check)
 
 
 if __name__ == "__main__":

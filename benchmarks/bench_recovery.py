@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import logging
 import statistics
 import sys
 import threading
@@ -46,6 +44,7 @@ from typing import Any
 
 import redis
 import redis.asyncio
+from _common import only_critical, write_json
 from redis.backoff import NoBackoff
 
 import redisguard
@@ -401,14 +400,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = replace(settings, reps=args.reps)
     if args.outage is not None:
         settings = replace(settings, outage=args.outage)
-    log = logging.getLogger("redisguard")
-    level = log.level
-    log.setLevel(logging.CRITICAL)  # the outage logs are expected
     started = time.monotonic()
-    try:
+    with only_critical("redisguard"):
         rows = run_benchmarks(settings, progress=lambda line: print(line, file=sys.stderr))
-    finally:
-        log.setLevel(level)  # main() also runs in-process, from the tests
     print(format_report(rows, settings))
     print(f"took {time.monotonic() - started:.0f} s")
     if args.json:
@@ -424,8 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             for r in rows
         ]
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump({"settings": asdict(settings), "rows": data}, out, indent=2)
+        write_json(args.json, {"settings": asdict(settings), "rows": data})
     return 1 if args.check and not all(r.met for r in rows) else 0
 
 

@@ -1,16 +1,32 @@
-"""Shared fixtures: registry isolation and a breaker driven by a fake monotonic clock."""
+"""Shared fixtures: registry isolation, a breaker driven by a fake monotonic clock, private
+redis-servers with the clients the modules test through, and the secret scanner and in-memory
+spans of the redaction tests.
+
+A module whose tests need something else (another breaker threshold, other socket timeouts, a
+server with a password) defines a fixture of the same name; pytest prefers the module's.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
+import redis.asyncio
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 import redisguard
-from redisguard import _breaker, _observe
+from redisguard import BreakerConfig, _breaker, _observe, get_breaker
+from redisguard._client import AsyncGuardedRedis, GuardedRedis, aconnect, connect
+from redisguard.testing import RedisServer
+from redisguard.testing._soak import SecretScanner, capture_logs
 
 # tests/typing/ holds files for mypy only; they must never be imported by pytest.
 collect_ignore = ["typing"]
@@ -93,3 +109,94 @@ def make_breaker(clock: FakeClock) -> BreakerFactory:
         return redisguard.Breaker(name, redisguard.BreakerConfig(**config), clock=clock)
 
     return make
+
+
+# -- a private server and the guarded clients on it -----------------------------------------
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    """A redis-server of this test's own, started before it and stopped after it.
+
+    Unlike the plugin's ``redis_server`` it does not skip when redis-server is missing.
+    """
+    with RedisServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def client_breaker() -> BreakerConfig:
+    """The config of the ``"redis"`` breaker that ``client`` and ``aclient`` register.
+
+    Opens after 2 failures and stays open 60 s. A module whose tests count on
+    another threshold overrides this fixture.
+    """
+    return BreakerConfig(failure_threshold=2, reset_timeout=60)
+
+
+@pytest.fixture
+def client(server: RedisServer, client_breaker: BreakerConfig) -> Iterator[GuardedRedis]:
+    """``connect(server.url, prober=False)``; ``client_breaker`` sets up its breaker first."""
+    get_breaker("redis", client_breaker)
+    c = connect(server.url, prober=False)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+async def aclient(
+    server: RedisServer, client_breaker: BreakerConfig
+) -> AsyncIterator[AsyncGuardedRedis]:
+    """The asyncio twin of ``client``: ``aconnect(server.url, prober=False)``."""
+    get_breaker("redis", client_breaker)
+    c = await aconnect(server.url, prober=False)
+    yield c
+    await c.aclose()
+
+
+# -- plain redis-py clients holding k = "real" ------------------------------------------------
+@pytest.fixture
+def seeded_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A plain redis-py client of ``redis_server`` (0.25 s socket timeout, redis-py's retry
+    off) that has set ``k`` to ``"real"``: what a fallback is told apart from."""
+    client = redis.Redis(
+        **redis_server.client_kwargs(),  # type: ignore[arg-type]
+        socket_timeout=0.25,
+        retry=Retry(NoBackoff(), 0),
+    )
+    client.set("k", "real")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def seeded_aclient(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
+    """The asyncio twin of ``seeded_client`` (0.25 s socket timeout, redis-py's default retry)."""
+    client = redis.asyncio.Redis(
+        **redis_server.client_kwargs(),  # type: ignore[arg-type]
+        socket_timeout=0.25,
+    )
+    await client.set("k", "real")
+    yield client
+    await client.aclose()
+
+
+# -- secrets that must not leak ---------------------------------------------------------------
+@pytest.fixture
+def scanner() -> Iterator[SecretScanner]:
+    """Secrets for the test; every log record emitted during it is scanned for them.
+
+    Fails the test at teardown when no record was scanned or any secret leaked.
+    """
+    found = SecretScanner()
+    with capture_logs(found):
+        yield found
+    assert found.scanned.get("log", 0) > 0
+    assert [(leak.source, leak.kind, leak.excerpt) for leak in found.leaks] == []
+
+
+@pytest.fixture
+def spans() -> tuple[TracerProvider, InMemorySpanExporter]:
+    """An explicit tracer provider whose spans stay in memory."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter

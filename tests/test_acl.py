@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import redisguard
@@ -30,28 +29,9 @@ from redisguard import (
 from redisguard.health import readiness
 from redisguard.stores import SessionStore
 from redisguard.testing import RedisServer
-from redisguard.testing._soak import SecretScanner, capture_logs, span_text
+from redisguard.testing._soak import SecretScanner, span_text
 
 ServerFactory = Callable[..., RedisServer]
-
-
-@pytest.fixture
-def scanner() -> Iterator[SecretScanner]:
-    """Secrets for the test; every log record emitted during it is scanned for them."""
-    found = SecretScanner()
-    with capture_logs(found):
-        yield found
-    assert found.scanned.get("log", 0) > 0
-    assert found.leaks == []
-
-
-@pytest.fixture
-def spans() -> tuple[TracerProvider, InMemorySpanExporter]:
-    """An explicit tracer provider whose spans stay in memory."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return provider, exporter
 
 
 @pytest.fixture

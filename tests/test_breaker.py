@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pybreaker
 import pytest
 import redis
+from _breakers import connection_refused, fail, returns_ok, trip
 
 import redisguard
 from redisguard import Breaker, BreakerConfig, CircuitOpenError, ConfigError
@@ -21,27 +21,6 @@ from redisguard._breaker import get_breaker
 
 if TYPE_CHECKING:
     from conftest import BreakerFactory, FakeClock
-
-
-def _refused() -> None:
-    raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
-
-
-def _ok() -> str:
-    return "ok"
-
-
-def fail(breaker: Breaker, times: int = 1) -> None:
-    """Record ``times`` failed calls through the public ``call()`` API."""
-    for _ in range(times):
-        with contextlib.suppress(redis.ConnectionError, CircuitOpenError):
-            breaker.call(_refused)
-
-
-def trip(breaker: Breaker) -> None:
-    """Fail until the breaker opens."""
-    fail(breaker, breaker.config.failure_threshold)
-    assert breaker.current_state == "open"
 
 
 class Recorder(pybreaker.CircuitBreakerListener):
@@ -72,11 +51,11 @@ def test_opens_only_at_the_threshold(make_breaker: BreakerFactory) -> None:
     breaker = make_breaker(failure_threshold=3)
     for expected in (1, 2):
         with pytest.raises(redis.ConnectionError):
-            breaker.call(_refused)
+            breaker.call(connection_refused)
         assert breaker.current_state == "closed"
         assert breaker.stats().failure_count == expected
     with pytest.raises(CircuitOpenError) as info:
-        breaker.call(_refused)
+        breaker.call(connection_refused)
     assert isinstance(info.value.__cause__, redis.ConnectionError)
     assert info.value.attempts == 1  # this call reached Redis and opened the circuit
     assert breaker.current_state == "open"
@@ -86,7 +65,7 @@ def test_success_clears_the_consecutive_count(make_breaker: BreakerFactory) -> N
     """A success in between means the failures are not consecutive, so the circuit stays closed."""
     breaker = make_breaker(failure_threshold=3)
     fail(breaker, 2)
-    assert breaker.call(_ok) == "ok"
+    assert breaker.call(returns_ok) == "ok"
     assert breaker.stats().failure_count == 0
     fail(breaker, 2)
     assert breaker.current_state == "closed"
@@ -148,9 +127,9 @@ def test_half_open_needs_success_threshold_successes(
     breaker = make_breaker(failure_threshold=1, reset_timeout=1.0, success_threshold=2)
     trip(breaker)
     clock.advance(1.0)
-    breaker.call(_ok)
+    breaker.call(returns_ok)
     assert breaker.current_state == "half-open"
-    breaker.call(_ok)
+    breaker.call(returns_ok)
     assert breaker.current_state == "closed"
 
 
@@ -162,13 +141,13 @@ def test_failed_trial_reopens_and_restarts_the_timeout(
     trip(breaker)
     clock.advance(2.0)
     with pytest.raises(CircuitOpenError):
-        breaker.call(_refused)
+        breaker.call(connection_refused)
     assert breaker.current_state == "open"
     clock.advance(1.9)
     with pytest.raises(CircuitOpenError):
-        breaker.call(_ok)
+        breaker.call(returns_ok)
     clock.advance(0.1)
-    assert breaker.call(_ok) == "ok"
+    assert breaker.call(returns_ok) == "ok"
     assert breaker.current_state == "closed"
 
 
@@ -292,7 +271,7 @@ def test_neutral_trial_frees_its_slot(make_breaker: BreakerFactory, clock: FakeC
     with pytest.raises(asyncio.CancelledError):
         breaker.call(cancelled)
     assert breaker.current_state == "half-open"
-    assert breaker.call(_ok) == "ok"
+    assert breaker.call(returns_ok) == "ok"
     assert breaker.current_state == "closed"
 
 
@@ -316,10 +295,10 @@ def test_excluded_exceptions_are_successes(make_breaker: BreakerFactory) -> None
 def test_reset_closes_and_clears_counts(make_breaker: BreakerFactory) -> None:
     """reset() closes an open breaker and zeroes every count."""
     breaker = make_breaker(failure_threshold=2)
-    breaker.call(_ok)
+    breaker.call(returns_ok)
     trip(breaker)
     with pytest.raises(CircuitOpenError):
-        breaker.call(_ok)
+        breaker.call(returns_ok)
     breaker.reset()
     stats = breaker.stats()
     assert stats.state == "closed"
@@ -343,14 +322,14 @@ def test_stats_fields(clock: FakeClock) -> None:
     assert created.state == "closed"
     assert created.last_state_change == datetime.fromtimestamp(1_700_000_000.0, timezone.utc)
     assert created.next_retry_time is None
-    breaker.call(_ok)
+    breaker.call(returns_ok)
     wall.advance(10)
     fail(breaker)
     wall.advance(1)
     clock.advance(1)
     fail(breaker)
     with pytest.raises(CircuitOpenError):
-        breaker.call(_ok)
+        breaker.call(returns_ok)
     clock.advance(10)
     stats = breaker.stats()
     assert stats.state == "open"
@@ -373,7 +352,7 @@ def test_success_count_is_exact_across_threads(make_breaker: BreakerFactory) -> 
 
     def work() -> None:
         for _ in range(500):
-            breaker.call(_ok)
+            breaker.call(returns_ok)
 
     for thread in _start_threads([work] * 8):
         thread.join(10)
@@ -427,7 +406,7 @@ def test_name_is_fixed_and_required(make_breaker: BreakerFactory) -> None:
 def test_call_async_is_not_supported(make_breaker: BreakerFactory) -> None:
     """pybreaker's Tornado entry point tells the user to use acall()."""
     with pytest.raises(NotImplementedError, match="acall"):
-        make_breaker().call_async(_ok)
+        make_breaker().call_async(returns_ok)
 
 
 def test_listener_sees_each_real_transition_once(
@@ -440,8 +419,8 @@ def test_listener_sees_each_real_transition_once(
     breaker.close()  # already closed: pybreaker would report closed -> closed here
     fail(breaker, 2)
     clock.advance(1.0)
-    breaker.call(_ok)
-    breaker.call(_ok)  # a late success in closed state is not a transition either
+    breaker.call(returns_ok)
+    breaker.call(returns_ok)  # a late success in closed state is not a transition either
     assert recorder.changes == [("closed", "open"), ("open", "half-open"), ("half-open", "closed")]
     assert len(recorder.failures) == 2
     assert all(isinstance(exc, redis.ConnectionError) for exc in recorder.failures)
@@ -466,7 +445,7 @@ def test_removed_listener_hears_nothing(make_breaker: BreakerFactory) -> None:
     recorder = Recorder()
     breaker.add_listener(recorder)
     breaker.remove_listener(recorder)
-    breaker.call(_ok)
+    breaker.call(returns_ok)
     trip(breaker)
     assert (recorder.changes, recorder.failures, recorder.successes) == ([], [], 0)
 
@@ -501,9 +480,9 @@ def test_raising_listener_does_not_break_calls(
     breaker = make_breaker(failure_threshold=1)
     breaker.add_listener(Broken())
     with caplog.at_level(logging.ERROR, logger="redisguard"):
-        assert breaker.call(_ok) == "ok"
+        assert breaker.call(returns_ok) == "ok"
         with pytest.raises(CircuitOpenError):
-            breaker.call(_refused)
+            breaker.call(connection_refused)
     assert breaker.current_state == "open"
     broken = {str(r.exc_info[1]) for r in caplog.records if r.exc_info}
     assert broken == {"before_call broke", "success broke", "failure broke", "state_change broke"}
@@ -525,7 +504,7 @@ def test_duck_typed_listener(make_breaker: BreakerFactory) -> None:
     breaker = make_breaker(failure_threshold=1)
     duck = Duck()
     breaker.add_listener(duck)
-    breaker.call(_ok)
+    breaker.call(returns_ok)
     trip(breaker)
     assert duck.events == ["success", "closed->open"]
 
@@ -542,7 +521,7 @@ def test_logging_listener_levels(
         clock.advance(1.0)
         fail(breaker)
         clock.advance(1.0)
-        breaker.call(_ok)
+        breaker.call(returns_ok)
     got = [
         (r.levelno, r.getMessage(), getattr(r, "state", None))
         for r in caplog.records
@@ -638,7 +617,7 @@ def test_calling_counts_failures(make_breaker: BreakerFactory) -> None:
     """An exception inside ``with breaker.calling()`` counts and can open the circuit."""
     breaker = make_breaker(failure_threshold=1)
     with pytest.raises(CircuitOpenError), breaker.calling():
-        _refused()
+        connection_refused()
     with pytest.raises(CircuitOpenError), breaker.calling():
         pytest.fail("an open circuit must not run the block")
 

@@ -35,12 +35,6 @@ FAST = RetryPolicy(attempts=2, backoff=0.001, max_backoff=0.002, jitter=0.0, dea
 
 
 @pytest.fixture
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as srv:
-        yield srv
-
-
-@pytest.fixture
 def raw(server: RedisServer) -> Iterator[redis.Redis]:
     r = redis.Redis.from_url(server.url)
     yield r

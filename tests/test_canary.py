@@ -6,7 +6,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,8 +14,6 @@ import redis
 import redis.asyncio
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from redisguard import (
     Breaker,
@@ -27,7 +25,6 @@ from redisguard import (
     current_failure,
     redis_guarded,
 )
-from redisguard.testing import RedisServer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -40,26 +37,6 @@ def _fresh_counts() -> Iterator[None]:
     chaos.kill()
     yield
     chaos.kill()
-
-
-@pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis(
-        **redis_server.client_kwargs(),  # type: ignore[arg-type]
-        socket_timeout=0.25,
-        retry=Retry(NoBackoff(), 0),
-    )
-    client.set("k", "real")
-    yield client
-    client.close()
-
-
-@pytest.fixture
-async def aclient(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.Redis(**redis_server.client_kwargs(), socket_timeout=0.25)  # type: ignore[arg-type]
-    await client.set("k", "real")
-    yield client
-    await client.aclose()
 
 
 def results(operation: str) -> dict[str, int]:
@@ -116,7 +93,9 @@ def test_canary_compare_must_be_callable() -> None:
 
 
 # -- sync ----------------------------------------------------------------------------------
-def test_a_matching_fallback_is_counted_and_the_result_is_untouched(client: redis.Redis) -> None:
+def test_a_matching_fallback_is_counted_and_the_result_is_untouched(
+    seeded_client: redis.Redis,
+) -> None:
     """The canary runs on the worker thread with the call's arguments; the caller gets
     Redis's answer."""
     seen: list[tuple[str, int, Failure | None]] = []
@@ -127,7 +106,7 @@ def test_a_matching_fallback_is_counted_and_the_result_is_untouched(client: redi
 
     @redis_guarded(name="k.match", fallback=fallback, canary=1, canary_side_effect_free=True)
     def get(key: str) -> Any:
-        return client.get(key)
+        return seeded_client.get(key)
 
     assert [get("k") for _ in range(5)] == [b"real"] * 5
     assert wait_for("k.match", 5) == {"match": 5}
@@ -140,7 +119,7 @@ def test_a_matching_fallback_is_counted_and_the_result_is_untouched(client: redi
 
 
 def test_a_mismatch_is_counted_and_logged_without_values(
-    client: redis.Redis, caplog: pytest.LogCaptureFixture
+    seeded_client: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A fallback of the wrong type is a mismatch, logged at WARNING by type only."""
 
@@ -148,7 +127,7 @@ def test_a_mismatch_is_counted_and_logged_without_values(
         name="k.mismatch", fallback="secret-str", canary=1, breaker=Breaker("k.m", PATIENT)
     )
     def get(key: str) -> Any:
-        return client.get(key)
+        return seeded_client.get(key)
 
     with caplog.at_level(logging.WARNING, logger="redisguard"):
         assert get("k") == b"real"
@@ -163,7 +142,7 @@ def test_a_mismatch_is_counted_and_logged_without_values(
 
 
 def test_a_raising_fallback_is_an_error(
-    client: redis.Redis, caplog: pytest.LogCaptureFixture
+    seeded_client: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A fallback that raises is counted as an error and logged with its traceback."""
 
@@ -172,7 +151,7 @@ def test_a_raising_fallback_is_an_error(
 
     @redis_guarded(name="k.raise", fallback=broken, canary=1, canary_side_effect_free=True)
     def get(key: str) -> Any:
-        return client.get(key)
+        return seeded_client.get(key)
 
     with caplog.at_level(logging.WARNING, logger="redisguard"):
         assert get("k") == b"real"
@@ -182,7 +161,7 @@ def test_a_raising_fallback_is_an_error(
     assert record.exc_info is not None
 
 
-def test_a_custom_comparison(client: redis.Redis) -> None:
+def test_a_custom_comparison(seeded_client: redis.Redis) -> None:
     """canary_compare(redis_result, fallback_result) decides; a raising one is an error."""
 
     def compare(result: Any, fallback_result: Any) -> bool:
@@ -200,21 +179,21 @@ def test_a_custom_comparison(client: redis.Redis) -> None:
         canary_side_effect_free=True,
     )
     def get(key: str) -> Any:
-        return client.get(key)
+        return seeded_client.get(key)
 
     for _ in range(3):
         get("k")
     assert wait_for("k.custom", 3) == {"match": 1, "mismatch": 1, "error": 1}
 
 
-def test_only_successes_are_sampled(client: redis.Redis) -> None:
+def test_only_successes_are_sampled(seeded_client: redis.Redis) -> None:
     """When Redis fails (here: chaos) the real fallback answers and no canary runs."""
 
     @redis_guarded(
         name="k.fail", fallback=b"fb", canary=1, retry=None, breaker=Breaker("k.f", PATIENT)
     )
     def get(key: str) -> Any:
-        return client.get(key)
+        return seeded_client.get(key)
 
     chaos.enable("op=k.fail,outage=30s")
     assert get("k") == b"fb"
@@ -225,12 +204,12 @@ def test_only_successes_are_sampled(client: redis.Redis) -> None:
     assert results("k.fail") == {"match": 1}
 
 
-def test_sampling_share(client: redis.Redis) -> None:
+def test_sampling_share(seeded_client: redis.Redis) -> None:
     """canary=0.1 runs the fallback for about a tenth of the successes."""
 
     @redis_guarded(name="k.share", fallback=b"fb", canary=0.1)
     def get(key: str) -> Any:
-        return client.get(key)
+        return seeded_client.get(key)
 
     for _ in range(400):
         get("k")
@@ -239,7 +218,7 @@ def test_sampling_share(client: redis.Redis) -> None:
     assert 15 <= runs <= 80  # 40 expected
 
 
-def test_a_full_worker_drops_runs_and_never_blocks(client: redis.Redis) -> None:
+def test_a_full_worker_drops_runs_and_never_blocks(seeded_client: redis.Redis) -> None:
     """With the worker stuck, the queue fills, further runs are dropped, callers never wait."""
     release = threading.Event()
 
@@ -249,7 +228,7 @@ def test_a_full_worker_drops_runs_and_never_blocks(client: redis.Redis) -> None:
 
     @redis_guarded(name="k.full", fallback=stuck, canary=1, canary_side_effect_free=True)
     def get(key: str) -> Any:
-        return client.get(key)
+        return seeded_client.get(key)
 
     slowest = 0.0
     try:
@@ -264,14 +243,14 @@ def test_a_full_worker_drops_runs_and_never_blocks(client: redis.Redis) -> None:
     wait_for("k.full", _canary.MAX_QUEUE + 50)
 
 
-def test_metrics_export_canary_results(client: redis.Redis) -> None:
+def test_metrics_export_canary_results(seeded_client: redis.Redis) -> None:
     """redisguard_canary_checks_total{operation,result} on the meter provider."""
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider(metric_readers=[reader])
 
     @redis_guarded(name="k.metric", fallback=1, canary=1, meter_provider=meter_provider)
     def get(key: str) -> Any:
-        return client.get(key)
+        return seeded_client.get(key)
 
     get("k")
     wait_for("k.metric", 1)
@@ -291,7 +270,7 @@ def test_metrics_export_canary_results(client: redis.Redis) -> None:
 
 # -- asyncio -------------------------------------------------------------------------------
 async def test_async_fallback_runs_after_the_caller_has_its_result(
-    aclient: redis.asyncio.Redis,
+    seeded_aclient: redis.asyncio.Redis,
 ) -> None:
     """An async fallback runs in a task that starts after the guarded call returned, in a
     fresh context (the caller's current_failure/span do not leak in)."""
@@ -306,7 +285,7 @@ async def test_async_fallback_runs_after_the_caller_has_its_result(
 
     @redis_guarded(name="k.async", fallback=fallback, canary=1, canary_side_effect_free=True)
     async def get(key: str) -> Any:
-        return await aclient.get(key)
+        return await seeded_aclient.get(key)
 
     assert await get("k") == b"real"
     order.append("caller")
@@ -315,7 +294,7 @@ async def test_async_fallback_runs_after_the_caller_has_its_result(
 
 
 async def test_async_guard_runs_a_sync_fallback_off_the_loop(
-    aclient: redis.asyncio.Redis,
+    seeded_aclient: redis.asyncio.Redis,
 ) -> None:
     """A sync fallback of an async guard runs on the worker thread, not on the event loop."""
     loop_thread = threading.get_ident()
@@ -328,7 +307,7 @@ async def test_async_guard_runs_a_sync_fallback_off_the_loop(
 
     @redis_guarded(name="k.async-sync", fallback=fallback, canary=1, canary_side_effect_free=True)
     async def get(key: str) -> Any:
-        return await aclient.get(key)
+        return await seeded_aclient.get(key)
 
     started = time.perf_counter()
     assert await get("k") == b"real"
@@ -344,7 +323,7 @@ async def test_async_guard_runs_a_sync_fallback_off_the_loop(
 
 
 async def test_a_sync_fallback_returning_a_coroutine_runs_it_on_the_loop(
-    aclient: redis.asyncio.Redis,
+    seeded_aclient: redis.asyncio.Redis,
 ) -> None:
     """As the guard awaits such a fallback's result, the canary runs it on the caller's loop."""
     loop_thread = threading.get_ident()
@@ -359,14 +338,14 @@ async def test_a_sync_fallback_returning_a_coroutine_runs_it_on_the_loop(
 
     @redis_guarded(name="k.coro2", fallback=plain, canary=1, canary_side_effect_free=True)
     async def get2(key: str) -> Any:
-        return await aclient.get(key)
+        return await seeded_aclient.get(key)
 
     assert await get2("k") == b"real"
     assert await await_for("k.coro2", 1) == {"match": 1}
     assert ran_on == [loop_thread]
 
 
-async def test_async_raising_fallback_and_task_cap(aclient: redis.asyncio.Redis) -> None:
+async def test_async_raising_fallback_and_task_cap(seeded_aclient: redis.asyncio.Redis) -> None:
     """Exceptions are counted; beyond MAX_TASKS runs in flight, runs are dropped."""
     gate = asyncio.Event()
 
@@ -376,7 +355,7 @@ async def test_async_raising_fallback_and_task_cap(aclient: redis.asyncio.Redis)
 
     @redis_guarded(name="k.acap", fallback=fallback, canary=1, canary_side_effect_free=True)
     async def get(key: str) -> Any:
-        return await aclient.get(key)
+        return await seeded_aclient.get(key)
 
     for _ in range(_canary.MAX_TASKS + 10):
         assert await get("k") == b"real"

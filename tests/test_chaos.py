@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -50,29 +50,6 @@ def _chaos_off(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     _chaos._clear_counts()
     yield
     chaos.kill()
-
-
-@pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis(
-        **redis_server.client_kwargs(),  # type: ignore[arg-type]
-        socket_timeout=0.25,
-        retry=Retry(NoBackoff(), 0),
-    )
-    client.set("k", "real")
-    yield client
-    client.close()
-
-
-@pytest.fixture
-async def aclient(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.Redis(
-        **redis_server.client_kwargs(),  # type: ignore[arg-type]
-        socket_timeout=0.25,
-    )
-    await client.set("k", "real")
-    yield client
-    await client.aclose()
 
 
 # -- the spec ------------------------------------------------------------------------------
@@ -190,11 +167,11 @@ def test_injected_busy_and_oom_match_the_server(redis_server: RedisServer) -> No
 
 
 # -- off by default, and free --------------------------------------------------------------
-def test_off_by_default_the_guard_calls_its_function_directly(client: redis.Redis) -> None:
+def test_off_by_default_the_guard_calls_its_function_directly(seeded_client: redis.Redis) -> None:
     """With chaos off the wrapper's closure holds the function itself: no extra call."""
 
     def get() -> Any:
-        return client.get("k")
+        return seeded_client.get("k")
 
     guarded = redis_guarded(name="c.off", fallback=None)(get)
     guard = guarded.__redisguard__  # type: ignore[attr-defined]
@@ -208,17 +185,17 @@ def test_off_by_default_the_guard_calls_its_function_directly(client: redis.Redi
 
 
 # -- sync ----------------------------------------------------------------------------------
-def test_outage_runs_the_whole_path_and_kill_ends_it(client: redis.Redis) -> None:
+def test_outage_runs_the_whole_path_and_kill_ends_it(seeded_client: redis.Redis) -> None:
     """An outage falls back, opens the breaker, is counted; kill() restores Redis at once."""
     breaker = Breaker("c.sync", BreakerConfig(failure_threshold=3, reset_timeout=60))
 
     @redis_guarded(name="c.get", fallback="fallback", breaker=breaker, retry=None)
     def get() -> Any:
-        return client.get("k")
+        return seeded_client.get("k")
 
     @redis_guarded(name="c.other", fallback="fallback", retry=None)
     def other() -> Any:
-        return client.get("k")
+        return seeded_client.get("k")
 
     chaos.enable("op=c.get,outage=30s")
     assert [get() for _ in range(5)] == ["fallback"] * 5
@@ -231,17 +208,17 @@ def test_outage_runs_the_whole_path_and_kill_ends_it(client: redis.Redis) -> Non
     assert chaos.injected() == {("c.get", "outage"): 3}
 
 
-def test_retries_meet_the_fault_too(client: redis.Redis) -> None:
+def test_retries_meet_the_fault_too(seeded_client: redis.Redis) -> None:
     """A refusal proves nothing ran, so it is retried (and injected again); a read
     timeout is not retried for a guard not declared idempotent."""
 
     @redis_guarded(name="c.refused", fallback=None, retry=RETRY, breaker=Breaker("b1", PATIENT))
     def refused() -> Any:
-        return client.get("k")
+        return seeded_client.get("k")
 
     @redis_guarded(name="c.timeout", fallback=None, retry=RETRY, breaker=Breaker("b2", PATIENT))
     def timed_out() -> Any:
-        return client.get("k")
+        return seeded_client.get("k")
 
     chaos.enable("op=c.refused,outage=30s", "op=c.timeout,outage=30s,error=timeout")
     assert refused() is None
@@ -251,17 +228,17 @@ def test_retries_meet_the_fault_too(client: redis.Redis) -> None:
     assert failure_kinds.retries.value == 1
 
 
-def test_write_refusals_open_only_the_write_side(client: redis.Redis) -> None:
+def test_write_refusals_open_only_the_write_side(seeded_client: redis.Redis) -> None:
     """Injected OOM is a refused write: write guards fall back, reads still reach Redis."""
     breaker = Breaker("c.sides", BreakerConfig(failure_threshold=2, reset_timeout=60))
 
     @redis_guarded(name="c.set", fallback=False, breaker=breaker, access="write")
     def put() -> Any:
-        return client.set("k2", "v")
+        return seeded_client.set("k2", "v")
 
     @redis_guarded(name="c.read", fallback=None, breaker=breaker, access="read")
     def read() -> Any:
-        return client.get("k")
+        return seeded_client.get("k")
 
     chaos.enable(chaos.Fault(breaker="c.sides", error="oom", p=0.25), seed=1)
     results = [put() for _ in range(40)]
@@ -273,7 +250,7 @@ def test_write_refusals_open_only_the_write_side(client: redis.Redis) -> None:
     assert put() is False  # the write side is still open: answered without Redis
 
 
-def test_write_refusals_spare_the_guards_a_real_one_spares(client: redis.Redis) -> None:
+def test_write_refusals_spare_the_guards_a_real_one_spares(seeded_client: redis.Redis) -> None:
     """A real OOM refuses only commands that may grow memory, and a real replica only writes:
     an injected OOM reaches write guards (not reads, not deletes), READONLY every guard but
     reads. Scoped to a whole breaker, the rehearsal matches the server's behaviour."""
@@ -282,7 +259,7 @@ def test_write_refusals_spare_the_guards_a_real_one_spares(client: redis.Redis) 
         access: redis_guarded(
             name=f"c.scoped.{access}", fallback="fell back", breaker=breaker, retry=None,
             access=access,
-        )(lambda: client.get("k"))
+        )(lambda: seeded_client.get("k"))
         for access in ("read", "write", "delete", "both")
     }
     for error, refused in (("oom", {"write", "both"}), ("readonly", {"write", "delete", "both"})):
@@ -294,12 +271,12 @@ def test_write_refusals_spare_the_guards_a_real_one_spares(client: redis.Redis) 
             assert ("fell back" in seen) is (access in refused), (error, access, seen)
 
 
-def test_probability_and_latency_with_a_seed(client: redis.Redis) -> None:
+def test_probability_and_latency_with_a_seed(seeded_client: redis.Redis) -> None:
     """About p of the calls get the latency; a seed makes the rehearsal reproducible."""
 
     @redis_guarded(name="c.slow", fallback=None)
     def get() -> Any:
-        return client.get("k")
+        return seeded_client.get("k")
 
     def run() -> tuple[int, float]:
         chaos.kill()
@@ -316,23 +293,23 @@ def test_probability_and_latency_with_a_seed(client: redis.Redis) -> None:
     assert run()[0] == first
 
 
-def test_guards_built_later_and_breaker_scope(client: redis.Redis) -> None:
+def test_guards_built_later_and_breaker_scope(seeded_client: redis.Redis) -> None:
     """A guard decorated after enable() is injected into too; breaker scope is exact."""
     chaos.enable("breaker=c.scope,outage=30s,error=loading")
 
     @redis_guarded(name="c.late", fallback="fb", breaker=Breaker("c.scope", PATIENT), retry=None)
     def late() -> Any:
-        return client.get("k")
+        return seeded_client.get("k")
 
     @redis_guarded(name="c.elsewhere", fallback="fb", breaker=Breaker("c.x", PATIENT))
     def elsewhere() -> Any:
-        return client.get("k")
+        return seeded_client.get("k")
 
     assert late() == "fb"
     assert elsewhere() == b"real"
 
 
-def test_every_wrapper_variant_is_injected(client: redis.Redis) -> None:
+def test_every_wrapper_variant_is_injected(seeded_client: redis.Redis) -> None:
     """Policy wrappers (window, bulkhead), success tracing and breaker selectors too."""
     windowed = Breaker(
         "c.window",
@@ -342,7 +319,7 @@ def test_every_wrapper_variant_is_injected(client: redis.Redis) -> None:
     per_call = Breaker("c.selected", PATIENT)
 
     def get() -> Any:
-        return client.get("k")
+        return seeded_client.get("k")
 
     guards = [
         redis_guarded(name="c.v1", fallback="fb", breaker=windowed, retry=None)(get),
@@ -358,12 +335,14 @@ def test_every_wrapper_variant_is_injected(client: redis.Redis) -> None:
     assert set(chaos.injected()) == {(f"c.v{i}", "outage") for i in range(1, 5)}
 
 
-def test_the_kill_switch_variable(client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_kill_switch_variable(
+    seeded_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """REDISGUARD_CHAOS_KILL=1 ends chaos at the next call and keeps it from starting."""
 
     @redis_guarded(name="c.kill", fallback="fb", retry=None, breaker=Breaker("c.k", PATIENT))
     def get() -> Any:
-        return client.get("k")
+        return seeded_client.get("k")
 
     chaos.enable("op=c.kill,outage=30s")
     assert get() == "fb"
@@ -374,14 +353,14 @@ def test_the_kill_switch_variable(client: redis.Redis, monkeypatch: pytest.Monke
         chaos.enable("op=c.kill,outage=30s")
 
 
-def test_the_spec_variable(client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_spec_variable(seeded_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     """REDISGUARD_CHAOS is read when the first guard is built; a bad one fails decoration."""
     monkeypatch.setattr(_chaos._state, "env_read", False)
     monkeypatch.setenv("REDISGUARD_CHAOS", "op=c.env,outage=30s,error=readonly")
 
     @redis_guarded(name="c.env", fallback="fb", retry=None, breaker=Breaker("c.e", PATIENT))
     def get() -> Any:
-        return client.get("k")
+        return seeded_client.get("k")
 
     assert get() == "fb"
     assert chaos.active() == (chaos.Fault(operation="c.env", outage=30.0, error="readonly"),)
@@ -394,7 +373,7 @@ def test_the_spec_variable(client: redis.Redis, monkeypatch: pytest.MonkeyPatch)
         redis_guarded(name="c.env3", fallback=None)(get)
 
 
-def test_spans_and_metrics_mark_the_rehearsal(client: redis.Redis) -> None:
+def test_spans_and_metrics_mark_the_rehearsal(seeded_client: redis.Redis) -> None:
     """The degraded span says redisguard.chaos=true; the metric counts by operation, kind."""
     exporter = InMemorySpanExporter()
     tracer_provider = TracerProvider()
@@ -411,7 +390,7 @@ def test_spans_and_metrics_mark_the_rehearsal(client: redis.Redis) -> None:
         meter_provider=meter_provider,
     )
     def get() -> Any:
-        return client.get("k")
+        return seeded_client.get("k")
 
     chaos.enable("op=c.otel,outage=30s,error=busy")
     assert get() is None
@@ -427,7 +406,7 @@ def test_spans_and_metrics_mark_the_rehearsal(client: redis.Redis) -> None:
     meter_provider.shutdown()
 
 
-def test_latency_marks_a_traced_success(client: redis.Redis) -> None:
+def test_latency_marks_a_traced_success(seeded_client: redis.Redis) -> None:
     """With success spans on, a call that only got latency is marked too."""
     exporter = InMemorySpanExporter()
     tracer_provider = TracerProvider()
@@ -437,7 +416,7 @@ def test_latency_marks_a_traced_success(client: redis.Redis) -> None:
         name="c.traced", fallback=None, trace_success=True, tracer_provider=tracer_provider
     )
     def get() -> Any:
-        return client.get("k")
+        return seeded_client.get("k")
 
     chaos.enable(chaos.Fault(operation="c.traced", latency_ms=1, p=0.25), seed=3)
     for _ in range(20):
@@ -467,13 +446,13 @@ def _metric(reader: InMemoryMetricReader, name: str, **attributes: str) -> Any:
 
 
 # -- asyncio -------------------------------------------------------------------------------
-async def test_async_outage_fallback_and_kill(aclient: redis.asyncio.Redis) -> None:
+async def test_async_outage_fallback_and_kill(seeded_aclient: redis.asyncio.Redis) -> None:
     """The asyncio twin: errors are injected in the coroutine, latency with asyncio.sleep."""
     breaker = Breaker("c.async", BreakerConfig(failure_threshold=2, reset_timeout=60))
 
     @redis_guarded(name="c.aget", fallback="fb", breaker=breaker, retry=RETRY)
     async def get() -> Any:
-        return await aclient.get("k")
+        return await seeded_aclient.get("k")
 
     chaos.enable("op=c.aget,outage=30s,error=busy")
     assert await get() == "fb"
@@ -493,12 +472,14 @@ async def test_async_outage_fallback_and_kill(aclient: redis.asyncio.Redis) -> N
     assert elapsed < 0.03 * chaos.injected()[("c.aget", "latency")]
 
 
-async def test_async_timeout_with_latency_is_a_slow_timeout(aclient: redis.asyncio.Redis) -> None:
+async def test_async_timeout_with_latency_is_a_slow_timeout(
+    seeded_aclient: redis.asyncio.Redis,
+) -> None:
     """error=timeout plus latency: the call waits, then times out, and falls back."""
 
     @redis_guarded(name="c.aslow", fallback="fb", retry=None, breaker=Breaker("c.as", PATIENT))
     async def get() -> Any:
-        return await aclient.get("k")
+        return await seeded_aclient.get("k")
 
     chaos.enable("op=c.aslow,outage=30s,error=timeout,latency=50ms")
     started = time.perf_counter()
@@ -511,14 +492,14 @@ def test_redisguard_exports_chaos() -> None:
     assert redisguard.chaos is chaos
 
 
-def test_chaos_reaches_the_hits_of_a_cached_function(client: redis.Redis) -> None:
+def test_chaos_reaches_the_hits_of_a_cached_function(seeded_client: redis.Redis) -> None:
     """``@cached`` inlines its GET guard's happy path; while chaos injects into that guard
     the cache takes the guard's own path, so a hit meets the fault like any GET."""
     from redisguard.cache import cached
 
     calls: list[int] = []
 
-    @cached(client, ttl=60, name="chaos-prof")
+    @cached(seeded_client, ttl=60, name="chaos-prof")
     def profile(user: int) -> dict[str, int]:
         calls.append(user)
         return {"user": user}

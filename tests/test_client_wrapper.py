@@ -40,12 +40,6 @@ def _prober_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("redisguard-prober")]
 
 
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as srv:
-        yield srv
-
-
 # -- URL validation ------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("url", "problem"),

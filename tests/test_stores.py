@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
 from _refusals import failed_save, fill_memory, free_memory, slow_script
 
 from redisguard import BreakerConfig, RetryPolicy, StoreUnavailableError, get_breaker
-from redisguard._client import AsyncGuardedRedis, GuardedRedis, aconnect, connect
+from redisguard._client import AsyncGuardedRedis, GuardedRedis, connect
 from redisguard.stores import (
     AsyncClientRegistry,
     AsyncSessionStore,
@@ -30,25 +29,9 @@ FAST = RetryPolicy(attempts=2, backoff=0.001, max_backoff=0.002, jitter=0.0, dea
 
 
 @pytest.fixture
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def client(server: RedisServer) -> Iterator[GuardedRedis]:
-    get_breaker("redis", BreakerConfig(failure_threshold=3, reset_timeout=60))
-    c = connect(server.url, prober=False)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-async def aclient(server: RedisServer) -> AsyncIterator[AsyncGuardedRedis]:
-    get_breaker("redis", BreakerConfig(failure_threshold=3, reset_timeout=60))
-    c = await aconnect(server.url, prober=False)
-    yield c
-    await c.aclose()
+def client_breaker() -> BreakerConfig:
+    """The stores' tests open the shared breaker after 3 failures (conftest's ``client``)."""
+    return BreakerConfig(failure_threshold=3, reset_timeout=60)
 
 
 def test_twins_share_their_flows() -> None:

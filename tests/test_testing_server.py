@@ -10,7 +10,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +51,6 @@ def _wait_dead(pid: int, timeout: float = 5.0) -> bool:
 def _client(server: RedisServer, **kwargs: Any) -> redis.Redis:
     """A redis-py client without retries, so faults surface on the first call."""
     return redis.Redis(**server.client_kwargs(), retry=NO_RETRY, **kwargs)
-
-
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    """A started server, stopped after the test."""
-    with RedisServer() as srv:
-        yield srv
 
 
 def test_start_serves_ping_and_stop_removes_process_and_directory() -> None:

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import redis
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -29,7 +28,6 @@ from redisguard.testing import RedisServer, ServerNotFoundError, SoakConfig, run
 from redisguard.testing._soak import (
     OUTAGE_KINDS,
     SecretScanner,
-    capture_logs,
     span_text,
 )
 
@@ -66,28 +64,9 @@ def _needs_tls() -> Iterator[None]:
 
 
 @pytest.fixture
-def scanner() -> Iterator[SecretScanner]:
-    """Secrets for the test; every log record emitted during it is scanned for them."""
-    found = SecretScanner()
-    with capture_logs(found):
-        yield found
-    assert found.scanned.get("log", 0) > 0
-    assert found.leaks == []
-
-
-@pytest.fixture
 def server(redis_server_factory: ServerFactory, scanner: SecretScanner) -> RedisServer:
     """A TLS-only server with a scanned password and appendfsync always."""
     return redis_server_factory(tls=True, appendonly=True, password=scanner.new("password"))
-
-
-@pytest.fixture
-def spans() -> tuple[TracerProvider, InMemorySpanExporter]:
-    """An explicit tracer provider whose spans stay in memory."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return provider, exporter
 
 
 def _breaker(name: str) -> Breaker:

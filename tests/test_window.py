@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING
 import pybreaker
 import pytest
 import redis
+from _breakers import connection_refused, fail, returns_ok
 
 from redisguard import (
     Breaker,
@@ -30,23 +30,9 @@ if TYPE_CHECKING:
     from conftest import BreakerFactory, FakeClock
 
 
-def _refused() -> None:
-    raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
-
-
-def _ok() -> str:
-    return "ok"
-
-
-def fail(breaker: Breaker, times: int = 1) -> None:
-    for _ in range(times):
-        with contextlib.suppress(redis.ConnectionError, CircuitOpenError):
-            breaker.call(_refused)
-
-
 def succeed(breaker: Breaker, times: int = 1) -> None:
     for _ in range(times):
-        breaker.call(_ok)
+        breaker.call(returns_ok)
 
 
 def slow_call(clock: FakeClock, seconds: float) -> Callable[[], str]:
@@ -144,7 +130,7 @@ def test_concurrent_successes_never_lose_a_failure(size: int | None) -> None:
     start = threading.Barrier(threads + 1)
 
     assert breaker._window is not None
-    success = redis_guarded(name="hammer", breaker=breaker)(_ok)  # the windowed wrapper
+    success = redis_guarded(name="hammer", breaker=breaker)(returns_ok)  # the windowed wrapper
 
     def hammer() -> None:
         try:
@@ -184,12 +170,12 @@ def test_rate_mode_opens_at_the_rate_not_before_minimum_calls(
     for _ in range(4):
         succeed(breaker)
         with pytest.raises(redis.ConnectionError):
-            breaker.call(_refused)
+            breaker.call(connection_refused)
     succeed(breaker)
     assert breaker.current_state == "closed"
     assert breaker.stats().window_calls == 9
     with pytest.raises(CircuitOpenError):
-        breaker.call(_refused)
+        breaker.call(connection_refused)
     assert breaker.current_state == "open"
     assert isinstance(breaker.opened_by, redis.ConnectionError)
     assert ping_proves_recovery(breaker.opened_by)  # the prober may half-open it early
@@ -239,7 +225,7 @@ def test_window_starts_empty_after_the_circuit_closes(
     assert breaker.current_state == "closed"
     assert breaker.stats().window_calls == 0
     with pytest.raises(redis.ConnectionError):
-        breaker.call(_refused)  # 1 call in the window: below minimum_calls
+        breaker.call(connection_refused)  # 1 call in the window: below minimum_calls
     assert breaker.current_state == "closed"
 
 
@@ -302,7 +288,7 @@ def test_slow_trial_reopens_and_fast_trial_closes(
     assert isinstance(breaker.opened_by, SlowCallsError)
     assert "half-open trial call took 50.0 ms" in str(breaker.opened_by)
     with pytest.raises(CircuitOpenError):
-        breaker.call(_ok)  # the reset timeout starts again
+        breaker.call(returns_ok)  # the reset timeout starts again
     clock.advance(1.5)
     succeed(breaker)
     assert breaker.current_state == "closed"
