@@ -31,7 +31,7 @@ from redis.retry import Retry
 
 from ._errors import ConfigError
 from ._fork import renew_lock_after_fork
-from ._sides import Access
+from ._sides import ACCESS_KINDS, Access
 from ._tally import Tally
 from ._telemetry import CHAOS_MARK, mark_active_span_chaos
 
@@ -66,7 +66,7 @@ _REPLIES = {
     "oom": "OOM command not allowed when used memory > 'maxmemory'.",
 }
 
-_EVERY_ACCESS = frozenset({"read", "write", "delete", "both"})
+_EVERY_ACCESS = frozenset(ACCESS_KINDS)
 #: The guards (by ``access``) a write refusal reaches; other errors reach every guard.
 _REFUSED_BY: dict[str | None, frozenset[str]] = {
     "oom": frozenset({"write", "both"}),
@@ -110,7 +110,7 @@ class Fault:
             return "outage"
         return self.error or "latency"
 
-    def matches(self, operation: str, breaker: str, access: str = "both") -> bool:
+    def matches(self, operation: str, breaker: str, access: Access = "both") -> bool:
         """Whether this rule's scope takes calls of guard ``operation`` on ``breaker``.
 
         A write refusal reaches only the guards a real one would: Redis out of memory refuses
