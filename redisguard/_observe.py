@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ._classify import ErrorKind
 from ._fork import renew_lock_after_fork
 from ._tally import Tally, TallyGroup
 
@@ -20,7 +21,7 @@ __all__ = ["FAILURE_KINDS", "OperationStats", "operation_stats", "operations"]
 
 #: The :class:`~redisguard.ErrorKind` values of the failed attempts a guard handles (every kind
 #: but ``propagate``), the ``kind`` label of ``redis_operation_failures_total``.
-FAILURE_KINDS = ("transient", "misconfigured", "write_refused", "rejected")
+FAILURE_KINDS = tuple(kind.value for kind in ErrorKind if kind is not ErrorKind.PROPAGATE)
 
 
 def _failure_tallies() -> dict[str, Tally]:
