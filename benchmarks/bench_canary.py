@@ -116,6 +116,18 @@ def _canary_counts(operation: str) -> tuple[int, int]:
     return runs, counts.get((operation, "dropped"), 0)
 
 
+def _guarded(name: str, share: float, get: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``get`` guarded on a breaker of its own, with the canary on ``share`` of its calls."""
+    guarded: Callable[[str], Any] = redis_guarded(
+        name=name,
+        fallback=_fallback,
+        breaker=Breaker(name, BreakerConfig()),
+        canary=share,
+        canary_side_effect_free=True,
+    )(get)
+    return guarded
+
+
 def _sync_rows(server: RedisServer, settings: Settings) -> list[LatencyRow]:
     client = redis.Redis(
         **server.client_kwargs(),  # type: ignore[arg-type]
@@ -130,13 +142,7 @@ def _sync_rows(server: RedisServer, settings: Settings) -> list[LatencyRow]:
         def get(key: str) -> Any:
             return client.get(key)
 
-        variants[share] = redis_guarded(
-            name=name,
-            fallback=_fallback,
-            breaker=Breaker(name, BreakerConfig()),
-            canary=share,
-            canary_side_effect_free=True,
-        )(get)
+        variants[share] = _guarded(name, share, get)
     samples: dict[float, list[float]] = {share: [] for share in variants}
     clock = time.perf_counter_ns
     for number in range(settings.rounds):
@@ -166,13 +172,7 @@ async def _async_rows(server: RedisServer, settings: Settings) -> list[LatencyRo
         async def get(key: str) -> Any:
             return await client.get(key)
 
-        variants[share] = redis_guarded(
-            name=name,
-            fallback=_fallback,
-            breaker=Breaker(name, BreakerConfig()),
-            canary=share,
-            canary_side_effect_free=True,
-        )(get)
+        variants[share] = _guarded(name, share, get)
     samples: dict[float, list[float]] = {share: [] for share in variants}
     clock = time.perf_counter_ns
     per_task = max(1, settings.calls // settings.tasks)
