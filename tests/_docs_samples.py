@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import sys
+import textwrap
 import traceback
 import types
 from dataclasses import dataclass
@@ -80,8 +81,6 @@ def samples(text: str) -> list[Sample]:
 
 
 def _dedent(body: list[str]) -> str:
-    import textwrap
-
     return textwrap.dedent("\n".join(body)).strip("\n") + "\n"
 
 
